@@ -1,0 +1,262 @@
+//! The server's config file: what `posthorn render` writes into a ConfigMap and what
+//! `posthorn serve --config FILE` reads. Every field has a default so a minimal file is
+//! a few lines; paths point at files that Kubernetes mounts from Secrets.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// Default pod ports: unprivileged, so the container runs as non-root.
+pub const DEFAULT_SMTP_PORT: u16 = 2525;
+pub const DEFAULT_SUBMISSION_PORT: u16 = 5587;
+pub const DEFAULT_SUBMISSIONS_PORT: u16 = 5465;
+pub const DEFAULT_METRICS_PORT: u16 = 9090;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// `$myhostname`: banner, Received header, the domain bare logins are qualified with.
+    pub hostname: String,
+    /// Local domains: mail for them is delivered here; port 25 accepts only these.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub listeners: Listeners,
+    /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_metrics")]
+    pub metrics: Option<SocketAddr>,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    /// Postfix `smtpd_sender_login_maps` file: `address  login1, login2` per line.
+    /// A login always owns its own address, so this file is optional.
+    #[serde(default)]
+    pub sender_login_map: Option<PathBuf>,
+    #[serde(default)]
+    pub dns: DnsConfig,
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// How often mounted files (certificate, users, sender map) are checked for changes.
+    #[serde(default = "default_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listeners {
+    /// Port 25 semantics: inbound for the local domains, STARTTLS offered, no AUTH.
+    pub smtp: Option<SocketAddr>,
+    /// Port 587 semantics: STARTTLS required before anything else, then AUTH.
+    pub submission: Option<SocketAddr>,
+    /// Port 465 semantics: implicit TLS, then AUTH.
+    pub submissions: Option<SocketAddr>,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        let any = |port| Some(SocketAddr::from(([0, 0, 0, 0], port)));
+        Listeners {
+            smtp: any(DEFAULT_SMTP_PORT),
+            submission: any(DEFAULT_SUBMISSION_PORT),
+            submissions: any(DEFAULT_SUBMISSIONS_PORT),
+        }
+    }
+}
+
+fn default_metrics() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([0, 0, 0, 0], DEFAULT_METRICS_PORT)))
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(2)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (`tls.crt` of a `kubernetes.io/tls` Secret).
+    pub cert: PathBuf,
+    /// PEM private key (`tls.key`).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Dovecot passwd-file: `user@domain:{SCHEME}hash[:uid:gid:gecos:home:shell:extra]`.
+    pub passwd_file: PathBuf,
+    /// Accept `{PLAIN}` entries. Off by default: a plaintext password in a file is a leak
+    /// waiting to happen.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Delay before a failed login is answered (Dovecot's `auth_failure_delay`).
+    #[serde(default = "default_failure_delay", with = "humantime_serde")]
+    pub failure_delay: Duration,
+    /// How many verified credentials are remembered, so a client that logs in on every
+    /// message does not pay for Argon2 each time. 0 disables the cache.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: usize,
+    /// Password verifications running at once (each Argon2id one may take 64 MiB).
+    #[serde(default = "default_verify_concurrency")]
+    pub max_concurrent_verifications: usize,
+}
+
+fn default_failure_delay() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_cache_size() -> usize {
+    4096
+}
+fn default_verify_concurrency() -> usize {
+    4
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Name servers (`ip:port`) for recipient domain checks. Empty: the system resolver.
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Durable queue directory.
+    pub directory: PathBuf,
+    /// Where local-domain mail is delivered: `<maildir_root>/<domain>/<user>/Maildir`.
+    pub maildir_root: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest message accepted (`message_size_limit`), advertised in EHLO SIZE.
+    pub max_message_size: usize,
+    /// Recipients per message (`smtpd_recipient_limit`).
+    pub max_recipients: usize,
+    /// Connections open at once over all listeners.
+    pub max_connections: usize,
+    /// Connections open at once from one client IP (`smtpd_client_connection_count_limit`).
+    pub max_connections_per_ip: usize,
+    /// Protocol errors before the session is ended (`smtpd_hard_error_limit`).
+    pub max_errors: usize,
+    /// Waiting time for the next command or data (RFC 5321 §4.5.3.2 allows 5 minutes).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 1000,
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+            max_errors: 20,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let config: Config = serde_saphyr::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_yaml(&self) -> anyhow::Result<String> {
+        Ok(serde_saphyr::to_string(self)?)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.hostname.is_empty() || !self.hostname.contains('.') {
+            bail!(
+                "hostname {:?} must be a fully qualified domain name",
+                self.hostname
+            );
+        }
+        let l = &self.listeners;
+        if l.smtp.is_none() && l.submission.is_none() && l.submissions.is_none() {
+            bail!("no listener configured: set at least one of smtp, submission, submissions");
+        }
+        if self.limits.max_message_size == 0 || self.limits.max_recipients == 0 {
+            bail!("limits.maxMessageSize and limits.maxRecipients must be positive");
+        }
+        Ok(())
+    }
+
+    /// True when `domain` (already lowercased) is one of ours.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "
+hostname: mail.example.com
+domains: [example.com]
+tls: {cert: /tls/tls.crt, key: /tls/tls.key}
+auth: {passwdFile: /users/passwd}
+spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
+";
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c: Config = serde_saphyr::from_str(MINIMAL).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listeners.submission.unwrap().port(), DEFAULT_SUBMISSION_PORT);
+        assert_eq!(c.auth.failure_delay, Duration::from_secs(2));
+        assert!(!c.auth.allow_plaintext);
+        assert_eq!(c.limits.max_message_size, 25 * 1024 * 1024);
+        assert!(c.is_local_domain("EXAMPLE.com"));
+    }
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let c: Config = serde_saphyr::from_str(MINIMAL).unwrap();
+        let again: Config = serde_saphyr::from_str(&c.to_yaml().unwrap()).unwrap();
+        assert_eq!(c, again);
+    }
+
+    #[test]
+    fn unknown_field_is_an_error() {
+        let text = format!("{MINIMAL}bogus: 1\n");
+        let err = serde_saphyr::from_str::<Config>(&text).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn rejects_unqualified_hostname() {
+        let mut c: Config = serde_saphyr::from_str(MINIMAL).unwrap();
+        c.hostname = "mail".into();
+        assert!(c.validate().is_err());
+    }
+}

@@ -17,7 +17,6 @@ use tokio::sync::Semaphore;
 
 use crate::config::AuthConfig;
 use crate::reload::{self, Watched};
-
 use userdb::{UserDb, canonical_login};
 
 /// Longer passwords are refused without hashing: SHA-crypt's cost grows with the
@@ -113,7 +112,8 @@ impl Authenticator {
     async fn check_password(&self, login: &str, password: &[u8]) -> Outcome {
         let db = self.users.get();
         let key = db.cache.key(login, password);
-        if db.password(login).is_some() && db.cache.contains(&key) {
+        // The cache belongs to this version of the file, so a hit is still valid.
+        if db.cache.contains(&key) {
             return Outcome::Cached;
         }
         // The permit moves into the blocking task: if the session is dropped meanwhile,

@@ -95,7 +95,7 @@ pub enum StoredHash {
     /// `$2y$`, `$2b$`, `$2a$` (BLF-CRYPT).
     Bcrypt(String),
     /// PHC string `$argon2id$...` or `$argon2i$...`.
-    Argon2(argon2::PasswordHash),
+    Argon2(Box<argon2::PasswordHash>),
     Plain(Vec<u8>),
 }
 
@@ -146,7 +146,9 @@ impl StoredHash {
                 .is_ok(),
             StoredHash::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
             // The crate compares the outputs with `subtle`.
-            StoredHash::Argon2(hash) => Argon2::default().verify_password(password, hash).is_ok(),
+            StoredHash::Argon2(hash) => Argon2::default()
+                .verify_password(password, hash.as_ref())
+                .is_ok(),
             // Comparing digests hides the length as well as the content.
             StoredHash::Plain(expected) => Sha256::digest(expected)
                 .as_slice()
@@ -214,7 +216,7 @@ fn parse_argon2(text: &str) -> Result<StoredHash, HashError> {
     {
         return Err(HashError::Malformed("Argon2"));
     }
-    Ok(StoredHash::Argon2(hash))
+    Ok(StoredHash::Argon2(Box::new(hash)))
 }
 
 /// Verifies `password` against `{SCHEME}hash` text (`{PLAIN}` included: the plaintext
@@ -422,5 +424,142 @@ mod tests {
         assert!(!format!("{plain:?}").contains("hunter2"));
         let err = StoredHash::parse("{SHA512-CRYPT}$6$salt$tooshort", false).unwrap_err();
         assert!(!err.to_string().contains("tooshort"));
+    }
+
+    /// Cross-checks with the real tools. CI installs them (dovecot-core, openssl, whois
+    /// for mkpasswd), so a missing tool is a failure, not a skip.
+    mod real_tools {
+        use super::*;
+        use std::process::{Command, Output};
+
+        fn run(program: &str, args: &[&str]) -> Output {
+            Command::new(program)
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"))
+        }
+
+        fn stdout_of(program: &str, args: &[&str]) -> String {
+            let out = run(program, args);
+            assert!(
+                out.status.success(),
+                "{program} {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        }
+
+        /// Letters first (a leading `-` would read as an option), then punctuation,
+        /// spaces and non-ASCII, so quoting or encoding slips would show.
+        fn random_password() -> String {
+            const CHARS: &[char] = &[
+                'a', 'B', 'c', 'D', 'e', '7', '0', ' ', '$', '{', '}', ':', '\'', '"', '\\', 'ä',
+                '€', '#', '%',
+            ];
+            let mut password = String::from("Pw");
+            for _ in 0..14 {
+                password.push(CHARS[rand::random_range(0..CHARS.len())]);
+            }
+            password
+        }
+
+        /// A hash of a random password made by the tool must verify with that password
+        /// and no other.
+        fn check_tool_hash(program: &str, args: &[&str], expected_prefix: &str) {
+            let password = random_password();
+            let mut full_args = args.to_vec();
+            full_args.push(&password);
+            let stored = stdout_of(program, &full_args);
+            assert!(
+                stored.starts_with(expected_prefix),
+                "{program} {args:?} wrote {stored}"
+            );
+            assert_eq!(
+                verify(&stored, password.as_bytes()),
+                Ok(true),
+                "{program} {args:?}"
+            );
+            let wrong = format!("{password}x");
+            assert_eq!(
+                verify(&stored, wrong.as_bytes()),
+                Ok(false),
+                "{program} {args:?}"
+            );
+        }
+
+        #[test]
+        fn doveadm_sha512_crypt() {
+            check_tool_hash(
+                "doveadm",
+                &["pw", "-s", "SHA512-CRYPT", "-p"],
+                "{SHA512-CRYPT}$6$",
+            );
+        }
+
+        #[test]
+        fn doveadm_sha256_crypt() {
+            check_tool_hash(
+                "doveadm",
+                &["pw", "-s", "SHA256-CRYPT", "-p"],
+                "{SHA256-CRYPT}$5$",
+            );
+        }
+
+        #[test]
+        fn doveadm_blf_crypt() {
+            check_tool_hash(
+                "doveadm",
+                &["pw", "-s", "BLF-CRYPT", "-p"],
+                "{BLF-CRYPT}$2y$",
+            );
+        }
+
+        #[test]
+        fn doveadm_argon2id() {
+            check_tool_hash(
+                "doveadm",
+                &["pw", "-s", "ARGON2ID", "-p"],
+                "{ARGON2ID}$argon2id$",
+            );
+        }
+
+        #[test]
+        fn openssl_sha512_and_sha256() {
+            check_tool_hash("openssl", &["passwd", "-6"], "$6$");
+            check_tool_hash("openssl", &["passwd", "-5"], "$5$");
+        }
+
+        #[test]
+        fn mkpasswd_sha512_with_and_without_rounds_and_bcrypt() {
+            check_tool_hash("mkpasswd", &["-m", "sha-512"], "$6$");
+            check_tool_hash(
+                "mkpasswd",
+                &["-m", "sha-512", "-R", "6000"],
+                "$6$rounds=6000$",
+            );
+            check_tool_hash("mkpasswd", &["-m", "bcrypt"], "$2b$");
+        }
+
+        #[test]
+        fn doveadm_accepts_our_hashes() {
+            for scheme in Scheme::ALL {
+                let password = random_password();
+                let stored = hash_password(scheme, &password).unwrap();
+                let right = run("doveadm", &["pw", "-t", &stored, "-p", &password]);
+                assert!(
+                    right.status.success(),
+                    "doveadm rejected our {scheme} hash: {}",
+                    String::from_utf8_lossy(&right.stderr)
+                );
+                let wrong = run(
+                    "doveadm",
+                    &["pw", "-t", &stored, "-p", &format!("{password}x")],
+                );
+                assert!(
+                    !wrong.status.success(),
+                    "doveadm accepted a wrong password for {scheme}"
+                );
+            }
+        }
     }
 }

@@ -79,39 +79,46 @@ impl Committer {
 }
 
 fn run_batch(dir: &File, counters: &Counters, batch: Vec<Job>) {
-    let mut results: Vec<(Job, io::Result<u64>)> = batch
+    let applied: Vec<(Job, io::Result<u64>)> = batch
         .into_iter()
         .map(|job| {
             let result = apply(&job.op);
             (job, result)
         })
         .collect();
-    if let Err(error) = dir.sync_all() {
+    let synced = dir.sync_all();
+    if let Err(error) = &synced {
         tracing::error!(%error, "spool directory fsync failed");
-        for (job, result) in &mut results {
-            if result.is_ok() {
-                // A published name that may not survive a crash must not be acknowledged;
-                // take it back so the client's retry does not produce a duplicate.
-                if let Op::Publish { to, .. } = &job.op {
-                    let _ = std::fs::remove_file(to);
-                }
-                *result = Err(io::Error::new(error.kind(), error.to_string()));
-            }
-        }
     }
-    for (job, result) in results {
-        let result = result.map(|len| match job.op {
-            Op::Publish { .. } => {
-                counters.messages.fetch_add(1, Ordering::Relaxed);
-                counters.bytes.fetch_add(len, Ordering::Relaxed);
+    for (job, result) in applied {
+        let answer = match (result, &synced) {
+            (Err(e), _) => Err(e),
+            (Ok(len), Ok(())) => {
+                match job.op {
+                    Op::Publish { .. } => {
+                        counters.messages.fetch_add(1, Ordering::Relaxed);
+                        counters.bytes.fetch_add(len, Ordering::Relaxed);
+                    }
+                    Op::Unlink(_) => uncount(counters, len),
+                    Op::Sync => {}
+                }
+                Ok(())
             }
-            Op::Unlink(_) => {
-                saturating_sub(&counters.messages, 1);
-                saturating_sub(&counters.bytes, len);
+            (Ok(len), Err(error)) => {
+                match &job.op {
+                    // A name that may not survive a crash must not be acknowledged; take
+                    // it back so that the client's retry does not make a duplicate.
+                    Op::Publish { to, .. } => {
+                        let _ = std::fs::remove_file(to);
+                    }
+                    // Gone from the directory, durably or not.
+                    Op::Unlink(_) => uncount(counters, len),
+                    Op::Sync => {}
+                }
+                Err(io::Error::new(error.kind(), error.to_string()))
             }
-            Op::Sync => {}
-        });
-        let _ = job.done.send(result);
+        };
+        let _ = job.done.send(answer);
     }
 }
 
@@ -131,6 +138,11 @@ fn apply(op: &Op) -> io::Result<u64> {
         }
         Op::Sync => Ok(0),
     }
+}
+
+fn uncount(counters: &Counters, len: u64) {
+    saturating_sub(&counters.messages, 1);
+    saturating_sub(&counters.bytes, len);
 }
 
 fn saturating_sub(counter: &AtomicU64, n: u64) {

@@ -203,6 +203,19 @@ impl Spool {
     }
 }
 
+/// True when a [`Spool::commit`] error means the disk (or quota) is full: the session
+/// answers `452 4.3.1 Insufficient system storage` then, `451 4.3.0` otherwise.
+pub fn is_out_of_space(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            )
+        })
+    })
+}
+
 /// Creates `path` (which must not exist) with mode 0600, writes `parts` and fsyncs it.
 /// On error the partial file is removed.
 pub fn write_new_synced(path: &Path, parts: &[&[u8]]) -> io::Result<()> {

@@ -198,6 +198,19 @@ async fn failed_write_returns_err_and_queues_nothing() {
     );
 }
 
+#[test]
+fn out_of_space_is_told_apart() {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    let full = anyhow::Error::from(io::Error::from_raw_os_error(ENOSPC)).context("writing");
+    let quota = anyhow::Error::from(io::Error::from_raw_os_error(EDQUOT)).context("writing");
+    let denied = anyhow::Error::from(io::Error::from(io::ErrorKind::PermissionDenied));
+    assert!(is_out_of_space(&full));
+    assert!(is_out_of_space(&quota));
+    assert!(!is_out_of_space(&denied));
+    assert!(!is_out_of_space(&anyhow::anyhow!("other")));
+}
+
 #[tokio::test]
 async fn commit_never_replaces_a_queued_message() {
     let dir = tempfile::tempdir().unwrap();

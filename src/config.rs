@@ -195,7 +195,9 @@ impl Config {
     /// The server config a `MailServer` asks for, with files where `layout` says. The
     /// operator writes this into the ConfigMap; `posthorn up` runs it directly.
     pub fn for_mailserver(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Result<Config> {
-        let max_message_size = crate::api::parse_size(&spec.submission.max_message_size)
+        let max_message_size = spec
+            .submission
+            .max_message_bytes()
             .map_err(|e| anyhow::anyhow!("spec.submission.maxMessageSize: {e}"))?;
         let defaults = Listeners::default();
         let config = Config {
@@ -206,7 +208,7 @@ impl Config {
                 submission: defaults.submission,
                 submissions: defaults
                     .submissions
-                    .filter(|_| spec.submission.implicit_tls.is_some()),
+                    .filter(|_| spec.submission.implicit_tls.enabled),
             },
             metrics: default_metrics(),
             tls: TlsConfig {

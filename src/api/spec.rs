@@ -51,12 +51,8 @@ pub(crate) const HOST_PORT_PATTERN: &str = r"^([-.a-zA-Z0-9]+|\[[0-9a-fA-F:.]+\]
         json_path = ".status.readyReplicas",
         description = "Mail server pods ready to take connections"
     ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
-        description = "Whether the mail server is serving"
-    ),
+    // JSON form: clippy takes a second `type_ = "string"` for a duplicated attribute.
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Whether the mail server is serving"}"#,
     printcolumn(
         name = "Age",
         type_ = "date",

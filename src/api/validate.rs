@@ -44,7 +44,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Splits `host:port` (IPv6 addresses in brackets: `[2001:db8::1]:587`), checking the
-/// host is a DNS name or IP address and the port is in 1..=65535.
+/// host is a DNS name or IP address and the port is in 1..=65535. The host comes back
+/// without brackets, ready for `(host, port).to_socket_addrs()` or a resolver.
 pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
     let Some((host, port)) = s.rsplit_once(':') else {
         return Err(format!(
@@ -54,18 +55,21 @@ pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
     if host.is_empty() {
         return Err(format!("{s:?} has no host: expected host:port"));
     }
-    if let Some(inner) = host.strip_prefix('[') {
-        let v6 = inner.strip_suffix(']').unwrap_or(inner);
-        if !inner.ends_with(']') || v6.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("{s:?}: {host} is not a bracketed IPv6 address"));
+    let host = if let Some(inner) = host.strip_prefix('[') {
+        match inner.strip_suffix(']') {
+            Some(v6) if v6.parse::<Ipv6Addr>().is_ok() => v6,
+            _ => return Err(format!("{s:?}: {host} is not a bracketed IPv6 address")),
         }
     } else if host.contains(':') {
         return Err(format!(
             "{s:?}: write an IPv6 address in brackets, e.g. [2001:db8::1]:587"
         ));
-    } else if host.parse::<Ipv4Addr>().is_err() {
-        check_dns_name(host).map_err(|e| format!("{s:?}: host {e}"))?;
-    }
+    } else {
+        if host.parse::<Ipv4Addr>().is_err() {
+            check_dns_name(host).map_err(|e| format!("{s:?}: host {e}"))?;
+        }
+        host
+    };
     let port = match port.parse::<u32>() {
         Ok(p @ 1..=65535) => p as u16,
         Ok(p) => return Err(format!("{s:?}: port {p} is out of range 1-65535")),
@@ -499,10 +503,7 @@ mod tests {
         );
         assert_eq!(split_host_port("relay:25"), Ok(("relay", 25)));
         assert_eq!(split_host_port("192.0.2.1:465"), Ok(("192.0.2.1", 465)));
-        assert_eq!(
-            split_host_port("[2001:db8::1]:24"),
-            Ok(("[2001:db8::1]", 24))
-        );
+        assert_eq!(split_host_port("[2001:db8::1]:24"), Ok(("2001:db8::1", 24)));
         let cases = [
             ("smtp.provider.example", "has no port"),
             (":587", "has no host"),

@@ -268,11 +268,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// True when `domain` (already lowercased) is one of ours.
-    pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
-    }
 }
 
 #[cfg(test)]
@@ -291,11 +286,13 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
     fn minimal_file_gets_defaults() {
         let c: Config = serde_saphyr::from_str(MINIMAL).unwrap();
         c.validate().unwrap();
-        assert_eq!(c.listeners.submission.unwrap().port(), DEFAULT_SUBMISSION_PORT);
+        assert_eq!(
+            c.listeners.submission.unwrap().port(),
+            DEFAULT_SUBMISSION_PORT
+        );
         assert_eq!(c.auth.failure_delay, Duration::from_secs(2));
         assert!(!c.auth.allow_plaintext);
         assert_eq!(c.limits.max_message_size, 25 * 1024 * 1024);
-        assert!(c.is_local_domain("EXAMPLE.com"));
     }
 
     #[test]

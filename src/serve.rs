@@ -117,7 +117,7 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
     tokio::spawn(publish_spool_size(spool, metrics.clone()));
     if let Some(listener) = metrics_listener {
         let ready = Arc::new(AtomicBool::new(false));
-        tokio::spawn(telemetry::serve_http_on(listener, metrics, ready.clone()));
+        tokio::spawn(telemetry::serve_http(listener, metrics, ready.clone()));
         // Every file is loaded and every socket is accepting: ready for traffic.
         ready.store(true, Ordering::Release);
     }

@@ -18,7 +18,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::api::parse_manifest;
+    use crate::api::manifest::parse_manifest;
 
     fn crd_value() -> Value {
         serde_saphyr::from_str(&crd_yaml().unwrap()).unwrap()

@@ -129,7 +129,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::api::{IssuerKind, QueueStorage, ServiceType, TlsSource};
+    use crate::api::spec::{IssuerKind, QueueStorage, ServiceType, TlsSource};
 
     const MINIMAL: &str = "\
 apiVersion: posthorn.dev/v1alpha1

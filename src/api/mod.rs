@@ -9,12 +9,5 @@ mod status;
 mod validate;
 
 pub use crd::crd_yaml;
-pub use manifest::{load_manifest, parse_manifest};
-pub use spec::{
-    DeliverySpec, DkimSpec, DnsSpec, ExternalTrafficPolicy, ImplicitTlsSpec, InboundSpec,
-    IssuerKind, IssuerRef, LocalDelivery, MailServer, MailServerSpec, ProxyProtocolSpec, QueueSpec,
-    QueueStorage, RelaySpec, SenderLogin, ServiceSpec, ServiceType, SubmissionSpec, TlsSource,
-    TlsSpec, UsersSpec,
-};
-pub use status::{DnsRecord, Endpoints, MailServerStatus};
-pub use validate::{parse_size, split_host_port};
+pub use manifest::load_manifest;
+pub use spec::{MailServer, MailServerSpec, TlsSource};

@@ -719,7 +719,7 @@ mod tests {
             ),
             (
                 |s| {
-                    s.relay = Some(crate::api::RelaySpec {
+                    s.relay = Some(crate::api::spec::RelaySpec {
                         host: "smtp.provider.example".into(),
                         credentials_secret: None,
                     })
@@ -729,7 +729,7 @@ mod tests {
             ),
             (
                 |s| {
-                    s.relay = Some(crate::api::RelaySpec {
+                    s.relay = Some(crate::api::spec::RelaySpec {
                         host: "smtp.provider.example:99999".into(),
                         credentials_secret: None,
                     })
@@ -739,7 +739,7 @@ mod tests {
             ),
             (
                 |s| {
-                    s.relay = Some(crate::api::RelaySpec {
+                    s.relay = Some(crate::api::spec::RelaySpec {
                         host: "smtp.provider.example:587".into(),
                         credentials_secret: Some("Relay".into()),
                     })
@@ -849,7 +849,7 @@ mod tests {
         spec.queue.storage = QueueStorage::PersistentVolumeClaim;
         spec.queue.size = Some(Quantity("1Gi".into()));
         spec.queue.storage_class_name = Some("fast-ssd".into());
-        spec.relay = Some(crate::api::RelaySpec {
+        spec.relay = Some(crate::api::spec::RelaySpec {
             host: "[2001:db8::25]:465".into(),
             credentials_secret: Some("relay-credentials".into()),
         });

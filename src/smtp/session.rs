@@ -658,7 +658,7 @@ impl Session {
             Err(reject) => {
                 tracing::info!(
                     reason = reject.reason,
-                    from = %printable(&self.txn.as_ref().map(|t| t.from.address.as_str()).unwrap_or_default()),
+                    from = %printable(self.txn.as_ref().map(|t| t.from.address.as_str()).unwrap_or_default()),
                     to = %printable(&to.address),
                     "NOQUEUE: reject: RCPT: {}", reject.reply
                 );

@@ -144,6 +144,7 @@ impl Spool {
     }
 
     /// The envelope alone (with recorded outcomes), without reading the message.
+    #[cfg(test)]
     pub async fn load_envelope(&self, id: &QueueId) -> anyhow::Result<Envelope> {
         let (path, sidecar) = (self.queue_path(id), self.sidecar_path(id));
         spawn_blocking(move || {

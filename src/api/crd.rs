@@ -29,6 +29,15 @@ mod tests {
     }
 
     #[test]
+    fn crds_directory_matches_the_generated_crd() {
+        let committed = include_str!("../../crds/mailservers.posthorn.dev.yaml");
+        assert!(
+            committed == crd_yaml().unwrap(),
+            "crds/mailservers.posthorn.dev.yaml is stale: run `cargo run -- crd > crds/mailservers.posthorn.dev.yaml`"
+        );
+    }
+
+    #[test]
     fn yaml_parses_back_into_the_same_crd() {
         let yaml = crd_yaml().unwrap();
         let parsed: CustomResourceDefinition = serde_saphyr::from_str(&yaml).unwrap();

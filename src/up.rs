@@ -84,7 +84,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             );
         }
     }
-    serve::shutdown_signal().await
+    serve::shutdown_signal().await?;
+    bound.shutdown().await;
+    Ok(())
 }
 
 /// The manifest's ports are the Service's; locally we bind the pod's unprivileged ports.

@@ -37,12 +37,20 @@ pub fn run(cmd: &mut Command) -> String {
 }
 
 /// Polls `done` every 100 ms until it holds; panics with `what` after `limit`.
-pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, limit: Duration, done: impl FnMut() -> bool) {
+    assert!(eventually(limit, done), "timed out waiting for {what}");
+}
+
+/// Polls `done` every 100 ms until it holds (true) or `limit` passes (false).
+pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        if start.elapsed() > limit {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    true
 }
 
 /// A test CA and a certificate it signed for 127.0.0.1/localhost plus `names`:
@@ -92,6 +100,9 @@ pub fn dns(records: &[&str]) -> (Guard, SocketAddr) {
         "--no-hosts",
         "--bind-interfaces",
         "--listen-address=127.0.0.1",
+        // Answer for the test TLD from the records alone: NXDOMAIN or no data, never
+        // REFUSED for lack of an upstream server.
+        "--local=/test/",
         &format!("--port={port}"),
     ]);
     for record in records {
@@ -240,6 +251,13 @@ delivery: {delivery}
         child.wait().unwrap()
     }
 
+    /// [`wait_for`], with the server's log in the panic message.
+    pub fn wait(&self, what: &str, limit: Duration, done: impl FnMut() -> bool) {
+        if !eventually(limit, done) {
+            panic!("timed out waiting for {what}; server log:\n{}", self.log());
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
@@ -386,7 +404,7 @@ fn relay_host_postfix_with_sasl_over_starttls() {
     // Wrong credentials: the message stays queued, and the queue tools say why.
     assert!(server.submit(&["bob@remote.test"], "<wrong-credentials@test>"));
     let mut listed = String::new();
-    wait_for("the deferral", Duration::from_secs(30), || {
+    server.wait("the deferral", Duration::from_secs(30), || {
         listed = server.queue(&["list"]).1;
         listed.contains("authentication failed")
     });
@@ -414,13 +432,13 @@ fn relay_host_postfix_with_sasl_over_starttls() {
     let (ok, flushed) = server.queue(&["flush"]);
     assert!(ok, "{flushed}");
     assert!(server.submit(&["carol@remote.test", "dave@remote.test"], "<second@test>"));
-    wait_for("the relay to pass both on", Duration::from_secs(30), || {
+    server.wait("the relay to pass both on", Duration::from_secs(30), || {
         relay.received().len() == 2
     });
     let mut received = relay.received();
     received.sort();
     assert_eq!(received, ["<second@test>", "<wrong-credentials@test>"]);
-    wait_for("an empty queue", Duration::from_secs(10), || {
+    server.wait("an empty queue", Duration::from_secs(10), || {
         server.queue_is_empty()
     });
     let maillog = std::fs::read_to_string(relay.dir.join("maillog")).unwrap();
@@ -438,4 +456,177 @@ fn relay_host_postfix_with_sasl_over_starttls() {
         maillog.contains("to=<carol@remote.test>") && maillog.contains("to=<dave@remote.test>"),
         "{maillog}"
     );
+}
+
+#[test]
+fn direct_mx_delivery_with_fallback_retry_and_bounce() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let at = |ip: [u8; 4]| SocketAddr::from((ip, port));
+    let ok = tmp.path().join("sink-ok");
+    let _ok = sink(at([127, 0, 0, 1]), &ok, &[]);
+    let _temp = sink(
+        at([127, 0, 0, 3]),
+        &tmp.path().join("sink-temp"),
+        &["-r", "RCPT"],
+    );
+    let _reject = sink(
+        at([127, 0, 0, 4]),
+        &tmp.path().join("sink-reject"),
+        &["-f", "RCPT"],
+    );
+    let (_dns, dns) = dns(&[
+        // The preferred MX host is down (nothing listens on 127.0.0.2): the next is used.
+        "mx-host=ok.test,dead.ok.test,5",
+        "mx-host=ok.test,mx.ok.test,10",
+        "host-record=dead.ok.test,127.0.0.2",
+        "host-record=mx.ok.test,127.0.0.1",
+        "mx-host=temp.test,mx.temp.test,10",
+        "host-record=mx.temp.test,127.0.0.3",
+        "mx-host=reject.test,mx.reject.test,10",
+        "host-record=mx.reject.test,127.0.0.4",
+        // No MX at all: the domain's own address (RFC 5321 §5.1).
+        "host-record=plain.test,127.0.0.1",
+    ]);
+    let mut server = Server::start(
+        &tmp.path().join("posthorn"),
+        dns,
+        &format!("{{mxPort: {port}, minBackoff: 1s, maxBackoff: 2s}}"),
+    );
+    assert!(server.submit(
+        &["a@ok.test", "b@temp.test", "c@reject.test", "d@plain.test"],
+        "<mx@test>"
+    ));
+
+    server.wait("both good domains", Duration::from_secs(30), || {
+        sink_message_ids(&ok).len() == 2
+    });
+    assert_eq!(sink_message_ids(&ok), ["<mx@test>", "<mx@test>"]);
+
+    // 5xx: that recipient failed, and the sender (a local user) got a report.
+    server.wait("the bounce", Duration::from_secs(30), || {
+        !server.mailbox("alice").is_empty()
+    });
+    let bounce = server.mailbox("alice").remove(0);
+    assert!(bounce.contains("Return-Path: <>"), "{bounce}");
+    assert!(bounce.contains("c@reject.test"), "{bounce}");
+    assert!(
+        bounce.contains("host mx.reject.test[127.0.0.4] said: 500 5.3.0"),
+        "{bounce}"
+    );
+    assert!(!bounce.contains("<b@temp.test>:"), "{bounce}");
+
+    // 4xx: deferred with the reply as reason, and retried on its own (backoff 1-2 s).
+    let mut listed = String::new();
+    wait_for(
+        "a second attempt at temp.test",
+        Duration::from_secs(30),
+        || {
+            listed = server.queue(&["list"]).1;
+            let ids = listed_ids(&listed);
+            ids.len() == 1
+                && server
+                    .queue(&["show", &ids[0]])
+                    .1
+                    .contains("\"attempts\": 2")
+        },
+    );
+    assert!(
+        listed.contains("(4.3.0 host mx.temp.test[127.0.0.3] said: 450 4.3.0"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("b@temp.test") && !listed.contains("a@ok.test"),
+        "{listed}"
+    );
+
+    // A graceful stop leaves the deferred message queued; it resumes after a restart
+    // and goes once the destination accepts it... here it is deleted instead.
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    assert!(
+        server.log().contains("stopped; queued messages resume"),
+        "{}",
+        server.log()
+    );
+    server.restart();
+    let id = listed_ids(&listed).remove(0);
+    let (ok_delete, text) = server.queue(&["delete", &id]);
+    assert!(ok_delete, "{text}");
+    assert!(server.queue_is_empty(), "{}", server.queue(&["list"]).1);
+    let (deleted_again, text) = server.queue(&["delete", &id]);
+    assert!(!deleted_again && text.contains("no such message"), "{text}");
+}
+
+/// The private Dovecot LMTP server of `e2e/delivery/lmtp.sh`, stopped when dropped.
+struct Dovecot {
+    dir: PathBuf,
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("e2e/delivery/lmtp.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+#[test]
+fn local_delivery_over_lmtp_to_dovecot_honours_each_recipient_reply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dovecot = Dovecot {
+        dir: tmp.path().join("dovecot"),
+    };
+    std::fs::create_dir_all(&dovecot.dir).unwrap();
+    run(Command::new(repo().join("e2e/delivery/lmtp.sh"))
+        .arg("start")
+        .arg(&dovecot.dir)
+        .arg(free_port().to_string())
+        .args(["alice@example.com", "bob@example.com"]));
+    let (_dns, dns) = dns(&[]);
+    let server = Server::start(
+        &tmp.path().join("posthorn"),
+        dns,
+        &format!("{{lmtp: 'unix:{}/lmtp.sock'}}", dovecot.dir.display()),
+    );
+    // postmaster@ is a Posthorn user, but Dovecot has no mailbox for it.
+    assert!(server.submit(
+        &["bob@example.com", "postmaster@example.com"],
+        "<lmtp@test>"
+    ));
+    let mailbox = |user: &str| {
+        read_dir_texts(
+            &dovecot
+                .dir
+                .join("mail/example.com")
+                .join(user)
+                .join("Maildir/new"),
+        )
+    };
+    server.wait("bob's copy in Dovecot", Duration::from_secs(30), || {
+        !mailbox("bob").is_empty()
+    });
+    assert!(mailbox("bob")[0].contains("Message-Id: <lmtp@test>"));
+    server.wait("the report to alice", Duration::from_secs(30), || {
+        !mailbox("alice").is_empty()
+    });
+    let report = mailbox("alice").remove(0);
+    assert!(
+        report.contains("<postmaster@example.com>: 5.1.1"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "lmtp unix:{}/lmtp.sock said: 550 5.1.1",
+            dovecot.dir.display()
+        )),
+        "{report}"
+    );
+    assert!(!report.contains("<bob@example.com>:"), "{report}");
+    server.wait("an empty queue", Duration::from_secs(10), || {
+        server.queue_is_empty()
+    });
+    // Nothing went to the built-in Maildir.
+    assert!(server.mailbox("bob").is_empty() && server.mailbox("alice").is_empty());
 }

@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod config;
 mod delivery;
+mod operator;
 mod policy;
 mod reload;
 mod serve;
@@ -66,6 +67,27 @@ enum Command {
     },
     /// Print the MailServer CustomResourceDefinition.
     Crd,
+    /// Print the Kubernetes objects the operator would apply for a MailServer.
+    Render {
+        /// The MailServer manifest.
+        #[arg(long = "file", short = 'f')]
+        file: PathBuf,
+        /// Secrets as Kubernetes mounts them: DIR/<secret-name>/<key> (for the DKIM record).
+        #[arg(long)]
+        secrets_dir: Option<PathBuf>,
+        /// Image for the mail server pods, unless the MailServer names one.
+        #[arg(long, env = "POSTHORN_IMAGE", default_value = operator::DEFAULT_IMAGE)]
+        image: String,
+        /// Render as for a cluster without cert-manager (self-signed fallback).
+        #[arg(long)]
+        without_cert_manager: bool,
+        /// Render as for a cluster without ExternalDNS (no DNSEndpoint).
+        #[arg(long)]
+        without_external_dns: bool,
+        /// PodDisruptionBudget as policy/v1beta1 (Kubernetes before 1.21).
+        #[arg(long)]
+        pdb_v1beta1: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -105,6 +127,27 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Crd => {
             print!("{}", api::crd_yaml()?);
+            Ok(())
+        }
+        Command::Render {
+            file,
+            secrets_dir,
+            image,
+            without_cert_manager,
+            without_external_dns,
+            pdb_v1beta1,
+        } => {
+            print!(
+                "{}",
+                operator::render_command(&operator::RenderCommand {
+                    manifest: file,
+                    secrets_dir,
+                    image,
+                    without_cert_manager,
+                    without_external_dns,
+                    pdb_v1beta1,
+                })?
+            );
             Ok(())
         }
     }

@@ -88,6 +88,25 @@ enum Command {
         #[arg(long)]
         pdb_v1beta1: bool,
     },
+    /// Run the operator: reconcile MailServers in the cluster (KUBECONFIG or in-cluster).
+    Operator {
+        /// Image for the mail server pods, unless a MailServer names one.
+        #[arg(long, env = "POSTHORN_IMAGE", default_value = operator::DEFAULT_IMAGE)]
+        image: String,
+        /// Address for /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics: SocketAddr,
+        /// Namespace of the leader election Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        #[arg(long, default_value = "posthorn-operator")]
+        lease_name: String,
+        /// This replica's identity in the Lease.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        log_format: config::LogFormat,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -149,6 +168,27 @@ fn main() -> anyhow::Result<()> {
                 })?
             );
             Ok(())
+        }
+        Command::Operator {
+            image,
+            metrics,
+            lease_namespace,
+            lease_name,
+            identity,
+            log_format,
+        } => {
+            telemetry::init_logging(log_format);
+            let identity = identity.unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            });
+            runtime()?.block_on(operator::run(operator::OperatorCommand {
+                image,
+                metrics,
+                lease_namespace,
+                lease_name,
+                identity,
+            }))
         }
     }
 }

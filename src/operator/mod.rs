@@ -1,12 +1,24 @@
 //! The operator: `render` (pure: a MailServer to the objects it needs), `keys` (key
-//! material generated once), and the controller that applies them and reports status.
+//! material generated once), `apply` (server-side apply of what changed), `status`
+//! (conditions), and the `controller` tying them together behind `leader` election.
 
+mod apply;
+mod controller;
 mod keys;
+mod leader;
+mod metrics;
 pub mod render;
+mod status;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use anyhow::Context;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 
 use render::{PdbApi, RenderOptions, SecretData};
 
@@ -68,4 +80,78 @@ fn read_secrets_dir(dir: &Path) -> anyhow::Result<SecretData> {
         secrets.insert(entry.file_name().to_string_lossy().into_owned(), data);
     }
     Ok(secrets)
+}
+
+/// What `posthorn operator` is asked for.
+pub struct OperatorCommand {
+    pub image: String,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub metrics: SocketAddr,
+    /// Namespace and name of the leader election Lease.
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// This replica's name in the Lease (the pod name in a cluster).
+    pub identity: String,
+}
+
+/// `posthorn operator`: waits for the leader Lease, then runs the controller while
+/// renewing it. Losing the Lease ends the process (the Deployment restarts it as a
+/// standby), so two replicas never reconcile at once.
+pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
+    let metrics = Arc::new(metrics::OperatorMetrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(command.metrics)
+        .await
+        .with_context(|| format!("binding the metrics address {}", command.metrics))?;
+    tokio::spawn(crate::telemetry::serve_http(
+        listener,
+        metrics.clone(),
+        ready.clone(),
+    ));
+    // A standby replica is healthy and ready too: it is doing its job, waiting.
+    ready.store(true, Ordering::Relaxed);
+
+    let election = leader::LeaderElection::new(
+        Api::<Lease>::namespaced(client.clone(), &command.lease_namespace),
+        &command.lease_name,
+        &command.identity,
+    );
+    tracing::info!(identity = %command.identity, lease = %command.lease_name, "waiting for the leader Lease");
+    loop {
+        match election.try_acquire_or_renew().await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "leader election"),
+        }
+        tokio::time::sleep(leader::RENEW_INTERVAL).await;
+    }
+    tracing::info!(identity = %command.identity, "leading: starting the controller");
+    metrics.set_leader(true);
+
+    let context = Arc::new(controller::Context::new(client, command.image, metrics));
+    let mut controller = tokio::spawn(controller::run(context));
+    let mut renewed = Instant::now();
+    loop {
+        tokio::select! {
+            result = &mut controller => {
+                result.context("controller task")?;
+                return Ok(());
+            }
+            _ = tokio::time::sleep(leader::RENEW_INTERVAL) => {}
+        }
+        match election.try_acquire_or_renew().await {
+            Ok(true) => renewed = Instant::now(),
+            Ok(false) => anyhow::bail!("lost the leader Lease to another replica"),
+            // The API server may be briefly away; the Lease is ours until it expires.
+            Err(e) if renewed.elapsed() < leader::LEASE_DURATION => {
+                tracing::warn!(error = %e, "renewing the leader Lease")
+            }
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context("could not renew the leader Lease"));
+            }
+        }
+    }
 }

@@ -205,7 +205,7 @@ pub fn dns_endpoint_resource() -> ApiResource {
     )
 }
 
-fn pdb_resource(api: PdbApi) -> ApiResource {
+pub fn pdb_resource(api: PdbApi) -> ApiResource {
     let version = match api {
         PdbApi::V1 => "v1",
         PdbApi::V1beta1 => "v1beta1",

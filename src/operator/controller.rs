@@ -590,7 +590,7 @@ pub fn conditions(
     };
 
     let degraded = if problems.is_empty() {
-        Cond::new("Degraded", false, "AsExpected", "")
+        Cond::new("Degraded", false, "AsExpected", "every referenced Secret is present")
     } else {
         Cond::new("Degraded", true, "MissingInput", problems.join("; "))
     };

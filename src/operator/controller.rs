@@ -590,7 +590,12 @@ pub fn conditions(
     };
 
     let degraded = if problems.is_empty() {
-        Cond::new("Degraded", false, "AsExpected", "every referenced Secret is present")
+        Cond::new(
+            "Degraded",
+            false,
+            "AsExpected",
+            "every referenced Secret is present",
+        )
     } else {
         Cond::new("Degraded", true, "MissingInput", problems.join("; "))
     };
@@ -685,5 +690,253 @@ async fn publish(
         .await
     {
         tracing::warn!(error = %e, "could not publish an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reconcile against a mock API server (kube's tower-test pattern): a responder
+    //! answers GETs from a map of live objects and records every other request, which
+    //! is a write.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex as StdMutex;
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::operator::apply::with_applied_hash;
+
+    type Writes = Arc<StdMutex<Vec<(Method, String, Value)>>>;
+
+    /// A client whose API server holds `live` (path → object) and logs writes, which
+    /// are answered with the written body (a status write: with `owner` carrying it).
+    fn mock_client(live: HashMap<String, Value>, owner: &MailServer) -> (Client, Writes) {
+        let owner = serde_json::to_value(owner).unwrap();
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let writes: Writes = Arc::default();
+        let log = writes.clone();
+        tokio::spawn(async move {
+            while let Some((request, respond)) = handle.next_request().await {
+                let method = request.method().clone();
+                let path = request.uri().path().to_string();
+                let body = request.into_body().collect_bytes().await.unwrap();
+                let response = if method == Method::GET {
+                    match live.get(&path) {
+                        Some(object) => (StatusCode::OK, object.clone()),
+                        None => (
+                            StatusCode::NOT_FOUND,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "reason": "NotFound", "code": 404, "message": "not found"}),
+                        ),
+                    }
+                } else {
+                    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    log.lock()
+                        .unwrap()
+                        .push((method, path.clone(), value.clone()));
+                    if path.ends_with("/status") {
+                        let mut owner = owner.clone();
+                        owner["status"] = value["status"].clone();
+                        (StatusCode::OK, owner)
+                    } else {
+                        (StatusCode::OK, value)
+                    }
+                };
+                respond.send_response(
+                    Response::builder()
+                        .status(response.0)
+                        .body(Body::from(serde_json::to_vec(&response.1).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        (Client::new(service, "default"), writes)
+    }
+
+    const CAPABILITIES: Capabilities = Capabilities {
+        certificate_crd: true,
+        dns_endpoint_crd: true,
+        pdb_api: PdbApi::V1beta1,
+    };
+
+    fn server() -> MailServer {
+        let mut server = crate::api::load_manifest(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mailserver.yaml"),
+        )
+        .unwrap();
+        server.metadata.namespace = Some("default".into());
+        server.metadata.uid = Some("uid-1".into());
+        server.metadata.generation = Some(4);
+        server
+    }
+
+    fn secret(name: &str, data: &[(&str, &str)]) -> Value {
+        let data: BTreeMap<_, _> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect();
+        serde_json::to_value(Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(data),
+            ..Secret::default()
+        })
+        .unwrap()
+    }
+
+    fn path(object: &render::Object) -> String {
+        let resource = &object.resource;
+        let prefix = if resource.group.is_empty() {
+            "/api/v1".to_string()
+        } else {
+            format!("/apis/{}", resource.api_version)
+        };
+        format!(
+            "{prefix}/namespaces/default/{}/{}",
+            resource.plural,
+            object.name()
+        )
+    }
+
+    fn context(client: Client) -> Arc<Context> {
+        Arc::new(Context::with_capabilities(client, CAPABILITIES))
+    }
+
+    #[tokio::test]
+    async fn invalid_spec_is_a_condition_written_once() {
+        let mut server = server();
+        server.spec.submission.port = 25;
+        let (client, writes) = mock_client(HashMap::new(), &server);
+        let action = reconcile(Arc::new(server.clone()), context(client))
+            .await
+            .unwrap();
+        assert_eq!(action, Action::await_change());
+
+        let written = writes.lock().unwrap().clone();
+        let (method, path, body) = &written[0];
+        assert_eq!(method, Method::PATCH);
+        assert_eq!(
+            path,
+            "/apis/posthorn.dev/v1alpha1/namespaces/default/mailservers/mail/status"
+        );
+        let degraded = body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Degraded")
+            .unwrap();
+        assert_eq!(degraded["status"], "True");
+        assert!(
+            degraded["message"]
+                .as_str()
+                .unwrap()
+                .contains("port 25 is already used"),
+            "{degraded}"
+        );
+        assert_eq!(body["status"]["observedGeneration"], 4);
+        assert!(written[1].1.ends_with("/events"), "{written:?}");
+        assert_eq!(written.len(), 2, "{written:?}");
+
+        // The same invalid spec again, its status already written: no write at all.
+        server.status = Some(serde_json::from_value(body["status"].clone()).unwrap());
+        let (client, writes) = mock_client(HashMap::new(), &server);
+        reconcile(Arc::new(server), context(client)).await.unwrap();
+        assert!(writes.lock().unwrap().is_empty());
+    }
+
+    /// Everything in place and the status up to date: a reconcile only reads.
+    #[tokio::test]
+    async fn nothing_changed_means_no_writes() {
+        let server = server();
+        let dkim = secret(
+            "mail-dkim",
+            &[
+                (DKIM_KEY, "key"),
+                (render::DKIM_TXT_KEY, "v=DKIM1; k=rsa; p=AAAA"),
+            ],
+        );
+        let tls = secret(
+            "mail-tls-self-signed",
+            &[("tls.crt", "c"), ("tls.key", "k")],
+        );
+        let users = secret(
+            "mail-users",
+            &[("passwd", "alice@example.com:{SHA512-CRYPT}x")],
+        );
+        let secrets: SecretData = [&dkim, &tls, &users]
+            .iter()
+            .map(|s| {
+                let s: Secret = serde_json::from_value((*s).clone()).unwrap();
+                (s.metadata.name.clone().unwrap(), secret_data(&s))
+            })
+            .collect();
+        let options = RenderOptions {
+            image: "posthorn:test".into(),
+            certificate_crd: true,
+            dns_endpoint_crd: true,
+            pdb_api: PdbApi::V1beta1,
+        };
+        let rendered = render::render(&server, &secrets, &options).unwrap();
+
+        let mut live = HashMap::new();
+        for (name, value) in [
+            ("mail-dkim", &dkim),
+            ("mail-tls-self-signed", &tls),
+            ("mail-users", &users),
+        ] {
+            live.insert(
+                format!("/api/v1/namespaces/default/secrets/{name}"),
+                value.clone(),
+            );
+        }
+        for object in rendered.objects() {
+            // As the API server returns it: with what was applied plus its own additions.
+            let mut value = serde_json::to_value(with_applied_hash(object.object.clone())).unwrap();
+            value["metadata"]["resourceVersion"] = json!("7");
+            value["status"] = json!({});
+            live.insert(path(&object), value);
+        }
+
+        let ready = conditions(&server, &rendered, &secrets, &[], 0);
+        let mut current = server.clone();
+        current.status = Some(status::build(
+            None,
+            Some(4),
+            ready,
+            Some(0),
+            rendered.dns_records.clone(),
+            Some(endpoints(&server)),
+            Time(jiff::Timestamp::from_second(1_000_000).unwrap()),
+        ));
+
+        let (client, writes) = mock_client(live.clone(), &current);
+        reconcile(Arc::new(current.clone()), context(client))
+            .await
+            .unwrap();
+        assert!(
+            writes.lock().unwrap().is_empty(),
+            "{:?}",
+            writes.lock().unwrap()
+        );
+
+        // A hand-edited Service is put back, and only the Service.
+        let service_path = "/api/v1/namespaces/default/services/mail";
+        live.get_mut(service_path).unwrap()["spec"]["type"] = json!("ClusterIP");
+        let (client, writes) = mock_client(live, &current);
+        reconcile(Arc::new(current), context(client)).await.unwrap();
+        let written = writes.lock().unwrap().clone();
+        assert_eq!(written.len(), 2, "{written:?}");
+        assert_eq!(
+            (&written[0].0, written[0].1.as_str()),
+            (&Method::PATCH, service_path)
+        );
+        assert_eq!(written[0].2["spec"]["type"], "LoadBalancer");
+        assert!(written[1].1.ends_with("/events"), "the repair is reported");
     }
 }

@@ -29,9 +29,11 @@ use super::render::{
 use super::status::{self, Cond};
 use crate::api::{Endpoints, MailServer, TlsSource};
 
-/// How often a MailServer is looked at without any change (repairs objects whose kinds
-/// are not watched: Certificate, DNSEndpoint, PodDisruptionBudget).
-const RESYNC: Duration = Duration::from_secs(300);
+/// How often a MailServer is looked at without any change: repairs objects whose kinds
+/// are not watched (Certificate, DNSEndpoint, PodDisruptionBudget) and deletions missed
+/// while a watch was re-listing (after an API server restart a relist shows no delete
+/// event). Costs only reads.
+const RESYNC: Duration = Duration::from_secs(60);
 /// How long optional-CRD discovery is trusted before asking the API server again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(60);
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::api::MailServerSpec;
+
 /// Default pod ports: unprivileged, so the container runs as non-root.
 pub const DEFAULT_SMTP_PORT: u16 = 2525;
 pub const DEFAULT_SUBMISSION_PORT: u16 = 5587;
@@ -179,7 +181,62 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// Where the files a server needs are, on a pod (the operator's mounts) or locally (`up`).
+pub struct FileLayout {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub passwd: PathBuf,
+    pub sender_login_map: PathBuf,
+    pub spool: PathBuf,
+    pub maildir_root: PathBuf,
+}
+
 impl Config {
+    /// The server config a `MailServer` asks for, with files where `layout` says. The
+    /// operator writes this into the ConfigMap; `posthorn up` runs it directly.
+    pub fn for_mailserver(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Result<Config> {
+        let max_message_size = crate::api::parse_size(&spec.submission.max_message_size)
+            .map_err(|e| anyhow::anyhow!("spec.submission.maxMessageSize: {e}"))?;
+        let defaults = Listeners::default();
+        let config = Config {
+            hostname: spec.hostname.clone(),
+            domains: spec.domains.clone(),
+            listeners: Listeners {
+                smtp: defaults.smtp.filter(|_| spec.inbound.enabled),
+                submission: defaults.submission,
+                submissions: defaults
+                    .submissions
+                    .filter(|_| spec.submission.implicit_tls.is_some()),
+            },
+            metrics: default_metrics(),
+            tls: TlsConfig {
+                cert: layout.cert.clone(),
+                key: layout.key.clone(),
+            },
+            auth: AuthConfig {
+                passwd_file: layout.passwd.clone(),
+                allow_plaintext: false,
+                failure_delay: default_failure_delay(),
+                cache_size: default_cache_size(),
+                max_concurrent_verifications: default_verify_concurrency(),
+            },
+            sender_login_map: Some(layout.sender_login_map.clone()),
+            dns: DnsConfig::default(),
+            spool: SpoolConfig {
+                directory: layout.spool.clone(),
+                maildir_root: layout.maildir_root.clone(),
+            },
+            limits: Limits {
+                max_message_size: usize::try_from(max_message_size)?,
+                ..Limits::default()
+            },
+            log: LogConfig::default(),
+            reload_interval: default_reload_interval(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
@@ -232,7 +289,10 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
     fn minimal_file_gets_defaults() {
         let c: Config = serde_saphyr::from_str(MINIMAL).unwrap();
         c.validate().unwrap();
-        assert_eq!(c.listeners.submission.unwrap().port(), DEFAULT_SUBMISSION_PORT);
+        assert_eq!(
+            c.listeners.submission.unwrap().port(),
+            DEFAULT_SUBMISSION_PORT
+        );
         assert_eq!(c.auth.failure_delay, Duration::from_secs(2));
         assert!(!c.auth.allow_plaintext);
         assert_eq!(c.limits.max_message_size, 25 * 1024 * 1024);

@@ -6,9 +6,127 @@ mod config;
 mod delivery;
 mod policy;
 mod reload;
+mod serve;
 mod smtp;
 mod spool;
 mod telemetry;
 mod tls;
+mod up;
 
-fn main() {}
+use std::io::{BufRead, IsTerminal};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "posthorn", version, about = "Mail submission stacks on Kubernetes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the mail server from a config file (what the operator's pods run).
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the whole data plane locally from a MailServer manifest.
+    Up {
+        /// The MailServer manifest.
+        #[arg(long = "file", short = 'f')]
+        file: PathBuf,
+        /// Spool, mailboxes, generated certificate and users live here.
+        #[arg(long, default_value = "./.posthorn")]
+        state_dir: PathBuf,
+        /// Secrets as Kubernetes mounts them: DIR/<secret-name>/<key>.
+        #[arg(long)]
+        secrets_dir: Option<PathBuf>,
+        /// Address the listeners bind to.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: IpAddr,
+        /// Name server for recipient domain checks (default: the system's).
+        #[arg(long)]
+        dns_server: Option<SocketAddr>,
+        #[arg(long, value_enum, default_value_t)]
+        log_format: config::LogFormat,
+    },
+    /// Hash a password for a Dovecot passwd-file (read from stdin or a prompt).
+    Passwd {
+        #[arg(long, value_enum, default_value_t = auth::Scheme::Argon2id)]
+        scheme: auth::Scheme,
+    },
+    /// Print the MailServer CustomResourceDefinition.
+    Crd,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = config::Config::load(&config)?;
+            telemetry::init_logging(config.log.format);
+            runtime()?.block_on(async {
+                let bound = serve::start(config).await?;
+                println!("{}", bound.summary());
+                serve::shutdown_signal().await
+            })
+        }
+        Command::Up {
+            file,
+            state_dir,
+            secrets_dir,
+            bind,
+            dns_server,
+            log_format,
+        } => {
+            telemetry::init_logging(log_format);
+            let options = up::Options {
+                manifest: file,
+                state_dir,
+                secrets_dir,
+                bind,
+                dns_server,
+            };
+            runtime()?.block_on(up::run(options))
+        }
+        Command::Passwd { scheme } => {
+            let password = read_password()?;
+            println!("{}", auth::hash_password(scheme, &password)?);
+            Ok(())
+        }
+        Command::Crd => {
+            print!("{}", api::crd_yaml()?);
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// On a terminal: asked twice without echo, as `doveadm pw` does. Otherwise one line
+/// from stdin, so scripts can pipe it in.
+fn read_password() -> anyhow::Result<String> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Enter new password: ")?;
+        let again = rpassword::prompt_password("Retype new password: ")?;
+        anyhow::ensure!(first == again, "passwords don't match");
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    anyhow::ensure!(!password.is_empty(), "empty password");
+    Ok(password)
+}

@@ -59,7 +59,9 @@ where
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Some(watched) = weak.upgrade() else { return };
+            let Some(watched) = weak.upgrade() else {
+                return;
+            };
             let now = fingerprint(&paths);
             if now == seen {
                 continue;
@@ -71,7 +73,11 @@ where
                     tracing::info!(what, paths = ?paths, "reloaded");
                 }
                 Err(err) => {
-                    tracing::warn!(what, error = format!("{err:#}"), "reload failed, keeping the previous version")
+                    tracing::warn!(
+                        what,
+                        error = format!("{err:#}"),
+                        "reload failed, keeping the previous version"
+                    )
                 }
             }
         }

@@ -1,0 +1,119 @@
+//! The sender login map (Postfix `smtpd_sender_login_maps` + `reject_sender_login_mismatch`).
+//!
+//! File format, as Postfix's `hash:` source files: one `address  login[, login...]` entry
+//! per line, `#` comments, a line starting with whitespace continues the previous one.
+//! A key `@domain` matches every address of that domain without an entry of its own.
+//! A login always owns its own address, so the file only lists the exceptions.
+
+use std::collections::HashMap;
+
+use anyhow::bail;
+
+#[derive(Debug, Default)]
+pub struct SenderLoginMap {
+    owners: HashMap<String, Vec<String>>,
+}
+
+impl SenderLoginMap {
+    pub fn parse(text: &str) -> anyhow::Result<SenderLoginMap> {
+        // Join continuation lines first, remembering where each entry starts.
+        let mut entries: Vec<(usize, String)> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default();
+            if line.trim().is_empty() {
+                continue;
+            }
+            if line.starts_with([' ', '\t']) {
+                match entries.last_mut() {
+                    Some((_, entry)) => {
+                        entry.push(' ');
+                        entry.push_str(line.trim());
+                    }
+                    None => bail!("line {}: continuation line without an entry", n + 1),
+                }
+            } else {
+                entries.push((n + 1, line.trim().to_string()));
+            }
+        }
+
+        let mut owners: HashMap<String, Vec<String>> = HashMap::new();
+        for (line, entry) in entries {
+            let (key, value) = entry
+                .split_once(char::is_whitespace)
+                .unwrap_or((&entry, ""));
+            let logins: Vec<String> = value
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if logins.is_empty() {
+                bail!("line {line}: {key:?} lists no login");
+            }
+            if !key.contains('@') {
+                bail!("line {line}: key {key:?} is neither an address nor @domain");
+            }
+            owners
+                .entry(key.to_ascii_lowercase())
+                .or_default()
+                .extend(logins);
+        }
+        Ok(SenderLoginMap { owners })
+    }
+
+    /// `reject_sender_login_mismatch` for an authenticated client: may `login` use `sender`
+    /// as its envelope sender? The null sender is always allowed.
+    pub fn may_send(&self, login: &str, sender: &str) -> bool {
+        if sender.is_empty() || sender.eq_ignore_ascii_case(login) {
+            return true;
+        }
+        let sender = sender.to_ascii_lowercase();
+        let listed = self.owners.get(&sender).or_else(|| {
+            let domain = sender.rsplit_once('@')?.1;
+            self.owners.get(&format!("@{domain}"))
+        });
+        listed.is_some_and(|logins| logins.iter().any(|l| l.eq_ignore_ascii_case(login)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAP: &str = "
+# shared mailbox
+info@example.com   alice@example.com, bob@example.com
+sales@example.com  alice@example.com
+    carol@example.com
+@lists.example.com list-admin@example.com
+";
+
+    #[test]
+    fn owners_and_self() {
+        let m = SenderLoginMap::parse(MAP).unwrap();
+        assert!(m.may_send("alice@example.com", "alice@example.com"));
+        assert!(m.may_send("alice@example.com", "ALICE@Example.com"));
+        assert!(m.may_send("bob@example.com", "info@example.com"));
+        assert!(m.may_send("carol@example.com", "sales@example.com"));
+        assert!(!m.may_send("bob@example.com", "sales@example.com"));
+        assert!(!m.may_send("bob@example.com", "alice@example.com"));
+        assert!(!m.may_send("bob@example.com", "nobody@elsewhere.net"));
+        assert!(m.may_send("bob@example.com", ""));
+    }
+
+    #[test]
+    fn domain_wildcard() {
+        let m = SenderLoginMap::parse(MAP).unwrap();
+        assert!(m.may_send("list-admin@example.com", "announce@lists.example.com"));
+        assert!(!m.may_send("alice@example.com", "announce@lists.example.com"));
+    }
+
+    #[test]
+    fn bad_lines_name_the_line() {
+        let err = SenderLoginMap::parse("a@b.c x@y.z\ninfo@example.com\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = SenderLoginMap::parse("   x@y.z\n").unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        let err = SenderLoginMap::parse("nodomain alice@example.com\n").unwrap_err();
+        assert!(err.to_string().contains("nodomain"), "{err}");
+    }
+}

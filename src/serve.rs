@@ -1,0 +1,141 @@
+//! `posthorn serve`: assembles the data plane from a config file and runs it.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::delivery::LocalDelivery;
+use crate::policy::Policy;
+use crate::smtp::{self, ConnectionLimits, ListenerKind, Server};
+use crate::spool::Spool;
+use crate::telemetry::{self, Metrics};
+
+/// The addresses actually bound (ports given as 0 are resolved).
+pub struct Bound {
+    pub listeners: Vec<(ListenerKind, SocketAddr)>,
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Bound {
+    /// `listening smtp=… submission=… submissions=… metrics=…`: one line that scripts
+    /// and tests parse.
+    pub fn summary(&self) -> String {
+        let mut line = String::from("listening");
+        for (kind, addr) in &self.listeners {
+            let _ = write!(line, " {}={addr}", kind.name());
+        }
+        if let Some(addr) = self.metrics {
+            let _ = write!(line, " metrics={addr}");
+        }
+        line
+    }
+
+    pub fn get(&self, kind: ListenerKind) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
+    }
+}
+
+/// Loads every file, binds every socket, and starts serving. Errors here are the
+/// operator's to fix (a missing Secret, a port in use) and name what is wrong.
+pub async fn start(config: Config) -> anyhow::Result<Bound> {
+    let metrics = Arc::new(Metrics::new());
+    let tls = crate::tls::server_config(&config.tls.cert, &config.tls.key, config.reload_interval)
+        .context("loading the TLS certificate")?;
+    let local_domain = config
+        .domains
+        .first()
+        .cloned()
+        .unwrap_or_else(|| config.hostname.clone());
+    let auth = Authenticator::new(&config.auth, local_domain, config.reload_interval)
+        .context("loading the user database")?;
+    let policy = Policy::new(&config).context("setting up the access policy")?;
+    let spool = Spool::open(&config.spool.directory)
+        .with_context(|| format!("opening the spool {}", config.spool.directory.display()))?;
+    let delivery = LocalDelivery::start(spool.clone(), &config)?;
+
+    let mut sockets = Vec::new();
+    for (kind, addr) in [
+        (ListenerKind::Smtp, config.listeners.smtp),
+        (ListenerKind::Submission, config.listeners.submission),
+        (ListenerKind::Submissions, config.listeners.submissions),
+    ] {
+        if let Some(addr) = addr {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the {} listener to {addr}", kind.name()))?;
+            sockets.push((kind, listener));
+        }
+    }
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint to {addr}"))?,
+        ),
+        None => None,
+    };
+
+    let bound = Bound {
+        listeners: sockets
+            .iter()
+            .map(|(kind, l)| Ok((*kind, l.local_addr()?)))
+            .collect::<std::io::Result<_>>()?,
+        metrics: metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?,
+    };
+
+    let limits = ConnectionLimits::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_ip,
+    );
+    let server = Arc::new(Server {
+        config,
+        tls,
+        auth,
+        policy,
+        spool: spool.clone(),
+        delivery,
+        metrics: metrics.clone(),
+        limits,
+    });
+    for (kind, listener) in sockets {
+        tokio::spawn(smtp::serve(server.clone(), kind, listener));
+    }
+    tokio::spawn(publish_spool_size(spool, metrics.clone()));
+    if let Some(listener) = metrics_listener {
+        let ready = Arc::new(AtomicBool::new(false));
+        tokio::spawn(telemetry::serve_http(listener, metrics, ready.clone()));
+        // Every file is loaded and every socket is accepting: ready for traffic.
+        ready.store(true, Ordering::Release);
+    }
+    Ok(bound)
+}
+
+async fn publish_spool_size(spool: Arc<Spool>, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let stats = spool.stats();
+        metrics.set_spool(stats.messages, stats.bytes);
+    }
+}
+
+/// Waits for SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        result = tokio::signal::ctrl_c() => result?,
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}

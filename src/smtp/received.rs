@@ -1,0 +1,93 @@
+//! The `Received:` trace header (RFC 5321 §4.4), in Postfix's layout, without naming
+//! the software (the banner hides it too).
+
+use std::io::Write;
+use std::net::IpAddr;
+
+pub struct Trace<'a> {
+    pub helo: &'a str,
+    pub ip: IpAddr,
+    /// (protocol version, cipher suite) when the session is encrypted.
+    pub tls: Option<(&'a str, &'a str)>,
+    pub hostname: &'a str,
+    pub authenticated: bool,
+    pub esmtp: bool,
+    pub id: &'a str,
+    /// Named only when there is exactly one, as Postfix does, so Bcc stays private.
+    pub single_recipient: Option<&'a str>,
+}
+
+impl Trace<'_> {
+    /// RFC 3848 protocol keyword.
+    fn protocol(&self) -> &'static str {
+        match (self.esmtp, self.tls.is_some(), self.authenticated) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        }
+    }
+
+    /// Appends the header, folded, to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let date = jiff::fmt::rfc2822::to_string(&jiff::Zoned::now())
+            .unwrap_or_else(|_| jiff::Timestamp::now().to_string());
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "Received: from {} (unknown [{}])\r\n",
+            sanitize(self.helo),
+            self.ip
+        );
+        if let Some((version, cipher)) = self.tls {
+            let _ = write!(out, "\t(using {version} with cipher {cipher})\r\n");
+        }
+        let _ = write!(
+            out,
+            "\tby {} with {} id {}",
+            self.hostname,
+            self.protocol(),
+            self.id
+        );
+        if let Some(rcpt) = self.single_recipient {
+            let _ = write!(out, "\r\n\tfor <{}>", sanitize(rcpt));
+        }
+        let _ = write!(out, "; {date}\r\n");
+    }
+}
+
+/// Client-chosen text goes into a header: keep it on one line and printable.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postfix_like_layout() {
+        let mut out = Vec::new();
+        Trace {
+            helo: "client.example\r\nX-Injected: 1",
+            ip: "192.0.2.7".parse().unwrap(),
+            tls: Some(("TLSv1.3", "TLS13_AES_256_GCM_SHA384")),
+            hostname: "mail.example.com",
+            authenticated: true,
+            esmtp: true,
+            id: "4ABCDEF",
+            single_recipient: Some("bob@example.net"),
+        }
+        .write(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("Received: from client.example??X-Injected: 1 (unknown [192.0.2.7])\r\n\t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\tby mail.example.com with ESMTPSA id 4ABCDEF\r\n\tfor <bob@example.net>; "),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n"));
+        assert_eq!(text.matches("\r\n").count(), 4, "{text}");
+    }
+}

@@ -1,0 +1,784 @@
+//! One SMTP session: the state machine from greeting to QUIT.
+//!
+//! Input is read into a fixed buffer and fed to smtp-proto's incremental parsers; replies
+//! are collected and written once per read, which is what PIPELINING needs. All policy
+//! decisions are made at RCPT (`smtpd_delay_reject = yes`).
+
+use std::net::SocketAddr;
+use std::slice::Iter;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use smtp_proto::request::receiver::{
+    BdatReceiver, DataReceiver, DummyDataReceiver, LineReceiver, RequestReceiver,
+};
+use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::limits::Refused;
+use super::received::Trace;
+use super::stream::Stream;
+use super::{ListenerKind, Server, client_name};
+use crate::auth::sasl;
+use crate::policy::RcptContext;
+use crate::spool::{Envelope, QueueId, Recipient, TlsInfo};
+
+const READ_BUFFER: usize = 16 * 1024;
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the connection loop must do after a batch of input.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    Continue,
+    StartTls,
+    Close,
+}
+
+enum State {
+    Command,
+    /// Discarding the rest of an overlong or unparsable command line.
+    SkipLine,
+    Data(DataReceiver),
+    Bdat(BdatReceiver),
+    /// DATA or BDAT content that will be refused (too big, or no transaction).
+    Discard(DummyDataReceiver, Discarding),
+    Auth(AuthStep, LineReceiver<()>),
+}
+
+#[derive(Clone, Copy)]
+enum Discarding {
+    /// Message grew past the size limit: 552 at the end, transaction dropped.
+    TooBig,
+    /// BDAT without a valid transaction: 503 at the end of the chunk.
+    NoTransaction,
+}
+
+enum AuthStep {
+    PlainResponse,
+    LoginUser,
+    LoginPassword(String),
+}
+
+struct Transaction {
+    from: MailFrom<String>,
+    rcpts: Vec<RcptTo<String>>,
+    /// Received header, then the content as it arrives.
+    message: Vec<u8>,
+    id: Option<QueueId>,
+}
+
+struct Session {
+    server: Arc<Server>,
+    kind: ListenerKind,
+    peer: SocketAddr,
+    client: String,
+    helo: Option<String>,
+    esmtp: bool,
+    tls: Option<TlsInfo>,
+    login: Option<String>,
+    txn: Option<Transaction>,
+    errors: usize,
+    state: State,
+    commands: RequestReceiver,
+    out: Vec<u8>,
+}
+
+pub async fn run(server: Arc<Server>, kind: ListenerKind, tcp: TcpStream, peer: SocketAddr) {
+    let metrics = server.metrics.clone();
+    let _slot = match server.limits.acquire(peer.ip()) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let (reason, reply) = match refused {
+                Refused::Total => (
+                    "limit_total",
+                    format!("421 4.7.0 {} Error: too many connections\r\n", server.config.hostname),
+                ),
+                Refused::PerIp => (
+                    "limit_per_ip",
+                    format!(
+                        "421 4.7.0 {} Error: too many connections from {}\r\n",
+                        server.config.hostname,
+                        peer.ip()
+                    ),
+                ),
+            };
+            tracing::warn!(reason, "connection refused");
+            metrics.connection_rejected(kind.name(), reason);
+            let mut tcp = tcp;
+            let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(reply.as_bytes())).await;
+            return;
+        }
+    };
+    metrics.connection_opened(kind.name());
+    tracing::info!("connect");
+    let _ = tcp.set_nodelay(true);
+    let mut session = Session {
+        client: client_name(peer),
+        server,
+        kind,
+        peer,
+        helo: None,
+        esmtp: false,
+        tls: None,
+        login: None,
+        txn: None,
+        errors: 0,
+        state: State::Command,
+        commands: RequestReceiver::default(),
+        out: Vec::with_capacity(1024),
+    };
+    let result = session.converse(tcp).await;
+    metrics.connection_closed(kind.name());
+    match result {
+        Ok(()) => tracing::info!("disconnect"),
+        Err(err) => tracing::info!(error = %err, "disconnect"),
+    }
+}
+
+impl Session {
+    fn hostname(&self) -> &str {
+        &self.server.config.hostname
+    }
+
+    async fn converse(&mut self, tcp: TcpStream) -> std::io::Result<()> {
+        let mut stream = Stream::Plain(tcp);
+        if self.kind == ListenerKind::Submissions {
+            stream = match self.handshake(stream).await {
+                Some(tls) => tls,
+                None => return Ok(()),
+            };
+        }
+        let greeting = format!("220 {} ESMTP\r\n", self.hostname());
+        self.write(&mut stream, greeting.as_bytes()).await?;
+
+        let idle = self.server.config.limits.idle_timeout;
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+                Ok(read) => read?,
+                Err(_) => {
+                    tracing::info!("timeout after {}", self.state_name());
+                    let reply = format!("421 4.4.2 {} Error: timeout exceeded\r\n", self.hostname());
+                    self.write(&mut stream, reply.as_bytes()).await?;
+                    return Ok(());
+                }
+            };
+            if n == 0 {
+                if !matches!(self.state, State::Command | State::SkipLine) {
+                    tracing::info!("lost connection after {}", self.state_name());
+                }
+                return Ok(());
+            }
+            let action = self.ingest(&mut buf[..n].iter()).await;
+            let out = std::mem::take(&mut self.out);
+            self.write(&mut stream, &out).await?;
+            self.out = out;
+            self.out.clear();
+            match action {
+                Action::Continue => {}
+                Action::Close => {
+                    let _ = stream.shutdown().await;
+                    return Ok(());
+                }
+                // Bytes pipelined after STARTTLS were dropped by `ingest` (they are
+                // plaintext the attacker may have injected, CVE-2011-0411).
+                Action::StartTls => {
+                    stream = match self.handshake(stream).await {
+                        Some(tls) => tls,
+                        None => return Ok(()),
+                    };
+                    // RFC 3207 §4.2: forget everything learned before TLS.
+                    self.helo = None;
+                    self.esmtp = false;
+                    self.login = None;
+                    self.txn = None;
+                    self.commands = RequestReceiver::default();
+                }
+            }
+        }
+    }
+
+    async fn write(&self, stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let idle = self.server.config.limits.idle_timeout;
+        match tokio::time::timeout(idle, async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        })
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "write timeout",
+            )),
+        }
+    }
+
+    async fn handshake(&mut self, stream: Stream) -> Option<Stream> {
+        let Stream::Plain(tcp) = stream else {
+            return Some(stream);
+        };
+        let acceptor = TlsAcceptor::from(self.server.tls.clone());
+        let name = self.kind.name();
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                let (version, cipher) = crate::tls::session_info(tls.get_ref().1);
+                tracing::info!(%version, %cipher, "TLS established");
+                self.server.metrics.tls_handshake(name, true);
+                self.tls = Some(TlsInfo { version, cipher });
+                Some(Stream::Tls(Box::new(tls)))
+            }
+            Ok(Err(err)) => {
+                tracing::info!(error = %err, "TLS handshake failed");
+                self.server.metrics.tls_handshake(name, false);
+                None
+            }
+            Err(_) => {
+                tracing::info!("TLS handshake timed out");
+                self.server.metrics.tls_handshake(name, false);
+                None
+            }
+        }
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Command | State::SkipLine => match &self.txn {
+                None => "CONNECT",
+                Some(t) if t.rcpts.is_empty() => "MAIL",
+                Some(_) => "RCPT",
+            },
+            State::Data(_) => "DATA",
+            State::Bdat(_) | State::Discard(..) => "BDAT",
+            State::Auth(..) => "AUTH",
+        }
+    }
+
+    fn reply(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// A 4xx/5xx reply that counts towards `maxErrors`.
+    fn error(&mut self, line: &str) {
+        self.errors += 1;
+        self.reply(line);
+    }
+
+    /// Consumes the bytes of one read, advancing the state machine.
+    async fn ingest(&mut self, bytes: &mut Iter<'_, u8>) -> Action {
+        while !bytes.as_slice().is_empty() {
+            let action = match &mut self.state {
+                State::Command => {
+                    let before = bytes.as_slice();
+                    let parsed = self.commands.ingest(bytes).map(Request::into_owned);
+                    match parsed {
+                        Ok(request) => self.command(request).await,
+                        Err(ParseError::NeedsMoreData { .. }) => Action::Continue,
+                        Err(err) => {
+                            // The parser may stop mid-line on an error: skip the rest so
+                            // one bad line gets exactly one reply.
+                            let consumed = before.len() - bytes.as_slice().len();
+                            if consumed == 0 || before[consumed - 1] != b'\n' {
+                                self.state = State::SkipLine;
+                            }
+                            self.parse_error(err);
+                            Action::Continue
+                        }
+                    }
+                }
+                State::SkipLine => {
+                    let rest = bytes.as_slice();
+                    match rest.iter().position(|&b| b == b'\n') {
+                        Some(pos) => {
+                            *bytes = rest[pos + 1..].iter();
+                            self.state = State::Command;
+                        }
+                        None => *bytes = [].iter(),
+                    }
+                    Action::Continue
+                }
+                State::Data(receiver) => {
+                    let txn = self.txn.as_mut().expect("DATA state has a transaction");
+                    let done = receiver.ingest(bytes, &mut txn.message);
+                    let too_big = txn.message.len() > self.server.config.limits.max_message_size;
+                    if too_big {
+                        txn.message = Vec::new();
+                    }
+                    match (done, too_big) {
+                        (true, false) => {
+                            self.state = State::Command;
+                            self.commit().await;
+                        }
+                        (true, true) => {
+                            self.state = State::Command;
+                            self.too_big();
+                        }
+                        (false, true) => {
+                            let discard = DummyDataReceiver::new_data(receiver);
+                            self.state = State::Discard(discard, Discarding::TooBig);
+                        }
+                        (false, false) => {}
+                    }
+                    Action::Continue
+                }
+                State::Bdat(receiver) => {
+                    let txn = self.txn.as_mut().expect("BDAT state has a transaction");
+                    if receiver.ingest(bytes, &mut txn.message) {
+                        let last = receiver.is_last;
+                        self.state = State::Command;
+                        if last {
+                            self.commit().await;
+                        } else {
+                            let size = txn.message.len();
+                            self.reply(&format!("250 2.0.0 Ok: {size} bytes"));
+                        }
+                    }
+                    Action::Continue
+                }
+                State::Discard(receiver, why) => {
+                    if receiver.ingest(bytes) {
+                        let why = *why;
+                        self.state = State::Command;
+                        self.discarded(why);
+                    }
+                    Action::Continue
+                }
+                State::Auth(_, lines) => {
+                    if lines.ingest(bytes) {
+                        let line = std::mem::take(&mut lines.buf);
+                        self.auth_line(line).await;
+                    }
+                    Action::Continue
+                }
+            };
+            if self.errors >= self.server.config.limits.max_errors {
+                tracing::info!("too many errors after {}", self.state_name());
+                let hostname = self.hostname().to_string();
+                self.reply(&format!("421 4.7.0 {hostname} Error: too many errors"));
+                return Action::Close;
+            }
+            match action {
+                Action::Continue => {}
+                // Anything pipelined after STARTTLS or QUIT is dropped.
+                other => return other,
+            }
+        }
+        Action::Continue
+    }
+
+    fn discarded(&mut self, why: Discarding) {
+        match why {
+            Discarding::TooBig => self.too_big(),
+            Discarding::NoTransaction => self.error("503 5.5.1 Error: need RCPT command"),
+        }
+    }
+
+    fn too_big(&mut self) {
+        self.txn = None;
+        self.server.metrics.message_rejected(self.kind.name(), "size");
+        self.error("552 5.3.4 Message size exceeds fixed limit");
+    }
+
+    fn parse_error(&mut self, err: ParseError) {
+        let reply = match err {
+            ParseError::UnknownCommand => "502 5.5.2 Error: command not recognized".to_string(),
+            ParseError::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}"),
+            ParseError::InvalidSenderAddress => "501 5.1.7 Bad sender address syntax".into(),
+            ParseError::InvalidRecipientAddress => "501 5.1.3 Bad recipient address syntax".into(),
+            ParseError::InvalidParameter { param } => format!("501 5.5.4 Bad {param} parameter"),
+            ParseError::UnsupportedParameter { param } => {
+                format!("555 5.5.4 Unsupported option: {}", printable(&param))
+            }
+            ParseError::ResponseTooLong => "500 5.5.2 Error: line too long".into(),
+            ParseError::NeedsMoreData { .. } | ParseError::InvalidResponse { .. } => {
+                "500 5.5.2 Error: bad syntax".into()
+            }
+        };
+        self.error(&reply);
+    }
+
+    async fn command(&mut self, request: Request<String>) -> Action {
+        if self.kind.tls_required()
+            && self.tls.is_none()
+            && !matches!(
+                request,
+                Request::Ehlo { .. }
+                    | Request::Helo { .. }
+                    | Request::StartTls
+                    | Request::Noop { .. }
+                    | Request::Rset
+                    | Request::Quit
+            )
+        {
+            self.error("530 5.7.0 Must issue a STARTTLS command first");
+            return Action::Continue;
+        }
+        match request {
+            Request::Ehlo { host } => self.ehlo(host, true),
+            Request::Helo { host } => self.ehlo(host, false),
+            Request::StartTls => return self.starttls(),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response).await,
+            Request::Mail { from } => self.mail(from),
+            Request::Rcpt { to } => self.rcpt(to).await,
+            Request::Data => self.data(),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last).await,
+            Request::Rset => {
+                self.txn = None;
+                self.reply("250 2.0.0 Ok");
+            }
+            Request::Noop { .. } => self.reply("250 2.0.0 Ok"),
+            Request::Quit => {
+                self.reply("221 2.0.0 Bye");
+                return Action::Close;
+            }
+            Request::Vrfy { .. } => self.error("502 5.5.1 VRFY command is disabled"),
+            Request::Lhlo { .. }
+            | Request::Expn { .. }
+            | Request::Help { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => self.error("502 5.5.2 Error: command not recognized"),
+        }
+        Action::Continue
+    }
+
+    fn ehlo(&mut self, host: String, esmtp: bool) {
+        self.helo = Some(host);
+        self.esmtp = esmtp;
+        self.txn = None;
+        let hostname = self.hostname().to_string();
+        if !esmtp {
+            self.reply(&format!("250 {hostname}"));
+            return;
+        }
+        let mut lines = vec![
+            hostname,
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.server.config.limits.max_message_size),
+        ];
+        if self.tls.is_none() {
+            lines.push("STARTTLS".into());
+        }
+        if self.kind.auth_enabled() && self.tls.is_some() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        lines.extend(
+            ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"].map(String::from),
+        );
+        let last = lines.len() - 1;
+        for (i, line) in lines.iter().enumerate() {
+            let sep = if i == last { ' ' } else { '-' };
+            self.out.extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
+        }
+    }
+
+    fn starttls(&mut self) -> Action {
+        if self.tls.is_some() {
+            self.error("554 5.5.1 Error: TLS already active");
+            return Action::Continue;
+        }
+        self.reply("220 2.0.0 Ready to start TLS");
+        Action::StartTls
+    }
+
+    async fn auth(&mut self, mechanism: u64, initial: String) {
+        if !self.kind.auth_enabled() {
+            return self.error("503 5.5.1 Error: authentication not enabled");
+        }
+        if self.helo.is_none() {
+            return self.error("503 5.5.1 Error: send HELO/EHLO first");
+        }
+        if self.login.is_some() {
+            return self.error("503 5.5.1 Error: already authenticated");
+        }
+        if self.txn.is_some() {
+            return self.error("503 5.5.1 Error: MAIL transaction in progress");
+        }
+        match mechanism {
+            smtp_proto::AUTH_PLAIN if initial.is_empty() => {
+                self.reply("334 ");
+                self.state = State::Auth(AuthStep::PlainResponse, LineReceiver::new(()));
+            }
+            smtp_proto::AUTH_PLAIN => self.auth_plain(initial.as_bytes()).await,
+            smtp_proto::AUTH_LOGIN if initial.is_empty() => {
+                self.reply(&format!("334 {}", sasl::LOGIN_USERNAME_CHALLENGE));
+                self.state = State::Auth(AuthStep::LoginUser, LineReceiver::new(()));
+            }
+            smtp_proto::AUTH_LOGIN => self.auth_login_user(initial.as_bytes()),
+            _ => self.error("535 5.7.8 Error: authentication failed: Invalid authentication mechanism"),
+        }
+    }
+
+    async fn auth_line(&mut self, line: Vec<u8>) {
+        let State::Auth(step, _) = std::mem::replace(&mut self.state, State::Command) else {
+            return;
+        };
+        if line == b"*" {
+            return self.error("501 5.7.0 Authentication aborted");
+        }
+        match step {
+            AuthStep::PlainResponse => self.auth_plain(&line).await,
+            AuthStep::LoginUser => self.auth_login_user(&line),
+            AuthStep::LoginPassword(user) => match sasl::decode_base64(&line) {
+                Ok(password) => self.verify("LOGIN", "", &user, &password).await,
+                Err(_) => self.error("501 5.5.2 Cannot decode response"),
+            },
+        }
+    }
+
+    async fn auth_plain(&mut self, response: &[u8]) {
+        match sasl::decode_plain(response) {
+            Ok(creds) => {
+                self.verify("PLAIN", &creds.authzid, &creds.authcid, &creds.password)
+                    .await
+            }
+            Err(sasl::SaslError::InvalidBase64) => self.error("501 5.5.2 Cannot decode response"),
+            Err(sasl::SaslError::Malformed) => {
+                self.server.metrics.auth_attempt(self.kind.name(), "PLAIN", false);
+                self.error("535 5.7.8 Error: authentication failed: Invalid authentication data")
+            }
+        }
+    }
+
+    fn auth_login_user(&mut self, response: &[u8]) {
+        match sasl::decode_base64(response) {
+            Ok(user) => {
+                let user = String::from_utf8_lossy(&user).into_owned();
+                self.reply(&format!("334 {}", sasl::LOGIN_PASSWORD_CHALLENGE));
+                self.state = State::Auth(AuthStep::LoginPassword(user), LineReceiver::new(()));
+            }
+            Err(_) => self.error("501 5.5.2 Cannot decode response"),
+        }
+    }
+
+    async fn verify(&mut self, mechanism: &'static str, authzid: &str, authcid: &str, password: &[u8]) {
+        let auth = self.server.auth.clone();
+        let outcome = auth.authenticate(authzid, authcid, password).await;
+        self.server
+            .metrics
+            .auth_attempt(self.kind.name(), mechanism, outcome.is_some());
+        match outcome {
+            Some(login) => {
+                tracing::info!(sasl_method = mechanism, sasl_username = %login, "authenticated");
+                self.login = Some(login);
+                self.reply("235 2.7.0 Authentication successful");
+            }
+            None => {
+                tracing::warn!(sasl_method = mechanism, "SASL authentication failed");
+                self.error("535 5.7.8 Error: authentication failed: authentication failure");
+            }
+        }
+    }
+
+    fn mail(&mut self, from: MailFrom<String>) {
+        if self.helo.is_none() {
+            return self.error("503 5.5.1 Error: send HELO/EHLO first");
+        }
+        if self.txn.is_some() {
+            return self.error("503 5.5.1 Error: nested MAIL command");
+        }
+        if from.size > self.server.config.limits.max_message_size {
+            self.server.metrics.message_rejected(self.kind.name(), "size");
+            return self.error("552 5.3.4 Message size exceeds fixed limit");
+        }
+        self.txn = Some(Transaction {
+            from,
+            rcpts: Vec::new(),
+            message: Vec::new(),
+            id: None,
+        });
+        self.reply("250 2.1.0 Ok");
+    }
+
+    async fn rcpt(&mut self, to: RcptTo<String>) {
+        let Some(txn) = &self.txn else {
+            return self.error("503 5.5.1 Error: need MAIL command");
+        };
+        if txn.rcpts.len() >= self.server.config.limits.max_recipients {
+            // Not counted as an error: the client is told to send the rest later.
+            return self.reply("452 4.5.3 Error: too many recipients");
+        }
+        let ctx = RcptContext {
+            kind: self.kind,
+            client: &self.client,
+            login: self.login.as_deref(),
+            sender: &txn.from.address,
+        };
+        let server = self.server.clone();
+        match server.policy.check_rcpt(&ctx, &to.address, &server.auth).await {
+            Ok(()) => {
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.rcpts.push(to);
+                }
+                self.reply("250 2.1.5 Ok");
+            }
+            Err(reject) => {
+                tracing::info!(
+                    reason = reject.reason,
+                    from = %printable(&self.txn.as_ref().map(|t| t.from.address.as_str()).unwrap_or_default()),
+                    to = %printable(&to.address),
+                    "NOQUEUE: reject: RCPT: {}", reject.reply
+                );
+                self.server.metrics.message_rejected(self.kind.name(), reject.reason);
+                self.error(&reject.reply);
+            }
+        }
+    }
+
+    /// Common start of DATA and the first BDAT: give the message its id and trace header.
+    fn begin_content(&mut self) -> bool {
+        let Some(txn) = self.txn.as_mut() else {
+            return false;
+        };
+        if txn.rcpts.is_empty() {
+            return false;
+        }
+        if txn.id.is_none() {
+            let id = self.server.spool.new_id();
+            Trace {
+                helo: self.helo.as_deref().unwrap_or_default(),
+                ip: self.peer.ip(),
+                tls: self
+                    .tls
+                    .as_ref()
+                    .map(|t| (t.version.as_str(), t.cipher.as_str())),
+                hostname: &self.server.config.hostname,
+                authenticated: self.login.is_some(),
+                esmtp: self.esmtp,
+                id: &id.to_string(),
+                single_recipient: match txn.rcpts.as_slice() {
+                    [one] => Some(one.address.as_str()),
+                    _ => None,
+                },
+            }
+            .write(&mut txn.message);
+            txn.id = Some(id);
+        }
+        true
+    }
+
+    fn data(&mut self) {
+        match &self.txn {
+            None => return self.error("503 5.5.1 Error: need RCPT command"),
+            Some(t) if t.rcpts.is_empty() => return self.error("554 5.5.1 Error: no valid recipients"),
+            Some(t) if t.id.is_some() => return self.error("503 5.5.1 Error: BDAT in progress"),
+            Some(_) => {}
+        }
+        self.begin_content();
+        self.reply("354 End data with <CR><LF>.<CR><LF>");
+        self.state = State::Data(DataReceiver::new());
+    }
+
+    async fn bdat(&mut self, chunk_size: usize, is_last: bool) {
+        let refused = if !self.begin_content() {
+            Some(Discarding::NoTransaction)
+        } else if self.txn.as_ref().map_or(0, |t| t.message.len()) + chunk_size
+            > self.server.config.limits.max_message_size
+        {
+            Some(Discarding::TooBig)
+        } else {
+            None
+        };
+        match (refused, chunk_size) {
+            (Some(why), 0) => self.discarded(why),
+            (Some(why), n) => {
+                self.state = State::Discard(DummyDataReceiver::new_bdat(n), why);
+            }
+            (None, 0) if is_last => self.commit().await,
+            (None, 0) => {
+                let size = self.txn.as_ref().map_or(0, |t| t.message.len());
+                self.reply(&format!("250 2.0.0 Ok: {size} bytes"));
+            }
+            (None, n) => self.state = State::Bdat(BdatReceiver::new(n, is_last)),
+        }
+    }
+
+    /// The end of DATA or the last BDAT: make the message durable, then answer.
+    async fn commit(&mut self) {
+        let Some(txn) = self.txn.take() else { return };
+        let Some(id) = txn.id else { return };
+        let envelope = Envelope {
+            id: id.clone(),
+            mail_from: txn.from.address.clone(),
+            body: body_type(txn.from.flags),
+            smtputf8: txn.from.flags & smtp_proto::MAIL_SMTPUTF8 != 0,
+            ret: ret_type(txn.from.flags),
+            envid: txn.from.env_id.clone(),
+            recipients: txn.rcpts.iter().map(recipient).collect(),
+            login: self.login.clone(),
+            client_addr: self.peer,
+            client_helo: self.helo.clone().unwrap_or_default(),
+            listener: self.kind.name().to_string(),
+            tls: self.tls.clone(),
+            received_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+        };
+        let size = txn.message.len();
+        match self.server.spool.commit(&envelope, txn.message).await {
+            Ok(()) => {
+                tracing::info!(
+                    queue_id = %id,
+                    from = %printable(&envelope.mail_from),
+                    nrcpt = envelope.recipients.len(),
+                    size,
+                    "queued"
+                );
+                self.server.metrics.message_accepted(self.kind.name(), size as u64);
+                self.server.delivery.enqueue(id.clone());
+                self.reply(&format!("250 2.0.0 Ok: queued as {id}"));
+            }
+            Err(err) => {
+                tracing::error!(queue_id = %id, error = format!("{err:#}"), "queue file write error");
+                self.server.metrics.message_rejected(self.kind.name(), "spool_error");
+                self.error("451 4.3.0 Error: queue file write error");
+            }
+        }
+    }
+}
+
+fn body_type(flags: u64) -> Option<String> {
+    if flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
+        Some("8BITMIME".into())
+    } else if flags & smtp_proto::MAIL_BODY_BINARYMIME != 0 {
+        Some("BINARYMIME".into())
+    } else if flags & smtp_proto::MAIL_BODY_7BIT != 0 {
+        Some("7BIT".into())
+    } else {
+        None
+    }
+}
+
+fn ret_type(flags: u64) -> Option<crate::spool::Ret> {
+    if flags & smtp_proto::MAIL_RET_FULL != 0 {
+        Some(crate::spool::Ret::Full)
+    } else if flags & smtp_proto::MAIL_RET_HDRS != 0 {
+        Some(crate::spool::Ret::Hdrs)
+    } else {
+        None
+    }
+}
+
+fn recipient(to: &RcptTo<String>) -> Recipient {
+    Recipient::new(to.address.clone(), to.orcpt.clone(), to.flags)
+}
+
+/// Client-supplied text in logs and replies: no control characters.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}

@@ -770,6 +770,11 @@ impl Client {
 
     /// TLS handshake on the current socket (after a 220 to STARTTLS, or on 465).
     pub fn handshake(&mut self, trusted: Vec<CertificateDer<'static>>) {
+        self.try_handshake(trusted)
+            .unwrap_or_else(|e| panic!("TLS handshake failed: {e}"));
+    }
+
+    pub fn try_handshake(&mut self, trusted: Vec<CertificateDer<'static>>) -> Result<(), String> {
         assert!(
             self.io.buffer().is_empty(),
             "plaintext left in the buffer before TLS"
@@ -787,9 +792,10 @@ impl Client {
         while tls.conn.is_handshaking() {
             tls.conn
                 .complete_io(&mut tls.sock)
-                .unwrap_or_else(|e| panic!("TLS handshake failed: {e}"));
+                .map_err(|e| e.to_string())?;
         }
         self.io = BufReader::new(Stream::Tls(Box::new(tls)));
+        Ok(())
     }
 
     pub fn starttls(&mut self, trusted: Vec<CertificateDer<'static>>) {

@@ -516,8 +516,9 @@ fn malformed_commands_get_500_or_501_and_the_session_goes_on() {
     let mut c = s.connect(Port::Smtp);
     c.expect_code(220);
     c.cmd_expect("EHLO client.example.org", 250);
+    // Postfix answers an unknown verb with 502 (not 500).
     let r = c.cmd("FROBNICATE now");
-    assert_eq!(r.code, 500, "unknown command: {r:?}");
+    assert_eq!(r.lines, ["502 5.5.2 Error: command not recognized"]);
     let r = c.cmd("MAIL FROM:not-an-address");
     assert_eq!(r.code, 501, "bad MAIL syntax: {r:?}");
     let r = c.cmd("MAIL FROM:<someone@example.net> BOGUS=1");
@@ -539,7 +540,8 @@ fn too_many_errors_end_the_session_with_421() {
     c.expect_code(220);
     let mut last = None;
     for i in 0..20 {
-        c.send_line(&format!("BOGUS{i}"));
+        // The server may already have closed after its 421.
+        let _ = c.send(format!("BOGUS{i}\r\n").as_bytes());
         match c.read_reply() {
             Ok(r) if r.code == 421 => {
                 last = Some((i, r));

@@ -195,7 +195,9 @@ impl Config {
     /// The server config a `MailServer` asks for, with files where `layout` says. The
     /// operator writes this into the ConfigMap; `posthorn up` runs it directly.
     pub fn for_mailserver(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Result<Config> {
-        let max_message_size = crate::api::parse_size(&spec.submission.max_message_size)
+        let max_message_size = spec
+            .submission
+            .max_message_bytes()
             .map_err(|e| anyhow::anyhow!("spec.submission.maxMessageSize: {e}"))?;
         let defaults = Listeners::default();
         let config = Config {
@@ -206,7 +208,7 @@ impl Config {
                 submission: defaults.submission,
                 submissions: defaults
                     .submissions
-                    .filter(|_| spec.submission.implicit_tls.is_some()),
+                    .filter(|_| spec.submission.implicit_tls.enabled),
             },
             metrics: default_metrics(),
             tls: TlsConfig {
@@ -266,11 +268,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// True when `domain` (already lowercased) is one of ours.
-    pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
-    }
 }
 
 #[cfg(test)]
@@ -296,7 +293,6 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
         assert_eq!(c.auth.failure_delay, Duration::from_secs(2));
         assert!(!c.auth.allow_plaintext);
         assert_eq!(c.limits.max_message_size, 25 * 1024 * 1024);
-        assert!(c.is_local_domain("EXAMPLE.com"));
     }
 
     #[test]

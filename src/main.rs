@@ -21,7 +21,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "posthorn", version, about = "Mail submission stacks on Kubernetes")]
+#[command(
+    name = "posthorn",
+    version,
+    about = "Mail submission stacks on Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,8 +60,9 @@ enum Command {
     },
     /// Hash a password for a Dovecot passwd-file (read from stdin or a prompt).
     Passwd {
-        #[arg(long, value_enum, default_value_t = auth::Scheme::Argon2id)]
-        scheme: auth::Scheme,
+        /// ARGON2ID, SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT or ARGON2I.
+        #[arg(long, default_value = "ARGON2ID")]
+        scheme: auth::scheme::Scheme,
     },
     /// Print the MailServer CustomResourceDefinition.
     Crd,
@@ -95,7 +100,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Passwd { scheme } => {
             let password = read_password()?;
-            println!("{}", auth::hash_password(scheme, &password)?);
+            println!("{}", auth::scheme::hash_password(scheme, &password)?);
             Ok(())
         }
         Command::Crd => {

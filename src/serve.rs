@@ -38,7 +38,10 @@ impl Bound {
     }
 
     pub fn get(&self, kind: ListenerKind) -> Option<SocketAddr> {
-        self.listeners.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
+        self.listeners
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, a)| *a)
     }
 }
 
@@ -57,8 +60,9 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
         .context("loading the user database")?;
     let policy = Policy::new(&config).context("setting up the access policy")?;
     let spool = Spool::open(&config.spool.directory)
+        .await
         .with_context(|| format!("opening the spool {}", config.spool.directory.display()))?;
-    let delivery = LocalDelivery::start(spool.clone(), &config)?;
+    let delivery = LocalDelivery::start(spool.clone(), &config);
 
     let mut sockets = Vec::new();
     for (kind, addr) in [

@@ -6,7 +6,6 @@
 //! `/healthz` and `/readyz`.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -266,21 +265,9 @@ struct HttpState {
     ready: Arc<AtomicBool>,
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the task is dropped.
+/// Serves `/metrics`, `/healthz` and `/readyz` on a bound socket until the task is
+/// dropped. `/readyz` answers 200 while `ready` is true, 503 otherwise.
 pub async fn serve_http(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the HTTP listener on {addr}"))?;
-    serve_http_on(listener, metrics, ready).await
-}
-
-/// Same as [`serve_http`] on an already bound socket (e.g. port 0 in tests and `up`).
-/// `/readyz` answers 200 while `ready` is true, 503 otherwise.
-pub async fn serve_http_on(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
@@ -360,7 +347,7 @@ mod tests {
     }
 
     /// Sends one HTTP/1.1 request and returns the status code, headers and body.
-    async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
@@ -377,7 +364,7 @@ mod tests {
         let ready = Arc::new(AtomicBool::new(false));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve_http_on(listener, metrics.clone(), ready.clone()));
+        let server = tokio::spawn(serve_http(listener, metrics.clone(), ready.clone()));
 
         metrics.message_accepted("smtp", 10);
         let (status, head, body) = get(addr, "/metrics").await;

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use rand::distr::{Alphanumeric, SampleString};
 
-use crate::api::{self, MailServer};
-use crate::auth::{self, Scheme};
+use crate::api::{self, MailServer, TlsSource};
+use crate::auth::scheme::{self, Scheme};
 use crate::config::{self, Config, FileLayout, Listeners};
 use crate::serve;
 use crate::smtp::ListenerKind;
@@ -91,7 +91,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 fn listeners(manifest: &MailServer, bind: IpAddr, pod: &Listeners) -> Listeners {
     let at = |addr: Option<SocketAddr>| addr.map(|a| SocketAddr::new(bind, a.port()));
     Listeners {
-        smtp: if manifest.spec.inbound.enabled { at(pod.smtp) } else { None },
+        smtp: if manifest.spec.inbound.enabled {
+            at(pod.smtp)
+        } else {
+            None
+        },
         submission: at(pod.submission),
         submissions: at(pod.submissions),
     }
@@ -100,17 +104,19 @@ fn listeners(manifest: &MailServer, bind: IpAddr, pod: &Listeners) -> Listeners 
 /// The user's TLS Secret if the secrets directory has it, else a self-signed pair kept
 /// in the state directory across runs.
 fn tls_files(manifest: &MailServer, options: &Options) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let secret = manifest
-        .spec
-        .tls
-        .as_ref()
-        .and_then(|t| t.secret_name.as_deref());
-    if let (Some(dir), Some(name)) = (&options.secrets_dir, secret) {
-        let (cert, key) = (dir.join(name).join("tls.crt"), dir.join(name).join("tls.key"));
+    if let (Some(dir), TlsSource::Secret(name)) = (&options.secrets_dir, manifest.spec.tls_source())
+    {
+        let (cert, key) = (
+            dir.join(name).join("tls.crt"),
+            dir.join(name).join("tls.key"),
+        );
         if cert.exists() && key.exists() {
             return Ok((cert, key));
         }
-        tracing::warn!(secret = name, "TLS Secret not found in the secrets directory, using a self-signed certificate");
+        tracing::warn!(
+            secret = name,
+            "TLS Secret not found in the secrets directory, using a self-signed certificate"
+        );
     }
     crate::tls::write_self_signed(&manifest.spec.hostname, &options.state_dir.join("tls"))
 }
@@ -142,7 +148,7 @@ fn users_file(
         _ => {
             let password = Alphanumeric.sample_string(&mut rand::rng(), 20);
             // SHA512-CRYPT: verifies in ~1.5 ms, so the local loop stays quick.
-            let hash = auth::hash_password(Scheme::Sha512Crypt, &password)?;
+            let hash = scheme::hash_password(Scheme::Sha512Crypt, &password)?;
             write_private(&passwd, &format!("{user}:{hash}\n"))?;
             write_private(&password_file, &password)?;
             password

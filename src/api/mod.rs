@@ -1,1 +1,13 @@
-//! placeholder
+//! The `MailServer` API: types, defaults and validation, the single source of the CRD.
+//! `posthorn crd` prints the CRD from here, `posthorn up` and `posthorn render` read
+//! manifests through here, and the operator works on these types.
+
+mod crd;
+mod manifest;
+mod spec;
+mod status;
+mod validate;
+
+pub use crd::crd_yaml;
+pub use manifest::load_manifest;
+pub use spec::{MailServer, MailServerSpec, TlsSource};

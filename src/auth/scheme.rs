@@ -221,7 +221,8 @@ fn parse_argon2(text: &str) -> Result<StoredHash, HashError> {
 
 /// Verifies `password` against `{SCHEME}hash` text (`{PLAIN}` included: the plaintext
 /// policy is the user database's business).
-pub fn verify(stored: &str, password: &[u8]) -> Result<bool, HashError> {
+#[cfg(test)]
+fn verify(stored: &str, password: &[u8]) -> Result<bool, HashError> {
     Ok(StoredHash::parse(stored, true)?.verify(password))
 }
 

@@ -86,7 +86,10 @@ impl Policy {
                 let Some(login) = ctx.login else {
                     return reject(
                         "client_rejected",
-                        format!("554 5.7.1 <{}>: Client host rejected: Access denied", ctx.client),
+                        format!(
+                            "554 5.7.1 <{}>: Client host rejected: Access denied",
+                            ctx.client
+                        ),
                     );
                 };
                 // smtpd_sender_restrictions = reject_sender_login_mismatch

@@ -23,7 +23,7 @@ use super::stream::Stream;
 use super::{ListenerKind, Server, client_name};
 use crate::auth::sasl;
 use crate::policy::RcptContext;
-use crate::spool::{Envelope, QueueId, Recipient, TlsInfo};
+use crate::spool::{self, BodyType, Envelope, Notify, QueueId, Recipient, Ret, Spool, TlsInfo};
 
 const READ_BUFFER: usize = 16 * 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -93,7 +93,10 @@ pub async fn run(server: Arc<Server>, kind: ListenerKind, tcp: TcpStream, peer: 
             let (reason, reply) = match refused {
                 Refused::Total => (
                     "limit_total",
-                    format!("421 4.7.0 {} Error: too many connections\r\n", server.config.hostname),
+                    format!(
+                        "421 4.7.0 {} Error: too many connections\r\n",
+                        server.config.hostname
+                    ),
                 ),
                 Refused::PerIp => (
                     "limit_per_ip",
@@ -107,7 +110,8 @@ pub async fn run(server: Arc<Server>, kind: ListenerKind, tcp: TcpStream, peer: 
             tracing::warn!(reason, "connection refused");
             metrics.connection_rejected(kind.name(), reason);
             let mut tcp = tcp;
-            let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(reply.as_bytes())).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), tcp.write_all(reply.as_bytes())).await;
             return;
         }
     };
@@ -160,7 +164,8 @@ impl Session {
                 Ok(read) => read?,
                 Err(_) => {
                     tracing::info!("timeout after {}", self.state_name());
-                    let reply = format!("421 4.4.2 {} Error: timeout exceeded\r\n", self.hostname());
+                    let reply =
+                        format!("421 4.4.2 {} Error: timeout exceeded\r\n", self.hostname());
                     self.write(&mut stream, reply.as_bytes()).await?;
                     return Ok(());
                 }
@@ -230,7 +235,10 @@ impl Session {
                 let (version, cipher) = crate::tls::session_info(tls.get_ref().1);
                 tracing::info!(%version, %cipher, "TLS established");
                 self.server.metrics.tls_handshake(name, true);
-                self.tls = Some(TlsInfo { version, cipher });
+                self.tls = Some(TlsInfo {
+                    version: version.to_string(),
+                    cipher: cipher.to_string(),
+                });
                 Some(Stream::Tls(Box::new(tls)))
             }
             Ok(Err(err)) => {
@@ -381,7 +389,9 @@ impl Session {
 
     fn too_big(&mut self) {
         self.txn = None;
-        self.server.metrics.message_rejected(self.kind.name(), "size");
+        self.server
+            .metrics
+            .message_rejected(self.kind.name(), "size");
         self.error("552 5.3.4 Message size exceeds fixed limit");
     }
 
@@ -475,12 +485,20 @@ impl Session {
             lines.push("AUTH PLAIN LOGIN".into());
         }
         lines.extend(
-            ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"].map(String::from),
+            [
+                "ENHANCEDSTATUSCODES",
+                "8BITMIME",
+                "DSN",
+                "SMTPUTF8",
+                "CHUNKING",
+            ]
+            .map(String::from),
         );
         let last = lines.len() - 1;
         for (i, line) in lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
-            self.out.extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
+            self.out
+                .extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
         }
     }
 
@@ -517,7 +535,8 @@ impl Session {
                 self.state = State::Auth(AuthStep::LoginUser, LineReceiver::new(()));
             }
             smtp_proto::AUTH_LOGIN => self.auth_login_user(initial.as_bytes()),
-            _ => self.error("535 5.7.8 Error: authentication failed: Invalid authentication mechanism"),
+            _ => self
+                .error("535 5.7.8 Error: authentication failed: Invalid authentication mechanism"),
         }
     }
 
@@ -525,15 +544,12 @@ impl Session {
         let State::Auth(step, _) = std::mem::replace(&mut self.state, State::Command) else {
             return;
         };
-        if line == b"*" {
-            return self.error("501 5.7.0 Authentication aborted");
-        }
         match step {
             AuthStep::PlainResponse => self.auth_plain(&line).await,
             AuthStep::LoginUser => self.auth_login_user(&line),
-            AuthStep::LoginPassword(user) => match sasl::decode_base64(&line) {
-                Ok(password) => self.verify("LOGIN", "", &user, &password).await,
-                Err(_) => self.error("501 5.5.2 Cannot decode response"),
+            AuthStep::LoginPassword(user) => match sasl::decode_login_password(&line) {
+                Ok(password) => self.verify("LOGIN", "", &user, password.as_bytes()).await,
+                Err(err) => self.error(err.smtp_reply()),
             },
         }
     }
@@ -541,29 +557,38 @@ impl Session {
     async fn auth_plain(&mut self, response: &[u8]) {
         match sasl::decode_plain(response) {
             Ok(creds) => {
-                self.verify("PLAIN", &creds.authzid, &creds.authcid, &creds.password)
+                let password = creds.password.as_bytes();
+                self.verify("PLAIN", &creds.authzid, &creds.authcid, password)
                     .await
             }
-            Err(sasl::SaslError::InvalidBase64) => self.error("501 5.5.2 Cannot decode response"),
-            Err(sasl::SaslError::Malformed) => {
-                self.server.metrics.auth_attempt(self.kind.name(), "PLAIN", false);
-                self.error("535 5.7.8 Error: authentication failed: Invalid authentication data")
+            Err(err) => {
+                if matches!(err, sasl::SaslError::Malformed(_)) {
+                    self.server
+                        .metrics
+                        .auth_attempt(self.kind.name(), "PLAIN", false);
+                }
+                self.error(err.smtp_reply())
             }
         }
     }
 
     fn auth_login_user(&mut self, response: &[u8]) {
-        match sasl::decode_base64(response) {
+        match sasl::decode_login_username(response) {
             Ok(user) => {
-                let user = String::from_utf8_lossy(&user).into_owned();
                 self.reply(&format!("334 {}", sasl::LOGIN_PASSWORD_CHALLENGE));
                 self.state = State::Auth(AuthStep::LoginPassword(user), LineReceiver::new(()));
             }
-            Err(_) => self.error("501 5.5.2 Cannot decode response"),
+            Err(err) => self.error(err.smtp_reply()),
         }
     }
 
-    async fn verify(&mut self, mechanism: &'static str, authzid: &str, authcid: &str, password: &[u8]) {
+    async fn verify(
+        &mut self,
+        mechanism: &'static str,
+        authzid: &str,
+        authcid: &str,
+        password: &[u8],
+    ) {
         let auth = self.server.auth.clone();
         let outcome = auth.authenticate(authzid, authcid, password).await;
         self.server
@@ -590,7 +615,9 @@ impl Session {
             return self.error("503 5.5.1 Error: nested MAIL command");
         }
         if from.size > self.server.config.limits.max_message_size {
-            self.server.metrics.message_rejected(self.kind.name(), "size");
+            self.server
+                .metrics
+                .message_rejected(self.kind.name(), "size");
             return self.error("552 5.3.4 Message size exceeds fixed limit");
         }
         self.txn = Some(Transaction {
@@ -617,7 +644,11 @@ impl Session {
             sender: &txn.from.address,
         };
         let server = self.server.clone();
-        match server.policy.check_rcpt(&ctx, &to.address, &server.auth).await {
+        match server
+            .policy
+            .check_rcpt(&ctx, &to.address, &server.auth)
+            .await
+        {
             Ok(()) => {
                 if let Some(txn) = self.txn.as_mut() {
                     txn.rcpts.push(to);
@@ -627,11 +658,13 @@ impl Session {
             Err(reject) => {
                 tracing::info!(
                     reason = reject.reason,
-                    from = %printable(&self.txn.as_ref().map(|t| t.from.address.as_str()).unwrap_or_default()),
+                    from = %printable(self.txn.as_ref().map(|t| t.from.address.as_str()).unwrap_or_default()),
                     to = %printable(&to.address),
                     "NOQUEUE: reject: RCPT: {}", reject.reply
                 );
-                self.server.metrics.message_rejected(self.kind.name(), reject.reason);
+                self.server
+                    .metrics
+                    .message_rejected(self.kind.name(), reject.reason);
                 self.error(&reject.reply);
             }
         }
@@ -646,7 +679,7 @@ impl Session {
             return false;
         }
         if txn.id.is_none() {
-            let id = self.server.spool.new_id();
+            let id = Spool::new_id();
             Trace {
                 helo: self.helo.as_deref().unwrap_or_default(),
                 ip: self.peer.ip(),
@@ -672,7 +705,9 @@ impl Session {
     fn data(&mut self) {
         match &self.txn {
             None => return self.error("503 5.5.1 Error: need RCPT command"),
-            Some(t) if t.rcpts.is_empty() => return self.error("554 5.5.1 Error: no valid recipients"),
+            Some(t) if t.rcpts.is_empty() => {
+                return self.error("554 5.5.1 Error: no valid recipients");
+            }
             Some(t) if t.id.is_some() => return self.error("503 5.5.1 Error: BDAT in progress"),
             Some(_) => {}
         }
@@ -710,7 +745,7 @@ impl Session {
         let Some(txn) = self.txn.take() else { return };
         let Some(id) = txn.id else { return };
         let envelope = Envelope {
-            id: id.clone(),
+            id,
             mail_from: txn.from.address.clone(),
             body: body_type(txn.from.flags),
             smtputf8: txn.from.flags & smtp_proto::MAIL_SMTPUTF8 != 0,
@@ -728,7 +763,12 @@ impl Session {
                 .unwrap_or_default(),
         };
         let size = txn.message.len();
-        match self.server.spool.commit(&envelope, txn.message).await {
+        match self
+            .server
+            .spool
+            .commit(&envelope, txn.message.into())
+            .await
+        {
             Ok(()) => {
                 tracing::info!(
                     queue_id = %id,
@@ -737,43 +777,64 @@ impl Session {
                     size,
                     "queued"
                 );
-                self.server.metrics.message_accepted(self.kind.name(), size as u64);
-                self.server.delivery.enqueue(id.clone());
+                self.server
+                    .metrics
+                    .message_accepted(self.kind.name(), size as u64);
+                self.server.delivery.enqueue(id);
                 self.reply(&format!("250 2.0.0 Ok: queued as {id}"));
             }
             Err(err) => {
                 tracing::error!(queue_id = %id, error = format!("{err:#}"), "queue file write error");
-                self.server.metrics.message_rejected(self.kind.name(), "spool_error");
-                self.error("451 4.3.0 Error: queue file write error");
+                self.server
+                    .metrics
+                    .message_rejected(self.kind.name(), "spool_error");
+                if spool::is_out_of_space(&err) {
+                    self.error("452 4.3.1 Insufficient system storage");
+                } else {
+                    self.error("451 4.3.0 Error: queue file write error");
+                }
             }
         }
     }
 }
 
-fn body_type(flags: u64) -> Option<String> {
+fn body_type(flags: u64) -> Option<BodyType> {
     if flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
-        Some("8BITMIME".into())
+        Some(BodyType::EightBitMime)
     } else if flags & smtp_proto::MAIL_BODY_BINARYMIME != 0 {
-        Some("BINARYMIME".into())
+        Some(BodyType::BinaryMime)
     } else if flags & smtp_proto::MAIL_BODY_7BIT != 0 {
-        Some("7BIT".into())
+        Some(BodyType::SevenBit)
     } else {
         None
     }
 }
 
-fn ret_type(flags: u64) -> Option<crate::spool::Ret> {
+fn ret_type(flags: u64) -> Option<Ret> {
     if flags & smtp_proto::MAIL_RET_FULL != 0 {
-        Some(crate::spool::Ret::Full)
+        Some(Ret::Full)
     } else if flags & smtp_proto::MAIL_RET_HDRS != 0 {
-        Some(crate::spool::Ret::Hdrs)
+        Some(Ret::Hdrs)
     } else {
         None
     }
 }
 
+/// RCPT TO with its DSN parameters (RFC 3461), as the envelope keeps them.
 fn recipient(to: &RcptTo<String>) -> Recipient {
-    Recipient::new(to.address.clone(), to.orcpt.clone(), to.flags)
+    let mut rcpt = Recipient::new(to.address.clone());
+    rcpt.orcpt = to.orcpt.clone();
+    rcpt.notify = [
+        (smtp_proto::RCPT_NOTIFY_SUCCESS, Notify::Success),
+        (smtp_proto::RCPT_NOTIFY_FAILURE, Notify::Failure),
+        (smtp_proto::RCPT_NOTIFY_DELAY, Notify::Delay),
+        (smtp_proto::RCPT_NOTIFY_NEVER, Notify::Never),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| to.flags & flag != 0)
+    .map(|(_, notify)| notify)
+    .collect();
+    rcpt
 }
 
 /// Client-supplied text in logs and replies: no control characters.

@@ -1,1 +1,383 @@
-//! placeholder
+//! The durable queue on disk, Postfix style: one plain file per message under `queue/`,
+//! holding the envelope and the message so that one fsync covers both.
+//!
+//! A message is written to `tmp/`, fsynced, linked into `queue/`, and the directory is
+//! fsynced (batched over concurrent commits, see [`committer`]); only then does
+//! [`Spool::commit`] return and the session answer `250`. A crash leaves either a whole
+//! queue file or debris in `tmp/`, which [`Spool::open`] removes. Per-recipient outcomes
+//! are appended to a sidecar `queue/<id>.status`, fsynced after each update, so a
+//! restarted server repeats at most the delivery that was in flight.
+
+mod committer;
+mod envelope;
+mod format;
+mod id;
+
+use std::collections::HashSet;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, ensure};
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tokio::task::spawn_blocking;
+
+use committer::{Committer, Counters, Op};
+pub use envelope::{BodyType, Envelope, Notify, Recipient, RecipientStatus, Ret, TlsInfo};
+pub use id::QueueId;
+
+/// Queue file writes running at once: their fsyncs overlap, but a burst of sessions
+/// must not occupy the whole blocking thread pool.
+const MAX_CONCURRENT_WRITES: usize = 64;
+const SIDECAR_SUFFIX: &str = ".status";
+
+pub struct Spool {
+    tmp: PathBuf,
+    queue: PathBuf,
+    committer: Committer,
+    writers: Semaphore,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Messages in `queue/`.
+    pub messages: u64,
+    /// Their total size on disk (envelope included, status sidecars not).
+    pub bytes: u64,
+}
+
+/// A queued message as read back: its envelope with the recorded recipient outcomes,
+/// and the message bytes exactly as committed.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub envelope: Envelope,
+    pub message: Bytes,
+}
+
+impl Spool {
+    /// Opens (creating, with mode 0700) `dir/{tmp,queue,corrupt}`, removes the debris of
+    /// interrupted commits from `tmp/`, moves unreadable queue files to `corrupt/` and
+    /// counts the rest; [`Spool::list`] then gives the messages to resume.
+    ///
+    /// Only one server may have a spool directory open: opening cleans `tmp/`.
+    pub async fn open(dir: &Path) -> anyhow::Result<Arc<Spool>> {
+        let root = dir.to_path_buf();
+        let (counters, queue_dir) = spawn_blocking(move || prepare(&root))
+            .await?
+            .with_context(|| format!("opening spool {}", dir.display()))?;
+        let counters = Arc::new(counters);
+        Ok(Arc::new(Spool {
+            tmp: dir.join("tmp"),
+            queue: dir.join("queue"),
+            committer: Committer::start(queue_dir, counters.clone()),
+            writers: Semaphore::new(MAX_CONCURRENT_WRITES),
+            counters,
+        }))
+    }
+
+    /// A fresh queue id, for the session to name the message in its Received header
+    /// before the message is committed.
+    pub fn new_id() -> QueueId {
+        QueueId::generate()
+    }
+
+    /// Writes `message` with `envelope` (named by `envelope.id`) and returns once both are
+    /// on disk and the name is durable. On error nothing is left in the queue.
+    pub async fn commit(&self, envelope: &Envelope, message: Bytes) -> anyhow::Result<()> {
+        let id = envelope.id;
+        let prefix = format::encode_prefix(envelope, message.len())?;
+        let len = (prefix.len() + message.len()) as u64;
+        let tmp = self.tmp.join(id.as_str());
+        {
+            let _permit = self.writers.acquire().await?;
+            let path = tmp.clone();
+            spawn_blocking(move || write_new_synced(&path, &[&prefix, &message]))
+                .await?
+                .with_context(|| format!("writing {}", tmp.display()))?;
+        }
+        let to = self.queue_path(&id);
+        self.committer
+            .run(Op::Publish { from: tmp, to, len })
+            .await
+            .with_context(|| format!("queueing {id}"))
+    }
+
+    /// Ids of the queued messages, oldest first.
+    pub async fn list(&self) -> anyhow::Result<Vec<QueueId>> {
+        let queue = self.queue.clone();
+        spawn_blocking(move || {
+            let mut ids = Vec::new();
+            for entry in fs::read_dir(&queue)? {
+                if let Some(id) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) {
+                    ids.push(id);
+                }
+            }
+            ids.sort();
+            Ok(ids)
+        })
+        .await?
+    }
+
+    /// The message and its envelope, with the recipient outcomes recorded so far.
+    pub async fn load(&self, id: &QueueId) -> anyhow::Result<QueuedMessage> {
+        let (path, sidecar, id) = (self.queue_path(id), self.sidecar_path(id), *id);
+        spawn_blocking(move || {
+            let data = fs::read(&path)?;
+            let (mut envelope, start) = format::read_prefix(&mut &data[..], data.len() as u64)?;
+            ensure!(
+                envelope.id == id,
+                "queue file holds message {}",
+                envelope.id
+            );
+            format::apply_status(&mut envelope, &read_optional(&sidecar)?);
+            let message = Bytes::from(data).slice(start as usize..);
+            Ok(QueuedMessage { envelope, message })
+        })
+        .await?
+        .with_context(|| format!("loading queued message {id}"))
+    }
+
+    /// The envelope alone (with recorded outcomes), without reading the message.
+    #[cfg(test)]
+    pub async fn load_envelope(&self, id: &QueueId) -> anyhow::Result<Envelope> {
+        let (path, sidecar) = (self.queue_path(id), self.sidecar_path(id));
+        spawn_blocking(move || {
+            let mut envelope = read_envelope(&path)?;
+            format::apply_status(&mut envelope, &read_optional(&sidecar)?);
+            anyhow::Ok(envelope)
+        })
+        .await?
+        .with_context(|| format!("loading envelope of {id}"))
+    }
+
+    /// Durably records recipient outcomes (`(index into envelope.recipients, status)`).
+    /// Call it after each delivery attempt, before starting the next one.
+    pub async fn record(
+        &self,
+        id: &QueueId,
+        updates: &[(usize, RecipientStatus)],
+    ) -> anyhow::Result<()> {
+        let path = self.sidecar_path(id);
+        let records = format::encode_status(updates);
+        let created = spawn_blocking(move || append_synced(&path, &records))
+            .await?
+            .with_context(|| format!("recording status of {id}"))?;
+        if created {
+            self.committer.run(Op::Sync).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes a message out of the queue, once every recipient has a final outcome (and
+    /// any bounce for it is queued).
+    pub async fn remove(&self, id: &QueueId) -> anyhow::Result<()> {
+        self.committer
+            .run(Op::Unlink(self.queue_path(id)))
+            .await
+            .with_context(|| format!("removing {id} from the queue"))?;
+        // Only now: a sidecar lost before the queue file would repeat finished deliveries.
+        // A leftover sidecar without its queue file is removed by `open`.
+        let sidecar = self.sidecar_path(id);
+        spawn_blocking(move || remove_optional(&sidecar)).await??;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        SpoolStats {
+            messages: self.counters.messages.load(Ordering::Relaxed),
+            bytes: self.counters.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn queue_path(&self, id: &QueueId) -> PathBuf {
+        self.queue.join(id.as_str())
+    }
+
+    fn sidecar_path(&self, id: &QueueId) -> PathBuf {
+        self.queue.join(format!("{id}{SIDECAR_SUFFIX}"))
+    }
+}
+
+/// True when a [`Spool::commit`] error means the disk (or quota) is full: the session
+/// answers `452 4.3.1 Insufficient system storage` then, `451 4.3.0` otherwise.
+pub fn is_out_of_space(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            )
+        })
+    })
+}
+
+/// Creates `path` (which must not exist) with mode 0600, writes `parts` and fsyncs it.
+/// On error the partial file is removed.
+pub fn write_new_synced(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let written = parts
+        .iter()
+        .try_for_each(|part| file.write_all(part))
+        .and_then(|()| file.sync_data());
+    if written.is_err() {
+        drop(file);
+        let _ = fs::remove_file(path);
+    }
+    written
+}
+
+/// Appends `bytes` to `path` and fsyncs; answers whether the file was created (its name
+/// then still needs a directory fsync).
+fn append_synced(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    let mut options = OpenOptions::new();
+    options.append(true).mode(0o600);
+    let (mut file, created) = match options.clone().create_new(true).open(path) {
+        Ok(file) => (file, true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (options.open(path)?, false),
+        Err(e) => return Err(e),
+    };
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    Ok(created)
+}
+
+fn read_envelope(path: &Path) -> anyhow::Result<Envelope> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    Ok(format::read_prefix(&mut BufReader::new(file), len)?.0)
+}
+
+fn read_optional(path: &Path) -> io::Result<Vec<u8>> {
+    match fs::read(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+fn remove_optional(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// The blocking part of [`Spool::open`]: directories, tmp cleanup, queue check and count.
+fn prepare(root: &Path) -> anyhow::Result<(Counters, File)> {
+    let mut builder = DirBuilder::new();
+    builder.recursive(true).mode(0o700);
+    for sub in ["tmp", "queue", "corrupt"] {
+        builder.create(root.join(sub))?;
+    }
+    let (tmp, queue, corrupt) = (root.join("tmp"), root.join("queue"), root.join("corrupt"));
+
+    let mut debris = 0;
+    for entry in fs::read_dir(&tmp)? {
+        let path = entry?.path();
+        match fs::remove_file(&path) {
+            Ok(()) => debris += 1,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot remove spool debris")
+            }
+        }
+    }
+    if debris > 0 {
+        tracing::info!(
+            files = debris,
+            "removed debris of interrupted commits from spool tmp/"
+        );
+    }
+
+    let counters = Counters::default();
+    let mut names = Vec::new();
+    let mut sidecars = Vec::new();
+    for entry in fs::read_dir(&queue)? {
+        let name = entry?.file_name();
+        match name.to_str().and_then(|n| n.strip_suffix(SIDECAR_SUFFIX)) {
+            Some(owner) => sidecars.push(owner.to_string()),
+            None => names.push(name),
+        }
+    }
+    let mut queued = HashSet::new();
+    let mut moved = false;
+    for name in names {
+        let path = queue.join(&name);
+        let checked = name
+            .to_str()
+            .and_then(|n| n.parse::<QueueId>().ok())
+            .context("not a queue file name")
+            .and_then(|id| {
+                let envelope = read_envelope(&path)?;
+                ensure!(
+                    envelope.id == id,
+                    "queue file holds message {}",
+                    envelope.id
+                );
+                Ok(id)
+            });
+        match checked {
+            Ok(id) => {
+                queued.insert(id.to_string());
+                counters.messages.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .bytes
+                    .fetch_add(fs::metadata(&path)?.len(), Ordering::Relaxed);
+            }
+            Err(error) => {
+                let to = quarantine(&path, &corrupt)?;
+                tracing::error!(
+                    file = %path.display(),
+                    moved_to = %to.display(),
+                    error = format!("{error:#}"),
+                    "unreadable queue file moved out of the queue"
+                );
+                moved = true;
+            }
+        }
+    }
+    for owner in sidecars {
+        if queued.contains(&owner) {
+            continue;
+        }
+        let path = queue.join(format!("{owner}{SIDECAR_SUFFIX}"));
+        if corrupt.join(&owner).exists() {
+            // Keep the status of a quarantined message next to it.
+            quarantine(&path, &corrupt)?;
+        } else {
+            remove_optional(&path)?;
+        }
+        moved = true;
+    }
+    let queue_dir = File::open(&queue)?;
+    if moved {
+        File::open(&corrupt)?.sync_all()?;
+        queue_dir.sync_all()?;
+    }
+    Ok((counters, queue_dir))
+}
+
+/// Moves `path` into `corrupt/`, never over an earlier file of the same name.
+fn quarantine(path: &Path, corrupt: &Path) -> io::Result<PathBuf> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut to = corrupt.join(name.as_ref());
+    if to.exists() {
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        to = corrupt.join(format!("{name}.{micros}"));
+    }
+    fs::rename(path, &to)?;
+    Ok(to)
+}
+
+#[cfg(test)]
+mod tests;

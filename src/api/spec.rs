@@ -1,0 +1,550 @@
+//! The `MailServer` custom resource: one object describing a whole mail submission
+//! stack. Field doc comments become the CRD's descriptions (`kubectl explain`), serde
+//! defaults become its schema defaults, so what the API server fills in and what
+//! `posthorn up` fills in are the same values.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::MailServerStatus;
+
+/// Fully qualified domain name: two or more LDH labels, the last one not numeric (an IP
+/// address is not a domain). RE2 syntax, because the API server evaluates it in Go.
+pub(crate) const FQDN_PATTERN: &str =
+    r"^([a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$";
+/// DNS name of one or more labels (a DKIM selector, a relay host inside the cluster).
+pub(crate) const DNS_NAME_PATTERN: &str = r"^[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*$";
+/// Kubernetes object name (RFC 1123 subdomain), for references to Secrets and the like.
+pub(crate) const OBJECT_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$";
+/// Key inside a Secret.
+pub(crate) const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// `host:port` with a DNS name, IPv4 address or bracketed IPv6 address.
+pub(crate) const HOST_PORT_PATTERN: &str = r"^([-.a-zA-Z0-9]+|\[[0-9a-fA-F:.]+\]):[0-9]{1,5}$";
+
+/// Desired state of a MailServer: submission (587, 465) with TLS and SASL
+/// authentication, inbound mail for the local domains on port 25, delivery, DKIM signing
+/// and the DNS records that go with them.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "posthorn.dev",
+    version = "v1alpha1",
+    kind = "MailServer",
+    namespaced,
+    status = "MailServerStatus",
+    shortname = "ms",
+    derive = "PartialEq",
+    doc = "A mail server: SMTP submission with TLS and SASL authentication, inbound mail for local domains, delivery, DKIM and DNS records, run by the Posthorn operator.",
+    printcolumn(
+        name = "Hostname",
+        type_ = "string",
+        json_path = ".spec.hostname",
+        description = "Name the server greets with and the MX target"
+    ),
+    printcolumn(
+        name = "Ready Replicas",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Mail server pods ready to take connections"
+    ),
+    // JSON form: clippy takes a second `type_ = "string"` for a duplicated attribute.
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Whether the mail server is serving"}"#,
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MailServerSpec {
+    /// The server's own fully qualified name (Postfix `$myhostname`): SMTP greeting and
+    /// HELO name, TLS certificate name and MX target, e.g. mail.example.com.
+    #[schemars(length(min = 1, max = 253), pattern(FQDN_PATTERN))]
+    pub hostname: String,
+
+    /// Local domains: mail for them is accepted on port 25 and delivered here, and they
+    /// get MX, SPF, DKIM and DMARC records. At least one.
+    #[schemars(
+        length(min = 1),
+        inner(length(max = 253), pattern(FQDN_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub domains: Vec<String>,
+
+    /// Mail server pods to run.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// Where the TLS certificate comes from. Without it the operator generates a
+    /// self-signed certificate and says so in the TLSReady condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// The user database: who may log in to submit mail.
+    pub users: UsersSpec,
+
+    /// Who may use which envelope sender beyond their own address (Postfix
+    /// `smtpd_sender_login_maps`). A login always owns its own address.
+    #[serde(default)]
+    pub sender_logins: Vec<SenderLogin>,
+
+    /// Mail submission by authenticated users (ports 587 and 465).
+    #[serde(default)]
+    pub submission: SubmissionSpec,
+
+    /// Inbound mail for the local domains on port 25.
+    #[serde(default)]
+    pub inbound: InboundSpec,
+
+    /// Send outgoing mail through a relay host (smarthost) instead of directly to the
+    /// recipients' MX servers: the answer to providers that block port 25 (OP25B).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelaySpec>,
+
+    /// Where mail for the local domains goes.
+    #[serde(default)]
+    pub delivery: DeliverySpec,
+
+    /// DKIM signing of outgoing mail.
+    #[serde(default)]
+    pub dkim: DkimSpec,
+
+    /// DNS records for the domains, published through ExternalDNS.
+    #[serde(default)]
+    pub dns: DnsSpec,
+
+    /// The Service exposing ports 25, 587 and 465.
+    #[serde(default)]
+    pub service: ServiceSpec,
+
+    /// PROXY protocol from load balancers, so the server sees the real client address.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocolSpec,
+
+    /// Storage for the mail queue.
+    #[serde(default)]
+    pub queue: QueueSpec,
+
+    /// Container image for the mail server pods. Defaults to the operator's own image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+
+    /// CPU and memory requests and limits for the mail server container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Where the TLS certificate comes from: an existing Secret or a cert-manager issuer,
+/// not both. With neither the operator generates a self-signed certificate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.secretName) && has(self.issuerRef))",
+    "message": "secretName and issuerRef are mutually exclusive: name an existing Secret or an issuer, not both"
+}]))]
+pub struct TlsSpec {
+    /// Existing `kubernetes.io/tls` Secret in this namespace holding the certificate
+    /// (`tls.crt`) and key (`tls.key`). Renewals are picked up without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
+    pub secret_name: Option<String>,
+
+    /// cert-manager issuer: the operator creates a Certificate for the hostname.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// Reference to a cert-manager Issuer or ClusterIssuer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IssuerRef {
+    /// Issuer (in this namespace) or ClusterIssuer.
+    #[serde(default)]
+    pub kind: IssuerKind,
+
+    /// Name of the issuer.
+    #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
+    pub name: String,
+
+    /// API group of the issuer.
+    #[serde(default = "default_issuer_group")]
+    #[schemars(length(min = 1))]
+    pub group: String,
+}
+
+fn default_issuer_group() -> String {
+    "cert-manager.io".into()
+}
+
+/// Kind of a cert-manager issuer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum IssuerKind {
+    Issuer,
+    #[default]
+    ClusterIssuer,
+}
+
+/// Where the TLS certificate comes from, once the spec's options are resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TlsSource<'a> {
+    /// An existing `kubernetes.io/tls` Secret.
+    Secret(&'a str),
+    /// A cert-manager Certificate issued by this issuer.
+    Issuer(&'a IssuerRef),
+    /// Neither given: a generated self-signed certificate.
+    SelfSigned,
+}
+
+impl MailServerSpec {
+    /// The certificate source the spec asks for. When both are given (which `validate`
+    /// rejects) the Secret wins.
+    pub fn tls_source(&self) -> TlsSource<'_> {
+        let tls = self.tls.as_ref();
+        match (
+            tls.and_then(|t| t.secret_name.as_deref()),
+            tls.and_then(|t| t.issuer_ref.as_ref()),
+        ) {
+            (Some(secret), _) => TlsSource::Secret(secret),
+            (None, Some(issuer)) => TlsSource::Issuer(issuer),
+            (None, None) => TlsSource::SelfSigned,
+        }
+    }
+}
+
+/// The user database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsersSpec {
+    /// Secret in this namespace holding the users. Changes are picked up without a restart.
+    #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
+    pub secret_name: String,
+
+    /// Key in the Secret whose value is a Dovecot passwd-file: one
+    /// `user@domain:{SCHEME}hash` line per user (`posthorn passwd` makes the hash).
+    #[serde(default = "default_users_key")]
+    #[schemars(length(min = 1, max = 253), pattern(SECRET_KEY_PATTERN))]
+    pub key: String,
+}
+
+fn default_users_key() -> String {
+    "passwd".into()
+}
+
+/// Logins allowed to use one envelope sender address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SenderLogin {
+    /// Envelope sender address, e.g. info@example.com.
+    #[schemars(length(min = 3))]
+    pub address: String,
+
+    /// Logins (full addresses, as users log in) that may send as this address.
+    #[schemars(length(min = 1), inner(length(min = 3)))]
+    pub logins: Vec<String>,
+}
+
+/// Mail submission by authenticated users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubmissionSpec {
+    /// Service port for submission with STARTTLS (RFC 6409). Nothing but STARTTLS is
+    /// accepted before TLS, and nothing is relayed without authentication.
+    #[serde(default = "default_submission_port")]
+    #[schemars(range(min = 1))]
+    pub port: u16,
+
+    /// Submission over implicit TLS (RFC 8314), conventionally port 465.
+    #[serde(default)]
+    pub implicit_tls: ImplicitTlsSpec,
+
+    /// Largest message accepted on any port (Postfix `message_size_limit`), advertised
+    /// in EHLO SIZE: bytes, or with a suffix k, M, G (powers of 1000) or Ki, Mi, Gi
+    /// (powers of 1024), e.g. 25Mi.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: Quantity,
+}
+
+fn default_submission_port() -> u16 {
+    587
+}
+
+fn default_max_message_size() -> Quantity {
+    Quantity("25Mi".into())
+}
+
+impl Default for SubmissionSpec {
+    fn default() -> Self {
+        SubmissionSpec {
+            port: default_submission_port(),
+            implicit_tls: ImplicitTlsSpec::default(),
+            max_message_size: default_max_message_size(),
+        }
+    }
+}
+
+impl SubmissionSpec {
+    /// The implicit-TLS port, when that listener is enabled.
+    pub fn implicit_tls_port(&self) -> Option<u16> {
+        self.implicit_tls.enabled.then_some(self.implicit_tls.port)
+    }
+
+    /// `maxMessageSize` in bytes.
+    pub fn max_message_bytes(&self) -> Result<u64, String> {
+        super::validate::parse_size(&self.max_message_size.0)
+    }
+}
+
+/// Submission over implicit TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImplicitTlsSpec {
+    /// Whether to listen for submission over implicit TLS.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Service port for submission over implicit TLS.
+    #[serde(default = "default_implicit_tls_port")]
+    #[schemars(range(min = 1))]
+    pub port: u16,
+}
+
+fn default_implicit_tls_port() -> u16 {
+    465
+}
+
+impl Default for ImplicitTlsSpec {
+    fn default() -> Self {
+        ImplicitTlsSpec {
+            enabled: true,
+            port: default_implicit_tls_port(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Inbound mail on port 25.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InboundSpec {
+    /// Accept mail for the local domains from other servers on port 25 (no relaying
+    /// for anyone else).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for InboundSpec {
+    fn default() -> Self {
+        InboundSpec { enabled: true }
+    }
+}
+
+/// Relay host (smarthost) for outgoing mail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RelaySpec {
+    /// Relay host as host:port, e.g. smtp.provider.example:587. Port 465 means implicit
+    /// TLS, any other port STARTTLS.
+    #[schemars(length(min = 3), pattern(HOST_PORT_PATTERN))]
+    pub host: String,
+
+    /// Secret in this namespace with the relay login: keys `username` and `password`
+    /// (the `kubernetes.io/basic-auth` layout). Without it mail is relayed
+    /// unauthenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
+    pub credentials_secret: Option<String>,
+}
+
+/// Where mail for the local domains goes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeliverySpec {
+    /// Delivery of mail for the local domains.
+    #[serde(default)]
+    pub local: LocalDelivery,
+}
+
+/// Delivery of mail for the local domains.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalDelivery {
+    /// LMTP server as host:port (e.g. Dovecot, dovecot.mail.svc:24). Without it mail is
+    /// written to Maildirs on the pod's own volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3), pattern(HOST_PORT_PATTERN))]
+    pub lmtp: Option<String>,
+}
+
+/// DKIM signing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DkimSpec {
+    /// Selector: the key is published at `<selector>._domainkey.<domain>`.
+    #[serde(default = "default_dkim_selector")]
+    #[schemars(length(min = 1, max = 253), pattern(DNS_NAME_PATTERN))]
+    pub selector: String,
+
+    /// Secret in this namespace holding the private signing key. Without it the
+    /// operator generates a key into a Secret of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
+    pub secret_name: Option<String>,
+}
+
+fn default_dkim_selector() -> String {
+    "posthorn".into()
+}
+
+impl Default for DkimSpec {
+    fn default() -> Self {
+        DkimSpec {
+            selector: default_dkim_selector(),
+            secret_name: None,
+        }
+    }
+}
+
+/// DNS records for the domains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsSpec {
+    /// Publish the Service's hostname and the MX, SPF, DKIM and DMARC records through
+    /// ExternalDNS (a DNSEndpoint object). When false the records are only listed in
+    /// status, for publishing by hand.
+    #[serde(rename = "externalDNS", default = "default_true")]
+    pub external_dns: bool,
+
+    /// SPF record for each domain. Without it one is derived from the setup
+    /// ("v=spf1 mx -all", plus the relay host when there is one). An empty string
+    /// publishes no SPF record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spf: Option<String>,
+
+    /// DMARC record published at `_dmarc.<domain>`. An empty string publishes none.
+    #[serde(default = "default_dmarc")]
+    pub dmarc: String,
+}
+
+fn default_dmarc() -> String {
+    "v=DMARC1; p=quarantine".into()
+}
+
+impl Default for DnsSpec {
+    fn default() -> Self {
+        DnsSpec {
+            external_dns: true,
+            spf: None,
+            dmarc: default_dmarc(),
+        }
+    }
+}
+
+/// The Service in front of the mail server pods.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.type != 'ClusterIP' || !has(self.externalTrafficPolicy)",
+    "message": "externalTrafficPolicy applies only to LoadBalancer and NodePort Services"
+}]))]
+pub struct ServiceSpec {
+    /// Service type.
+    #[serde(default)]
+    pub r#type: ServiceType,
+
+    /// Local keeps the client's address visible to the server (no SNAT) but only routes
+    /// to nodes running a pod; Cluster spreads traffic but hides the client address
+    /// unless PROXY protocol is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = without_null_enum_value)]
+    pub external_traffic_policy: Option<ExternalTrafficPolicy>,
+
+    /// Annotations for the Service, e.g. for the cloud's load balancer.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// schemars lists `null` among an optional enum's values; in a CRD `nullable` says that,
+/// and the enum must hold only real values.
+fn without_null_enum_value(schema: &mut schemars::Schema) {
+    if let Some(serde_json::Value::Array(values)) = schema.get_mut("enum") {
+        values.retain(|v| !v.is_null());
+    }
+}
+
+/// Kubernetes Service type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    LoadBalancer,
+    NodePort,
+    #[serde(rename = "ClusterIP")]
+    ClusterIp,
+}
+
+/// Kubernetes Service external traffic policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ExternalTrafficPolicy {
+    Local,
+    Cluster,
+}
+
+/// PROXY protocol (v1 and v2) from load balancers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyProtocolSpec {
+    /// Networks (CIDR, e.g. 10.0.0.0/8) whose connections must start with a PROXY
+    /// protocol header giving the real client address. Empty: PROXY protocol is off.
+    #[serde(rename = "trustedCIDRs", default)]
+    pub trusted_cidrs: Vec<String>,
+}
+
+/// Storage for the mail queue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.storage != 'PersistentVolumeClaim' || has(self.size)",
+        "message": "size is required when storage is PersistentVolumeClaim"
+    },
+    {
+        "rule": "self.storage == 'PersistentVolumeClaim' || !has(self.storageClassName)",
+        "message": "storageClassName applies only when storage is PersistentVolumeClaim"
+    }
+]))]
+pub struct QueueSpec {
+    /// EmptyDir keeps the queue for the pod's lifetime only; PersistentVolumeClaim keeps
+    /// queued mail across pod restarts and rescheduling.
+    #[serde(default)]
+    pub storage: QueueStorage,
+
+    /// Volume size (bytes or with a suffix such as Mi or Gi): the claim's request, or
+    /// the emptyDir size limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+
+    /// StorageClass of the claim. Default: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
+    pub storage_class_name: Option<String>,
+}
+
+/// Kind of volume for the mail queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum QueueStorage {
+    #[default]
+    EmptyDir,
+    PersistentVolumeClaim,
+}

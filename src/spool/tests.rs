@@ -1,0 +1,338 @@
+use std::time::Instant;
+
+use super::*;
+
+fn envelope(rcpts: &[&str]) -> Envelope {
+    Envelope {
+        id: Spool::new_id(),
+        mail_from: "alice@example.com".into(),
+        body: Some(BodyType::EightBitMime),
+        smtputf8: true,
+        ret: Some(Ret::Hdrs),
+        envid: Some("env-42".into()),
+        recipients: rcpts
+            .iter()
+            .map(|a| Recipient {
+                orcpt: Some(format!("rfc822;{a}")),
+                notify: vec![Notify::Success, Notify::Failure],
+                ..Recipient::new(*a)
+            })
+            .collect(),
+        login: Some("alice@example.com".into()),
+        client_addr: "192.0.2.7:40000".parse().unwrap(),
+        client_helo: "client.example".into(),
+        listener: "submission".into(),
+        tls: Some(TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+        }),
+        received_at: 1_700_000_000,
+    }
+}
+
+fn message(n: usize) -> Bytes {
+    let mut m = format!("Received: from client.example\r\nSubject: test {n}\r\n\r\n").into_bytes();
+    m.extend_from_slice(b"binary \xff\x00 body\r\n.\r\n");
+    Bytes::from(m)
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn commit_then_reopen_sees_exact_bytes_and_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let env = envelope(&["bob@example.com", "carol@example.org"]);
+    let msg = message(1);
+    spool.commit(&env, msg.clone()).await.unwrap();
+    let size = fs::metadata(dir.path().join("queue").join(env.id.as_str()))
+        .unwrap()
+        .len();
+    assert_eq!(
+        spool.stats(),
+        SpoolStats {
+            messages: 1,
+            bytes: size
+        }
+    );
+    drop(spool);
+
+    let spool = Spool::open(dir.path()).await.unwrap();
+    assert_eq!(spool.list().await.unwrap(), vec![env.id]);
+    assert_eq!(
+        spool.stats(),
+        SpoolStats {
+            messages: 1,
+            bytes: size
+        }
+    );
+    let loaded = spool.load(&env.id).await.unwrap();
+    assert_eq!(loaded.envelope, env);
+    assert_eq!(loaded.message, msg);
+    assert_eq!(spool.load_envelope(&env.id).await.unwrap(), env);
+    assert!(names(&dir.path().join("tmp")).is_empty());
+    for sub in ["tmp", "queue", "corrupt"] {
+        let mode = fs::metadata(dir.path().join(sub)).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o700
+        );
+    }
+}
+
+#[tokio::test]
+async fn open_removes_tmp_debris_and_orphan_sidecars() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let kept = envelope(&["bob@example.com"]);
+    spool.commit(&kept, message(1)).await.unwrap();
+    spool
+        .record(&kept.id, &[(0, RecipientStatus::Pending)])
+        .await
+        .unwrap();
+    drop(spool);
+    fs::write(
+        dir.path().join("tmp").join(Spool::new_id().as_str()),
+        b"POSTHORN-QUEUE 1 12",
+    )
+    .unwrap();
+    let orphan = format!("{}{SIDECAR_SUFFIX}", Spool::new_id());
+    fs::write(dir.path().join("queue").join(&orphan), b"\n{}\n").unwrap();
+
+    let spool = Spool::open(dir.path()).await.unwrap();
+    assert!(names(&dir.path().join("tmp")).is_empty());
+    let mut expected = vec![kept.id.to_string(), format!("{}{SIDECAR_SUFFIX}", kept.id)];
+    expected.sort();
+    assert_eq!(names(&dir.path().join("queue")), expected);
+    assert_eq!(spool.list().await.unwrap(), vec![kept.id]);
+}
+
+#[tokio::test]
+async fn unreadable_queue_files_move_to_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let good = envelope(&["bob@example.com"]);
+    let truncated = envelope(&["bob@example.com"]);
+    spool.commit(&good, message(1)).await.unwrap();
+    spool.commit(&truncated, message(2)).await.unwrap();
+    spool
+        .record(&truncated.id, &[(0, RecipientStatus::Pending)])
+        .await
+        .unwrap();
+    drop(spool);
+    let queue = dir.path().join("queue");
+    let file = OpenOptions::new()
+        .write(true)
+        .open(queue.join(truncated.id.as_str()))
+        .unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - 3).unwrap();
+    let garbage = Spool::new_id().to_string();
+    fs::write(queue.join(&garbage), b"hello").unwrap();
+    fs::write(queue.join("notes.txt"), b"not mine").unwrap();
+
+    let spool = Spool::open(dir.path()).await.unwrap();
+    assert_eq!(spool.list().await.unwrap(), vec![good.id]);
+    assert_eq!(spool.stats().messages, 1);
+    let mut expected = vec![
+        truncated.id.to_string(),
+        format!("{}{SIDECAR_SUFFIX}", truncated.id),
+        garbage,
+        "notes.txt".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(names(&dir.path().join("corrupt")), expected);
+    assert_eq!(names(&queue), vec![good.id.to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_are_all_durable_with_distinct_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let spool = spool.clone();
+            tokio::spawn(async move {
+                let env = envelope(&["bob@example.com"]);
+                spool.commit(&env, message(n)).await.map(|()| (env.id, n))
+            })
+        })
+        .collect();
+    let mut committed = Vec::new();
+    for task in tasks {
+        committed.push(task.await.unwrap().unwrap());
+    }
+    drop(spool);
+
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let mut listed = spool.list().await.unwrap();
+    listed.dedup();
+    assert_eq!(listed.len(), 50);
+    assert_eq!(spool.stats().messages, 50);
+    for (id, n) in committed {
+        assert_eq!(spool.load(&id).await.unwrap().message, message(n));
+    }
+}
+
+#[tokio::test]
+async fn failed_write_returns_err_and_queues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    fs::remove_dir(dir.path().join("tmp")).unwrap();
+    let env = envelope(&["bob@example.com"]);
+    assert!(spool.commit(&env, message(1)).await.is_err());
+    assert!(names(&dir.path().join("queue")).is_empty());
+    assert_eq!(
+        spool.stats(),
+        SpoolStats {
+            messages: 0,
+            bytes: 0
+        }
+    );
+}
+
+#[test]
+fn out_of_space_is_told_apart() {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    let full = anyhow::Error::from(io::Error::from_raw_os_error(ENOSPC)).context("writing");
+    let quota = anyhow::Error::from(io::Error::from_raw_os_error(EDQUOT)).context("writing");
+    let denied = anyhow::Error::from(io::Error::from(io::ErrorKind::PermissionDenied));
+    assert!(is_out_of_space(&full));
+    assert!(is_out_of_space(&quota));
+    assert!(!is_out_of_space(&denied));
+    assert!(!is_out_of_space(&anyhow::anyhow!("other")));
+}
+
+#[tokio::test]
+async fn commit_never_replaces_a_queued_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let env = envelope(&["bob@example.com"]);
+    spool.commit(&env, message(1)).await.unwrap();
+    assert!(spool.commit(&env, message(2)).await.is_err());
+    assert_eq!(spool.load(&env.id).await.unwrap().message, message(1));
+    assert!(names(&dir.path().join("tmp")).is_empty());
+    assert_eq!(spool.stats().messages, 1);
+}
+
+#[tokio::test]
+async fn recipient_status_survives_reopen_and_torn_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let env = envelope(&["a@example.com", "b@example.com", "c@example.com"]);
+    spool.commit(&env, message(1)).await.unwrap();
+    let delivered = RecipientStatus::Delivered {
+        detail: "maildir".into(),
+    };
+    let failed = RecipientStatus::Failed {
+        reason: "5.1.1 no such user".into(),
+    };
+    let deferred = RecipientStatus::Deferred {
+        attempts: 1,
+        next_attempt: 1_700_000_300,
+        reason: "4.4.1 connection refused".into(),
+    };
+    spool
+        .record(&env.id, &[(0, delivered.clone())])
+        .await
+        .unwrap();
+    spool.record(&env.id, &[(2, failed.clone())]).await.unwrap();
+    // A crash in the middle of an append leaves half a record.
+    let sidecar = dir
+        .path()
+        .join("queue")
+        .join(format!("{}{SIDECAR_SUFFIX}", env.id));
+    let mut f = OpenOptions::new().append(true).open(&sidecar).unwrap();
+    f.write_all(b"\n{\"rcpt\":1,\"status\":{\"sta").unwrap();
+    drop(spool);
+
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let loaded = spool.load_envelope(&env.id).await.unwrap();
+    let statuses: Vec<_> = loaded.recipients.iter().map(|r| r.status.clone()).collect();
+    assert_eq!(
+        statuses,
+        [delivered.clone(), RecipientStatus::Pending, failed.clone()]
+    );
+    assert!(!loaded.is_done());
+
+    spool
+        .record(&env.id, &[(1, deferred.clone())])
+        .await
+        .unwrap();
+    let loaded = spool.load(&env.id).await.unwrap().envelope;
+    let statuses: Vec<_> = loaded.recipients.iter().map(|r| r.status.clone()).collect();
+    assert_eq!(statuses, [delivered, deferred, failed]);
+}
+
+#[tokio::test]
+async fn remove_deletes_message_and_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let env = envelope(&["bob@example.com"]);
+    let other = envelope(&["bob@example.com"]);
+    spool.commit(&env, message(1)).await.unwrap();
+    spool.commit(&other, message(2)).await.unwrap();
+    let before = spool.stats();
+    spool
+        .record(
+            &env.id,
+            &[(0, RecipientStatus::Delivered { detail: "x".into() })],
+        )
+        .await
+        .unwrap();
+    spool.remove(&env.id).await.unwrap();
+    assert_eq!(names(&dir.path().join("queue")), vec![other.id.to_string()]);
+    let after = spool.stats();
+    assert_eq!(after.messages, 1);
+    assert!(after.bytes < before.bytes && after.bytes > 0);
+    assert!(spool.load(&env.id).await.is_err());
+}
+
+/// Group commit figures: `cargo test --release spool::tests::group_commit_speed -- --ignored --nocapture`.
+/// Runs on the worktree's disk (not a tmpfs), where fsync costs what it does in production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; prints figures"]
+async fn group_commit_speed() {
+    let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let msg = Bytes::from(vec![b'x'; 4096]);
+    let rounds = 20;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        spool
+            .commit(&envelope(&["bob@example.com"]), msg.clone())
+            .await
+            .unwrap();
+    }
+    let single = start.elapsed() / rounds;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (spool, msg) = (spool.clone(), msg.clone());
+                tokio::spawn(async move {
+                    spool
+                        .commit(&envelope(&["bob@example.com"]), msg)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let all = start.elapsed();
+        println!(
+            "single commit {single:?}; 50 concurrent commits {all:?} = {:.1} x single",
+            all.as_secs_f64() / single.as_secs_f64()
+        );
+    }
+}

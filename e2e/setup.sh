@@ -11,7 +11,9 @@ packages=(
 
 missing=()
 for p in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+  # "triggers-pending" is installed too (seen while another apt run is under way).
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+    grep -Eq "install ok (installed|triggers-pending|triggers-awaited)"; then
     missing+=("$p")
   fi
 done
@@ -21,9 +23,11 @@ if ((${#missing[@]})); then
   sudo=()
   if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
   export DEBIAN_FRONTEND=noninteractive
-  "${sudo[@]}" apt-get update -qq
-  # Installing dovecot-core must not start a dovecot service (none runs in tests).
-  "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+  # Wait for a concurrent apt/dpkg run instead of failing on its lock.
+  apt_opts=(-o DPkg::Lock::Timeout=600)
+  "${sudo[@]}" apt-get "${apt_opts[@]}" update -qq
+  # Keep any existing config files without asking (no stdin in CI).
+  "${sudo[@]}" apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
 fi
 

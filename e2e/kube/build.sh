@@ -98,7 +98,7 @@ apt-get update -qq >&2 || die "apt-get update failed"
 version=$(source_version)
 [[ -n $version ]] || die "apt-cache showsrc kubernetes found no source package"
 log "installing ${RUNTIME_PACKAGES[*]}"
-apt-get install -y -qq --no-install-recommends "${RUNTIME_PACKAGES[@]}" >&2
+apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${RUNTIME_PACKAGES[@]}" >&2
 if dir=$(cached_dir "$version"); then
     log "cached: $dir"
     echo "$dir"
@@ -106,7 +106,7 @@ if dir=$(cached_dir "$version"); then
 fi
 
 log "installing ${BUILD_PACKAGES[*]}"
-apt-get install -y -qq --no-install-recommends "${BUILD_PACKAGES[@]}" >&2
+apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${BUILD_PACKAGES[@]}" >&2
 
 work=$(mktemp -d /tmp/posthorn-kube-build.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -90,3 +90,28 @@ start_apiserver() {
         --v=1
     wait_for "$dir" 60 /readyz
 }
+
+# Starts kube-controller-manager (only the controllers the tests need: no
+# deployment/replicaset controllers, so Deployments get no ReplicaSets and
+# their status is whatever a test writes) and waits until its garbage
+# collector has synced its informers for every resource the server knows.
+start_controller_manager() {
+    local dir=$1 from
+    . "$dir/env"
+    from=1
+    [[ -f $dir/kube-controller-manager.log ]] && from=$(($(wc -l <"$dir/kube-controller-manager.log") + 1))
+    spawn "$dir" kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
+        --kubeconfig="$dir/kubeconfig" \
+        --controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token \
+        --service-account-private-key-file="$dir/pki/sa.key" \
+        --root-ca-file="$dir/pki/ca.crt" \
+        --leader-elect=false --port=0 --secure-port=0 \
+        --v=1
+    for _ in $(seq 300); do
+        tail -n "+$from" "$dir/kube-controller-manager.log" | grep -q 'Proceeding to collect garbage' && return 0
+        kill -0 "$(<"$dir/kube-controller-manager.pid")" 2>/dev/null \
+            || die "kube-controller-manager exited:$(echo; tail -n 20 "$dir/kube-controller-manager.log")"
+        sleep 0.2
+    done
+    die "garbage collector did not sync in 60 s; see $dir/kube-controller-manager.log"
+}

@@ -18,6 +18,7 @@ trap cleanup EXIT
 
 POSTHORN_KUBE_BIN=$bin "$KUBE_SCRIPTS/start.sh" "$dir"
 "$KUBE_SCRIPTS/apply-crds.sh" "$dir"
+"$KUBE_SCRIPTS/apply-crds.sh" "$dir" --server-side # re-apply: idempotent, and SSA works
 export KUBECONFIG=$dir/kubeconfig
 kubectl=${KUBECTL:-$bin/kubectl}
 k() { "$kubectl" "$@"; }

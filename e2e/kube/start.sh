@@ -135,16 +135,8 @@ log "starting kube-apiserver on https://127.0.0.1:$APISERVER_PORT"
 start_apiserver "$dir"
 
 log "starting kube-controller-manager"
-spawn "$dir" kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
-    --kubeconfig="$dir/kubeconfig" \
-    --controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token \
-    --service-account-private-key-file="$pki/sa.key" \
-    --root-ca-file="$pki/ca.crt" \
-    --leader-elect=false --port=0 --secure-port=0 \
-    --v=1
+start_controller_manager "$dir"
 
 wait_for "$dir" 60 /api/v1/namespaces/default/serviceaccounts/default
-kill -0 "$(<"$dir/kube-controller-manager.pid")" 2>/dev/null \
-    || die "kube-controller-manager exited:$(echo; tail -n 20 "$dir/kube-controller-manager.log")"
 log "ready in $((($(date +%s%N) - started) / 1000000)) ms"
 echo "KUBECONFIG=$dir/kubeconfig"

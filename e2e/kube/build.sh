@@ -15,7 +15,7 @@ CACHE_ROOT=${POSTHORN_KUBE_CACHE:-/var/cache/posthorn}
 SRC_LIST=/etc/apt/sources.list.d/posthorn-deb-src
 BINARIES=(kube-apiserver kube-controller-manager kubectl)
 # Host tools the test bed needs besides the build (etcd, jq, openssl).
-RUNTIME_PACKAGES=(etcd-server jq openssl)
+RUNTIME_PACKAGES=(etcd-server jq openssl curl)
 BUILD_PACKAGES=(golang-1.19-go golang-github-modern-go-reflect2-dev rsync dpkg-dev make)
 
 log() { echo "build.sh: $*" >&2; }
@@ -33,7 +33,8 @@ cached_dir() {
 }
 
 runtime_tools_present() {
-    command -v etcd >/dev/null && command -v jq >/dev/null && command -v openssl >/dev/null
+    command -v etcd >/dev/null && command -v jq >/dev/null && command -v openssl >/dev/null \
+        && command -v curl >/dev/null
 }
 
 # Writes deb-src stanzas mirroring the machine's Debian `deb` sources (deb822
@@ -92,6 +93,11 @@ if [[ -n $version ]] && dir=$(cached_dir "$version") && runtime_tools_present; t
 fi
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (apt-get) the first time"
+# One build at a time (tests may start several test beds at once); whoever
+# waited finds the cache filled below.
+mkdir -p "$CACHE_ROOT"
+exec 9>"$CACHE_ROOT/build.lock"
+flock 9
 add_deb_src
 log "apt-get update"
 apt-get update -qq >&2 || die "apt-get update failed"

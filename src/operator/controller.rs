@@ -128,10 +128,7 @@ async fn has_resource(client: &Client, group_version: &str, plural: &str) -> Res
 /// Runs the controller until the watch streams end (or the process is asked to stop).
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    // Quorum lists: after an API server restart a list served from its fresh watch
-    // cache can carry a resourceVersion the cache then calls too old to watch from, and
-    // the watch never recovers (seen with Kubernetes 1.20).
-    let config = || watcher::Config::default().list_semantic(watcher::ListSemantic::MostRecent);
+    let config = watcher::Config::default;
     let servers: Api<MailServer> = Api::all(client.clone());
     let controller = Controller::new(servers, config());
     let store = controller.store();

@@ -1,21 +1,50 @@
-#!/bin/sh
-# Installs the real peers the end-to-end tests talk to (Debian/Ubuntu, as root):
-#   postfix        private relay-host instances and smtp-sink (delivery tests)
-#   dovecot-core   SASL for that Postfix, doveadm for hash cross-checks
-#   dovecot-lmtpd  the LMTP mailbox server of the local-delivery test
-#   dnsmasq-base   MX/A records for test domains on a loopback port
-#   swaks openssl  submitting test mail, test certificates
-# The packages' own services are not started (policy-rc.d in containers, and the tests
-# run private instances on high loopback ports).
-set -eu
-packages="postfix dovecot-core dovecot-lmtpd dnsmasq-base swaks openssl python3"
-missing=""
-for p in $packages; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+#!/usr/bin/env bash
+# Installs what the test suite drives: swaks (with its TLS and SASL Perl modules), dnsmasq,
+# doveadm (dovecot-core), mkpasswd (whois), openssl; for the delivery tests Postfix (private
+# relay-host instances, smtp-sink), Dovecot LMTP and python3 (load client); and
+# cargo-nextest. The packages' own services are not used: tests run private instances. Idempotent: apt is
+# only touched when a package is missing. Needs root (or sudo) for apt on a fresh machine.
+set -euo pipefail
+
+packages=(
+  swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
+  dnsmasq-base dovecot-core whois openssl ca-certificates
+  postfix dovecot-lmtpd python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  # "triggers-pending" is installed too (seen while another apt run is under way).
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+    grep -Eq "install ok (installed|triggers-pending|triggers-awaited)"; then
+    missing+=("$p")
+  fi
 done
-[ -z "$missing" ] && exit 0
-echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# shellcheck disable=SC2086
-apt-get install -y -qq --no-install-recommends $missing
+
+if ((${#missing[@]})); then
+  echo "e2e/setup.sh: installing ${missing[*]}" >&2
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  export DEBIAN_FRONTEND=noninteractive
+  # Postfix unconfigured: the tests write their own main.cf per instance.
+  echo "postfix postfix/main_mailer_type select No configuration" |
+    "${sudo[@]}" debconf-set-selections
+  # Wait for a concurrent apt/dpkg run instead of failing on its lock.
+  apt_opts=(-o DPkg::Lock::Timeout=600)
+  "${sudo[@]}" apt-get "${apt_opts[@]}" update -qq
+  # Keep any existing config files without asking (no stdin in CI).
+  "${sudo[@]}" apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "e2e/setup.sh: installing cargo-nextest" >&2
+  cargo install cargo-nextest --locked
+fi
+
+for tool in swaks dnsmasq doveadm mkpasswd openssl postfix smtp-sink python3; do
+  command -v "$tool" >/dev/null || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null || {
+    echo "e2e/setup.sh: $tool still missing after install" >&2
+    exit 1
+  }
+done

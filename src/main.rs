@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod config;
 mod delivery;
+mod operator;
 mod policy;
 mod reload;
 mod serve;
@@ -66,6 +67,46 @@ enum Command {
     },
     /// Print the MailServer CustomResourceDefinition.
     Crd,
+    /// Print the Kubernetes objects the operator would apply for a MailServer.
+    Render {
+        /// The MailServer manifest.
+        #[arg(long = "file", short = 'f')]
+        file: PathBuf,
+        /// Secrets as Kubernetes mounts them: DIR/<secret-name>/<key> (for the DKIM record).
+        #[arg(long)]
+        secrets_dir: Option<PathBuf>,
+        /// Image for the mail server pods, unless the MailServer names one.
+        #[arg(long, env = "POSTHORN_IMAGE", default_value = operator::DEFAULT_IMAGE)]
+        image: String,
+        /// Render as for a cluster without cert-manager (self-signed fallback).
+        #[arg(long)]
+        without_cert_manager: bool,
+        /// Render as for a cluster without ExternalDNS (no DNSEndpoint).
+        #[arg(long)]
+        without_external_dns: bool,
+        /// PodDisruptionBudget as policy/v1beta1 (Kubernetes before 1.21).
+        #[arg(long)]
+        pdb_v1beta1: bool,
+    },
+    /// Run the operator: reconcile MailServers in the cluster (KUBECONFIG or in-cluster).
+    Operator {
+        /// Image for the mail server pods, unless a MailServer names one.
+        #[arg(long, env = "POSTHORN_IMAGE", default_value = operator::DEFAULT_IMAGE)]
+        image: String,
+        /// Address for /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics: SocketAddr,
+        /// Namespace of the leader election Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        #[arg(long, default_value = "posthorn-operator")]
+        lease_name: String,
+        /// This replica's identity in the Lease.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        log_format: config::LogFormat,
+    },
     /// Inspect and manage the delivery queue of a server (mailq, postqueue, postsuper).
     Queue {
         #[command(subcommand)]
@@ -134,6 +175,48 @@ fn main() -> anyhow::Result<()> {
         Command::Crd => {
             print!("{}", api::crd_yaml()?);
             Ok(())
+        }
+        Command::Render {
+            file,
+            secrets_dir,
+            image,
+            without_cert_manager,
+            without_external_dns,
+            pdb_v1beta1,
+        } => {
+            print!(
+                "{}",
+                operator::render_command(&operator::RenderCommand {
+                    manifest: file,
+                    secrets_dir,
+                    image,
+                    without_cert_manager,
+                    without_external_dns,
+                    pdb_v1beta1,
+                })?
+            );
+            Ok(())
+        }
+        Command::Operator {
+            image,
+            metrics,
+            lease_namespace,
+            lease_name,
+            identity,
+            log_format,
+        } => {
+            telemetry::init_logging(log_format);
+            let identity = identity.unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            });
+            runtime()?.block_on(operator::run(operator::OperatorCommand {
+                image,
+                metrics,
+                lease_namespace,
+                lease_name,
+                identity,
+            }))
         }
         Command::Queue {
             action,

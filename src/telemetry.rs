@@ -343,9 +343,21 @@ impl Metrics {
     }
 }
 
+/// A registry that `/metrics` serves: the mail server's [`Metrics`] or the operator's.
+pub trait Exposition: Send + Sync + 'static {
+    /// The OpenMetrics text exposition.
+    fn encode(&self) -> String;
+}
+
+impl Exposition for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
+    }
+}
+
 #[derive(Clone)]
 struct HttpState {
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn Exposition>,
     ready: Arc<AtomicBool>,
 }
 
@@ -353,7 +365,7 @@ struct HttpState {
 /// dropped. `/readyz` answers 200 while `ready` is true, 503 otherwise.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn Exposition>,
     ready: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let app = Router::new()

@@ -10,4 +10,6 @@ mod validate;
 
 pub use crd::crd_yaml;
 pub use manifest::load_manifest;
-pub use spec::{MailServer, MailServerSpec, TlsSource};
+pub use spec::{IssuerKind, MailServer, MailServerSpec, QueueStorage, ServiceType, TlsSource};
+pub use status::{DnsRecord, Endpoints, MailServerStatus};
+pub use validate::split_host_port;

@@ -1,0 +1,945 @@
+//! The reconcile loop: validate, make sure generated key material exists, render, apply
+//! what changed, prune what is no longer wanted, and report status — writing nothing
+//! when nothing changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::Mutex;
+
+use super::apply::{self, FIELD_MANAGER};
+use super::keys;
+use super::metrics::OperatorMetrics;
+use super::render::{
+    self, DKIM_KEY, GeneratedSecret, Names, PdbApi, RenderOptions, Rendered, SecretData,
+    SelfSignedReason, TlsPlan,
+};
+use super::status::{self, Cond};
+use crate::api::{Endpoints, MailServer, TlsSource};
+
+/// How often a MailServer is looked at without any change: repairs objects whose kinds
+/// are not watched (Certificate, DNSEndpoint, PodDisruptionBudget) and deletions missed
+/// while a watch was re-listing (after an API server restart a relist shows no delete
+/// event). Costs only reads.
+const RESYNC: Duration = Duration::from_secs(60);
+/// How long optional-CRD discovery is trusted before asking the API server again.
+const DISCOVERY_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// What the cluster offers, from API discovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub certificate_crd: bool,
+    pub dns_endpoint_crd: bool,
+    pub pdb_api: PdbApi,
+}
+
+pub struct Context {
+    pub client: Client,
+    /// The operator's own image, for pods of MailServers that name none.
+    pub image: String,
+    pub recorder: Recorder,
+    pub metrics: Arc<OperatorMetrics>,
+    discovered: Mutex<Option<(Instant, Capabilities)>>,
+}
+
+impl Context {
+    pub fn new(client: Client, image: String, metrics: Arc<OperatorMetrics>) -> Context {
+        let reporter = Reporter {
+            controller: "posthorn-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            image,
+            metrics,
+            discovered: Mutex::new(None),
+        }
+    }
+
+    /// A context whose capabilities are fixed instead of discovered (tests).
+    #[cfg(test)]
+    pub fn with_capabilities(client: Client, capabilities: Capabilities) -> Context {
+        let context = Context::new(
+            client,
+            "posthorn:test".into(),
+            Arc::new(OperatorMetrics::new()),
+        );
+        *context.discovered.try_lock().unwrap() = Some((Instant::now(), capabilities));
+        context
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities, Error> {
+        let mut discovered = self.discovered.lock().await;
+        if let Some((at, capabilities)) = *discovered
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(capabilities);
+        }
+        let capabilities = Capabilities {
+            certificate_crd: has_resource(&self.client, "cert-manager.io/v1", "certificates")
+                .await?,
+            dns_endpoint_crd: has_resource(
+                &self.client,
+                "externaldns.k8s.io/v1alpha1",
+                "dnsendpoints",
+            )
+            .await?,
+            pdb_api: if has_resource(&self.client, "policy/v1", "poddisruptionbudgets").await? {
+                PdbApi::V1
+            } else {
+                PdbApi::V1beta1
+            },
+        };
+        *discovered = Some((Instant::now(), capabilities));
+        Ok(capabilities)
+    }
+}
+
+/// Whether the API server serves `plural` in `group_version` (404: no such group).
+async fn has_resource(client: &Client, group_version: &str, plural: &str) -> Result<bool, Error> {
+    match client.list_api_group_resources(group_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs the controller until the watch streams end (or the process is asked to stop).
+pub async fn run(context: Arc<Context>) {
+    let client = context.client.clone();
+    let config = watcher::Config::default;
+    let servers: Api<MailServer> = Api::all(client.clone());
+    let controller = Controller::new(servers, config());
+    let store = controller.store();
+    controller
+        .owns(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        // Secrets: the generated ones it owns, and the users', TLS, DKIM and relay
+        // Secrets its MailServers refer to.
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            config(),
+            move |secret| {
+                let namespace = secret.namespace();
+                let name = secret.name_any();
+                let owners: Vec<String> = secret
+                    .owner_references()
+                    .iter()
+                    .filter(|o| o.kind == "MailServer")
+                    .map(|o| o.name.clone())
+                    .collect();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|server| {
+                        server.namespace() == namespace
+                            && (owners.contains(&server.name_any())
+                                || referenced_secrets(server).contains(&name))
+                    })
+                    .map(|server| ObjectRef::from_obj(&*server))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+/// Names of the Secrets a MailServer reads but does not own.
+fn referenced_secrets(server: &MailServer) -> Vec<String> {
+    let spec = &server.spec;
+    let mut names = vec![spec.users.secret_name.clone()];
+    if let TlsSource::Secret(name) = spec.tls_source() {
+        names.push(name.into());
+    }
+    if let TlsSource::Issuer(_) = spec.tls_source() {
+        names.push(Names::new(server).issued_tls_secret());
+    }
+    names.extend(spec.dkim.secret_name.clone());
+    names.extend(
+        spec.relay
+            .as_ref()
+            .and_then(|r| r.credentials_secret.clone()),
+    );
+    names
+}
+
+fn error_policy(server: Arc<MailServer>, error: &Error, _context: Arc<Context>) -> Action {
+    tracing::warn!(mailserver = %server.name_any(), %error, "reconcile failed, retrying");
+    // The controller's scheduler deduplicates; a short fixed retry is enough since
+    // transient API errors are the only errors left here (spec problems are conditions).
+    Action::requeue(Duration::from_secs(15))
+}
+
+pub async fn reconcile(server: Arc<MailServer>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&server, &context).await;
+    context
+        .metrics
+        .reconciled(result.is_ok(), started.elapsed());
+    result
+}
+
+async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Action, Error> {
+    let client = &context.client;
+    let namespace = server.namespace().unwrap_or_else(|| "default".into());
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+
+    if let Err(problems) = server.spec.validate() {
+        let message = format!("the spec is invalid: {}", problems.join("; "));
+        let conditions = vec![
+            Cond::new(
+                "Ready",
+                false,
+                "InvalidSpec",
+                "the spec is invalid; see Degraded",
+            ),
+            Cond::new("Degraded", true, "InvalidSpec", message.clone()),
+        ];
+        if write_status(server, context, conditions, None, vec![], None).await? {
+            publish(context, server, EventType::Warning, "InvalidSpec", &message).await;
+        }
+        // Nothing to retry: the next spec edit triggers a reconcile.
+        return Ok(Action::await_change());
+    }
+
+    let capabilities = context.capabilities().await?;
+    let options = RenderOptions {
+        image: context.image.clone(),
+        certificate_crd: capabilities.certificate_crd,
+        dns_endpoint_crd: capabilities.dns_endpoint_crd,
+        pdb_api: capabilities.pdb_api,
+    };
+
+    // Generated key material first, so the DKIM record can be rendered with it.
+    let first = render_or_degrade(server, context, &SecretData::new(), &options).await?;
+    let Some(first) = first else {
+        return Ok(Action::await_change());
+    };
+    for generated in &first.generated_secrets {
+        ensure_generated(server, context, &secrets_api, generated).await?;
+    }
+    let mut secrets = SecretData::new();
+    let mut missing = Vec::new();
+    for name in referenced_secrets(server)
+        .into_iter()
+        .chain([first.dkim_secret.clone(), first.tls_secret.clone()])
+    {
+        if secrets.contains_key(&name) {
+            continue;
+        }
+        match secrets_api.get_opt(&name).await? {
+            Some(secret) => {
+                secrets.insert(name, secret_data(&secret));
+            }
+            None => missing.push(name),
+        }
+    }
+    let Some(rendered) = render_or_degrade(server, context, &secrets, &options).await? else {
+        return Ok(Action::await_change());
+    };
+
+    let mut changed = Vec::new();
+    for object in rendered.objects() {
+        if apply::apply(client, &namespace, &object).await? {
+            context.metrics.applied(object.kind());
+            changed.push(format!("{} {}", object.kind(), object.name()));
+        }
+    }
+    for (resource, name) in unwanted(server, &rendered, &capabilities) {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+        if let Some(live) = api.get_opt(&name).await?
+            && owned_by(&live.metadata, server)
+        {
+            api.delete(&name, &DeleteParams::background()).await?;
+            changed.push(format!("deleted {} {name}", resource.kind));
+        }
+    }
+    if !changed.is_empty() {
+        tracing::info!(mailserver = %server.name_any(), changed = ?changed, "applied");
+        publish(
+            context,
+            server,
+            EventType::Normal,
+            "Applied",
+            &changed.join(", "),
+        )
+        .await;
+    }
+
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &namespace)
+        .get_opt(&Names::new(server).workload())
+        .await?;
+    let ready_replicas = deployment
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let conditions = conditions(server, &rendered, &secrets, &missing, ready_replicas);
+    let degraded = conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded" && c.status)
+        .map(|c| c.message.clone());
+    if write_status(
+        server,
+        context,
+        conditions,
+        Some(ready_replicas),
+        rendered.dns_records.clone(),
+        Some(endpoints(server)),
+    )
+    .await?
+        && let Some(message) = degraded
+    {
+        publish(context, server, EventType::Warning, "Degraded", &message).await;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Renders, or reports why it cannot in the Degraded condition (and returns None).
+async fn render_or_degrade(
+    server: &MailServer,
+    context: &Context,
+    secrets: &SecretData,
+    options: &RenderOptions,
+) -> Result<Option<Rendered>, Error> {
+    match render::render(server, secrets, options) {
+        Ok(rendered) => Ok(Some(rendered)),
+        Err(e) => {
+            let message = format!("cannot build the server config: {e:#}");
+            let conditions = vec![
+                Cond::new("Ready", false, "InvalidSpec", "see Degraded"),
+                Cond::new("Degraded", true, "RenderFailed", message.clone()),
+            ];
+            if write_status(server, context, conditions, None, vec![], None).await? {
+                publish(
+                    context,
+                    server,
+                    EventType::Warning,
+                    "RenderFailed",
+                    &message,
+                )
+                .await;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Creates a generated Secret once; an existing one is never touched (its key is what
+/// DNS and clients already know).
+async fn ensure_generated(
+    server: &MailServer,
+    context: &Context,
+    api: &Api<Secret>,
+    generated: &GeneratedSecret,
+) -> Result<(), Error> {
+    if api.get_opt(generated.name()).await?.is_some() {
+        return Ok(());
+    }
+    let (data, type_, what) = match generated.clone() {
+        GeneratedSecret::SelfSignedTls { hostname, .. } => (
+            keys::self_signed_tls(&hostname)?,
+            "kubernetes.io/tls",
+            "self-signed certificate",
+        ),
+        GeneratedSecret::DkimKey { .. } => (
+            tokio::task::spawn_blocking(keys::dkim_key)
+                .await
+                .map_err(anyhow::Error::from)??,
+            "Opaque",
+            "DKIM key",
+        ),
+    };
+    let names = Names::new(server);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(generated.name().into()),
+            namespace: server.namespace(),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/name".to_string(), "posthorn".to_string()),
+                (
+                    "app.kubernetes.io/instance".to_string(),
+                    names.instance.clone(),
+                ),
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "posthorn-operator".to_string(),
+                ),
+            ])),
+            owner_references: server.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(data),
+        type_: Some(type_.into()),
+        ..Secret::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            let message = format!("generated a {what} into Secret {}", generated.name());
+            tracing::info!(mailserver = %server.name_any(), "{message}");
+            publish(context, server, EventType::Normal, "Generated", &message).await;
+            Ok(())
+        }
+        // Another replica (or a previous attempt) was first; keep its key.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, ByteString(v))| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn owned_by(meta: &ObjectMeta, server: &MailServer) -> bool {
+    let uid = server.uid();
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+}
+
+/// Optional objects that this MailServer owned once but no longer needs (replicas down
+/// to 1, issuer dropped, ExternalDNS turned off). The queue's claim is never pruned:
+/// it may hold mail.
+fn unwanted(
+    server: &MailServer,
+    rendered: &Rendered,
+    capabilities: &Capabilities,
+) -> Vec<(kube::api::ApiResource, String)> {
+    let name = Names::new(server).workload();
+    let mut unwanted = Vec::new();
+    if rendered.pdb.is_none() {
+        let pdb = render::pdb_resource(capabilities.pdb_api);
+        unwanted.push((pdb, name.clone()));
+    }
+    if rendered.certificate.is_none() && capabilities.certificate_crd {
+        unwanted.push((render::certificate_resource(), name.clone()));
+    }
+    if rendered.dns_endpoint.is_none() && capabilities.dns_endpoint_crd {
+        unwanted.push((render::dns_endpoint_resource(), name));
+    }
+    unwanted
+}
+
+/// The conditions, from what this reconcile saw.
+pub fn conditions(
+    server: &MailServer,
+    rendered: &Rendered,
+    secrets: &SecretData,
+    missing: &[String],
+    ready_replicas: i32,
+) -> Vec<Cond> {
+    let spec = &server.spec;
+    let mut problems = Vec::new();
+    let users = &spec.users;
+    if missing.contains(&users.secret_name) {
+        problems.push(format!(
+            "users Secret {:?} not found: create it with a key {:?} holding Dovecot passwd-file lines",
+            users.secret_name, users.key
+        ));
+    } else if !secrets
+        .get(&users.secret_name)
+        .is_some_and(|s| s.contains_key(&users.key))
+    {
+        problems.push(format!(
+            "users Secret {:?} has no key {:?}",
+            users.secret_name, users.key
+        ));
+    }
+    if let Some(credentials) = spec
+        .relay
+        .as_ref()
+        .and_then(|r| r.credentials_secret.as_ref())
+        && missing.contains(credentials)
+    {
+        problems.push(format!(
+            "relay credentials Secret {credentials:?} not found"
+        ));
+    }
+    if let Some(dkim) = &spec.dkim.secret_name
+        && !secrets.get(dkim).is_some_and(|s| s.contains_key(DKIM_KEY))
+    {
+        problems.push(format!(
+            "DKIM Secret {dkim:?} not found or without key {DKIM_KEY:?}"
+        ));
+    }
+
+    let tls_present = secrets
+        .get(&rendered.tls_secret)
+        .is_some_and(|s| s.contains_key("tls.crt") && s.contains_key("tls.key"));
+    let tls = match &rendered.tls {
+        TlsPlan::UserSecret if tls_present => Cond::new(
+            "TLSReady",
+            true,
+            "SecretProvided",
+            format!("certificate from Secret {}", rendered.tls_secret),
+        ),
+        TlsPlan::UserSecret => {
+            problems.push(format!(
+                "TLS Secret {:?} not found or without tls.crt and tls.key",
+                rendered.tls_secret
+            ));
+            Cond::new(
+                "TLSReady",
+                false,
+                "SecretMissing",
+                format!("TLS Secret {} not found or incomplete", rendered.tls_secret),
+            )
+        }
+        TlsPlan::CertManager if tls_present => Cond::new(
+            "TLSReady",
+            true,
+            "Issued",
+            format!(
+                "certificate issued by cert-manager into Secret {}",
+                rendered.tls_secret
+            ),
+        ),
+        TlsPlan::CertManager => Cond::new(
+            "TLSReady",
+            false,
+            "Issuing",
+            format!(
+                "waiting for cert-manager to issue the certificate into Secret {}",
+                rendered.tls_secret
+            ),
+        ),
+        TlsPlan::SelfSigned {
+            because: SelfSignedReason::NoSource,
+        } => Cond::new(
+            "TLSReady",
+            false,
+            "SelfSigned",
+            "serving a generated self-signed certificate: clients will not trust it; set spec.tls.secretName or spec.tls.issuerRef",
+        ),
+        TlsPlan::SelfSigned {
+            because: SelfSignedReason::CertManagerMissing,
+        } => Cond::new(
+            "TLSReady",
+            false,
+            "CertManagerMissing",
+            "spec.tls.issuerRef is set but cert-manager's Certificate CRD is not installed: serving a self-signed certificate meanwhile",
+        ),
+    };
+
+    let dns = if !spec.dns.external_dns {
+        Cond::new(
+            "DNSPublished",
+            false,
+            "Disabled",
+            "spec.dns.externalDNS is false: publish status.dnsRecords by hand",
+        )
+    } else if rendered.dns_endpoint.is_none() {
+        Cond::new(
+            "DNSPublished",
+            false,
+            "DNSEndpointCRDMissing",
+            "the ExternalDNS DNSEndpoint CRD (externaldns.k8s.io/v1alpha1) is not installed: publish status.dnsRecords by hand or install ExternalDNS with its CRD source",
+        )
+    } else {
+        Cond::new(
+            "DNSPublished",
+            true,
+            "Published",
+            format!(
+                "{} records in DNSEndpoint {}",
+                rendered.dns_records.len(),
+                Names::new(server).workload()
+            ),
+        )
+    };
+
+    let degraded = if problems.is_empty() {
+        Cond::new(
+            "Degraded",
+            false,
+            "AsExpected",
+            "every referenced Secret is present",
+        )
+    } else {
+        Cond::new("Degraded", true, "MissingInput", problems.join("; "))
+    };
+    let wanted = spec.replicas;
+    let ready = if !problems.is_empty() {
+        Cond::new("Ready", false, "Degraded", "see Degraded")
+    } else if ready_replicas >= wanted {
+        Cond::new(
+            "Ready",
+            true,
+            "Available",
+            format!("{ready_replicas} of {wanted} pods ready"),
+        )
+    } else {
+        Cond::new(
+            "Ready",
+            false,
+            "Progressing",
+            format!("{ready_replicas} of {wanted} pods ready"),
+        )
+    };
+    vec![ready, tls, dns, degraded]
+}
+
+fn endpoints(server: &MailServer) -> Endpoints {
+    let spec = &server.spec;
+    let at = |port: u16| format!("{}:{port}", spec.hostname);
+    Endpoints {
+        submission: Some(at(spec.submission.port)),
+        submissions: spec.submission.implicit_tls_port().map(at),
+        smtp: spec.inbound.enabled.then(|| at(25)),
+    }
+}
+
+/// Writes the status when it differs from what is there. Returns whether it wrote.
+async fn write_status(
+    server: &MailServer,
+    context: &Context,
+    conditions: Vec<Cond>,
+    ready_replicas: Option<i32>,
+    dns_records: Vec<crate::api::DnsRecord>,
+    endpoints: Option<Endpoints>,
+) -> Result<bool, Error> {
+    let now = Time(jiff::Timestamp::now());
+    let new = status::build(
+        server.status.as_ref(),
+        server.metadata.generation,
+        conditions,
+        ready_replicas,
+        dns_records,
+        endpoints,
+        now,
+    );
+    if server.status.as_ref() == Some(&new) {
+        return Ok(false);
+    }
+    let api: Api<MailServer> = Api::namespaced(
+        context.client.clone(),
+        &server.namespace().unwrap_or_else(|| "default".into()),
+    );
+    let patch = serde_json::json!({
+        "apiVersion": "posthorn.dev/v1alpha1",
+        "kind": "MailServer",
+        "status": new,
+    });
+    api.patch_status(
+        &server.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn publish(
+    context: &Context,
+    server: &MailServer,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = context
+        .recorder
+        .publish(&event, &server.object_ref(&()))
+        .await
+    {
+        tracing::warn!(error = %e, "could not publish an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reconcile against a mock API server (kube's tower-test pattern): a responder
+    //! answers GETs from a map of live objects and records every other request, which
+    //! is a write.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex as StdMutex;
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::operator::apply::with_applied_hash;
+
+    type Writes = Arc<StdMutex<Vec<(Method, String, Value)>>>;
+
+    /// A client whose API server holds `live` (path → object) and logs writes, which
+    /// are answered with the written body (a status write: with `owner` carrying it).
+    fn mock_client(live: HashMap<String, Value>, owner: &MailServer) -> (Client, Writes) {
+        let owner = serde_json::to_value(owner).unwrap();
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let writes: Writes = Arc::default();
+        let log = writes.clone();
+        tokio::spawn(async move {
+            while let Some((request, respond)) = handle.next_request().await {
+                let method = request.method().clone();
+                let path = request.uri().path().to_string();
+                let body = request.into_body().collect_bytes().await.unwrap();
+                let response = if method == Method::GET {
+                    match live.get(&path) {
+                        Some(object) => (StatusCode::OK, object.clone()),
+                        None => (
+                            StatusCode::NOT_FOUND,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "reason": "NotFound", "code": 404, "message": "not found"}),
+                        ),
+                    }
+                } else {
+                    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    log.lock()
+                        .unwrap()
+                        .push((method, path.clone(), value.clone()));
+                    if path.ends_with("/status") {
+                        let mut owner = owner.clone();
+                        owner["status"] = value["status"].clone();
+                        (StatusCode::OK, owner)
+                    } else {
+                        (StatusCode::OK, value)
+                    }
+                };
+                respond.send_response(
+                    Response::builder()
+                        .status(response.0)
+                        .body(Body::from(serde_json::to_vec(&response.1).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        (Client::new(service, "default"), writes)
+    }
+
+    const CAPABILITIES: Capabilities = Capabilities {
+        certificate_crd: true,
+        dns_endpoint_crd: true,
+        pdb_api: PdbApi::V1beta1,
+    };
+
+    fn server() -> MailServer {
+        let mut server = crate::api::load_manifest(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mailserver.yaml"),
+        )
+        .unwrap();
+        server.metadata.namespace = Some("default".into());
+        server.metadata.uid = Some("uid-1".into());
+        server.metadata.generation = Some(4);
+        server
+    }
+
+    fn secret(name: &str, data: &[(&str, &str)]) -> Value {
+        let data: BTreeMap<_, _> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect();
+        serde_json::to_value(Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(data),
+            ..Secret::default()
+        })
+        .unwrap()
+    }
+
+    fn path(object: &render::Object) -> String {
+        let resource = &object.resource;
+        let prefix = if resource.group.is_empty() {
+            "/api/v1".to_string()
+        } else {
+            format!("/apis/{}", resource.api_version)
+        };
+        format!(
+            "{prefix}/namespaces/default/{}/{}",
+            resource.plural,
+            object.name()
+        )
+    }
+
+    fn context(client: Client) -> Arc<Context> {
+        Arc::new(Context::with_capabilities(client, CAPABILITIES))
+    }
+
+    #[tokio::test]
+    async fn invalid_spec_is_a_condition_written_once() {
+        let mut server = server();
+        server.spec.submission.port = 25;
+        let (client, writes) = mock_client(HashMap::new(), &server);
+        let action = reconcile(Arc::new(server.clone()), context(client))
+            .await
+            .unwrap();
+        assert_eq!(action, Action::await_change());
+
+        let written = writes.lock().unwrap().clone();
+        let (method, path, body) = &written[0];
+        assert_eq!(method, Method::PATCH);
+        assert_eq!(
+            path,
+            "/apis/posthorn.dev/v1alpha1/namespaces/default/mailservers/mail/status"
+        );
+        let degraded = body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Degraded")
+            .unwrap();
+        assert_eq!(degraded["status"], "True");
+        assert!(
+            degraded["message"]
+                .as_str()
+                .unwrap()
+                .contains("port 25 is already used"),
+            "{degraded}"
+        );
+        assert_eq!(body["status"]["observedGeneration"], 4);
+        assert!(written[1].1.ends_with("/events"), "{written:?}");
+        assert_eq!(written.len(), 2, "{written:?}");
+
+        // The same invalid spec again, its status already written: no write at all.
+        server.status = Some(serde_json::from_value(body["status"].clone()).unwrap());
+        let (client, writes) = mock_client(HashMap::new(), &server);
+        reconcile(Arc::new(server), context(client)).await.unwrap();
+        assert!(writes.lock().unwrap().is_empty());
+    }
+
+    /// Everything in place and the status up to date: a reconcile only reads.
+    #[tokio::test]
+    async fn nothing_changed_means_no_writes() {
+        let server = server();
+        let dkim = secret(
+            "mail-dkim",
+            &[
+                (DKIM_KEY, "key"),
+                (render::DKIM_TXT_KEY, "v=DKIM1; k=rsa; p=AAAA"),
+            ],
+        );
+        let tls = secret(
+            "mail-tls-self-signed",
+            &[("tls.crt", "c"), ("tls.key", "k")],
+        );
+        let users = secret(
+            "mail-users",
+            &[("passwd", "alice@example.com:{SHA512-CRYPT}x")],
+        );
+        let secrets: SecretData = [&dkim, &tls, &users]
+            .iter()
+            .map(|s| {
+                let s: Secret = serde_json::from_value((*s).clone()).unwrap();
+                (s.metadata.name.clone().unwrap(), secret_data(&s))
+            })
+            .collect();
+        let options = RenderOptions {
+            image: "posthorn:test".into(),
+            certificate_crd: true,
+            dns_endpoint_crd: true,
+            pdb_api: PdbApi::V1beta1,
+        };
+        let rendered = render::render(&server, &secrets, &options).unwrap();
+
+        let mut live = HashMap::new();
+        for (name, value) in [
+            ("mail-dkim", &dkim),
+            ("mail-tls-self-signed", &tls),
+            ("mail-users", &users),
+        ] {
+            live.insert(
+                format!("/api/v1/namespaces/default/secrets/{name}"),
+                value.clone(),
+            );
+        }
+        for object in rendered.objects() {
+            // As the API server returns it: with what was applied plus its own additions.
+            let mut value = serde_json::to_value(with_applied_hash(object.object.clone())).unwrap();
+            value["metadata"]["resourceVersion"] = json!("7");
+            value["status"] = json!({});
+            live.insert(path(&object), value);
+        }
+
+        let ready = conditions(&server, &rendered, &secrets, &[], 0);
+        let mut current = server.clone();
+        current.status = Some(status::build(
+            None,
+            Some(4),
+            ready,
+            Some(0),
+            rendered.dns_records.clone(),
+            Some(endpoints(&server)),
+            Time(jiff::Timestamp::from_second(1_000_000).unwrap()),
+        ));
+
+        let (client, writes) = mock_client(live.clone(), &current);
+        reconcile(Arc::new(current.clone()), context(client))
+            .await
+            .unwrap();
+        assert!(
+            writes.lock().unwrap().is_empty(),
+            "{:?}",
+            writes.lock().unwrap()
+        );
+
+        // A hand-edited Service is put back, and only the Service.
+        let service_path = "/api/v1/namespaces/default/services/mail";
+        live.get_mut(service_path).unwrap()["spec"]["type"] = json!("ClusterIP");
+        let (client, writes) = mock_client(live, &current);
+        reconcile(Arc::new(current), context(client)).await.unwrap();
+        let written = writes.lock().unwrap().clone();
+        assert_eq!(written.len(), 2, "{written:?}");
+        assert_eq!(
+            (&written[0].0, written[0].1.as_str()),
+            (&Method::PATCH, service_path)
+        );
+        assert_eq!(written[0].2["spec"]["type"], "LoadBalancer");
+        assert!(written[1].1.ends_with("/events"), "the repair is reported");
+    }
+}

@@ -347,6 +347,8 @@ pub struct FileLayout {
     pub sender_login_map: PathBuf,
     pub spool: PathBuf,
     pub maildir_root: PathBuf,
+    /// The mounted relay credentials Secret (`username`, `password`), when there is one.
+    pub relay_credentials: Option<PathBuf>,
 }
 
 impl Config {
@@ -384,7 +386,19 @@ impl Config {
                 max_message_size: usize::try_from(max_message_size)?,
                 ..Limits::default()
             },
-            delivery: DeliveryConfig::default(),
+            delivery: DeliveryConfig {
+                relay: spec.relay.as_ref().map(|relay| RelayConfig {
+                    host: relay.host.clone(),
+                    tls: None,
+                    ca_file: None,
+                    credentials_dir: relay
+                        .credentials_secret
+                        .as_ref()
+                        .and(layout.relay_credentials.clone()),
+                }),
+                lmtp: spec.delivery.local.lmtp.clone(),
+                ..DeliveryConfig::default()
+            },
             log: LogConfig::default(),
             reload_interval: default_reload_interval(),
         };

@@ -7,6 +7,8 @@
 //! the delivery in flight is repeated; the message leaves the spool once every
 //! recipient has a final outcome.
 
+pub mod dkim;
+pub mod dsn;
 pub mod maildir;
 
 use std::collections::HashSet;

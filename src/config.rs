@@ -330,8 +330,14 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
         assert_eq!(c, again);
 
         let text = format!("{MINIMAL}dkim: {{selector: s1, keyFile: /k, domains: [a.example]}}\n");
-        let dkim = serde_saphyr::from_str::<Config>(&text).unwrap().dkim.unwrap();
-        assert_eq!((dkim.selector.as_str(), dkim.domains), ("s1", vec!["a.example".to_string()]));
+        let dkim = serde_saphyr::from_str::<Config>(&text)
+            .unwrap()
+            .dkim
+            .unwrap();
+        assert_eq!(
+            (dkim.selector.as_str(), dkim.domains),
+            ("s1", vec!["a.example".to_string()])
+        );
     }
 
     #[test]

@@ -61,7 +61,11 @@ impl Drop for Dnsmasq {
 }
 
 fn dnsmasq_binary() -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+    {
         let candidate = Path::new(dir).join("dnsmasq");
         if candidate.is_file() {
             return candidate;
@@ -125,7 +129,9 @@ fn answers(port: u16, name: &str) -> bool {
     query.extend_from_slice(&[0, 0, 16, 0, 1]);
     let mut buf = [0u8; 1500];
     socket.send_to(&query, ("127.0.0.1", port)).is_ok()
-        && socket.recv(&mut buf).is_ok_and(|n| n > 12 && buf[..2] == [0x12, 0x34])
+        && socket
+            .recv(&mut buf)
+            .is_ok_and(|n| n > 12 && buf[..2] == [0x12, 0x34])
 }
 
 fn python_with_dkimpy() -> &'static str {
@@ -154,7 +160,11 @@ fn dkimpy_verify(dns: &Dnsmasq, message: &[u8]) -> String {
         .unwrap();
     child.stdin.take().unwrap().write_all(message).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "dkimpy: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dkimpy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -177,7 +187,9 @@ fn run(command: &mut Command, stdin: &[u8]) -> Output {
 
 fn sign(key: &Path, message: &[u8]) -> Vec<u8> {
     run(
-        Command::new(POSTHORN).args(["dkim", "sign", "--key"]).arg(key),
+        Command::new(POSTHORN)
+            .args(["dkim", "sign", "--key"])
+            .arg(key),
         message,
     )
     .stdout
@@ -189,7 +201,15 @@ fn keygen(dir: &Path, algorithm: &str) -> (PathBuf, String, String) {
     let key = dir.join(format!("{algorithm}.pem"));
     let out = run(
         Command::new(POSTHORN)
-            .args(["dkim", "keygen", "--domain", "example.com", "--algorithm", algorithm, "--out"])
+            .args([
+                "dkim",
+                "keygen",
+                "--domain",
+                "example.com",
+                "--algorithm",
+                algorithm,
+                "--out",
+            ])
             .arg(&key),
         b"",
     );
@@ -220,7 +240,10 @@ fn check_signatures(key: &Path, dns: &Dnsmasq) {
         assert_eq!(dkimpy_verify(dns, message.as_bytes()), "fail", "{message}");
     }
     // Relaxed/relaxed: whitespace changes a relay may make keep the signature valid.
-    let rewrapped = text.replace("Subject: Quarterly numbers", "Subject:  Quarterly   numbers");
+    let rewrapped = text.replace(
+        "Subject: Quarterly numbers",
+        "Subject:  Quarterly   numbers",
+    );
     assert_eq!(dkimpy_verify(dns, rewrapped.as_bytes()), "pass");
 }
 
@@ -249,7 +272,9 @@ fn a_key_that_is_not_the_published_one_fails() {
     let (_, _, published) = keygen(dir.path(), "rsa");
     let other = dir.path().join("other.pem");
     run(
-        Command::new(POSTHORN).args(["dkim", "keygen", "--out"]).arg(&other),
+        Command::new(POSTHORN)
+            .args(["dkim", "keygen", "--out"])
+            .arg(&other),
         b"",
     );
     let dns = serve_txt(RECORD_NAME, &published);
@@ -271,7 +296,11 @@ fn openssl_keys_sign_verifiably() {
     let rsa = dir.path().join("rsa.pem");
     let rsa_path = rsa.to_str().unwrap();
     openssl(&["genrsa", "-traditional", "-out", rsa_path, "2048"]);
-    assert!(std::fs::read_to_string(&rsa).unwrap().starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    assert!(
+        std::fs::read_to_string(&rsa)
+            .unwrap()
+            .starts_with("-----BEGIN RSA PRIVATE KEY-----")
+    );
     let spki = openssl(&["pkey", "-in", rsa_path, "-pubout", "-outform", "DER"]);
     let dns = serve_txt(RECORD_NAME, &format!("v=DKIM1; k=rsa; p={}", base64(&spki)));
     check_signatures(&rsa, &dns);
@@ -282,19 +311,32 @@ fn openssl_keys_sign_verifiably() {
     openssl(&["genpkey", "-algorithm", "ed25519", "-out", ed_path]);
     let spki = openssl(&["pkey", "-in", ed_path, "-pubout", "-outform", "DER"]);
     let raw = &spki[spki.len() - 32..];
-    let dns = serve_txt(RECORD_NAME, &format!("v=DKIM1; k=ed25519; p={}", base64(raw)));
+    let dns = serve_txt(
+        RECORD_NAME,
+        &format!("v=DKIM1; k=ed25519; p={}", base64(raw)),
+    );
     check_signatures(&ed, &dns);
 }
 
 #[test]
 fn keygen_prints_the_key_without_out() {
     let out = run(
-        Command::new(POSTHORN).args(["dkim", "keygen", "--algorithm", "ed25519", "--selector", "s2"]),
+        Command::new(POSTHORN).args([
+            "dkim",
+            "keygen",
+            "--algorithm",
+            "ed25519",
+            "--selector",
+            "s2",
+        ]),
         b"",
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{text}");
-    assert!(text.contains("\ns2._domainkey IN TXT ( \"v=DKIM1; k=ed25519; p="), "{text}");
+    assert!(
+        text.contains("\ns2._domainkey IN TXT ( \"v=DKIM1; k=ed25519; p="),
+        "{text}"
+    );
     let status = Command::new(POSTHORN)
         .args(["dkim", "keygen", "--bits", "1024"])
         .output()

@@ -24,7 +24,9 @@ const MAX_FIELD: usize = 900;
 enum Kind {
     Failure,
     /// Unix time until which delivery is retried.
-    Delay { retry_until: u64 },
+    Delay {
+        retry_until: u64,
+    },
     Success,
 }
 
@@ -96,12 +98,7 @@ struct Entry<'a> {
     human: &'a str,
 }
 
-fn entry<'a>(
-    kind: Kind,
-    address: &'a str,
-    orcpt: Option<&'a str>,
-    reason: &'a str,
-) -> Entry<'a> {
+fn entry<'a>(kind: Kind, address: &'a str, orcpt: Option<&'a str>, reason: &'a str) -> Entry<'a> {
     let (code, rest) = match reason.split_once(' ') {
         Some((code, rest)) if is_status(code) => (Some(code), rest.trim_start()),
         _ if is_status(reason) => (Some(reason), ""),
@@ -170,9 +167,8 @@ fn report(
         .iter()
         .filter_map(|(index, reason)| {
             let rcpt = envelope.recipients.get(*index)?;
-            wants(kind, &rcpt.notify).then(|| {
-                entry(kind, &rcpt.address, rcpt.orcpt.as_deref(), reason)
-            })
+            wants(kind, &rcpt.notify)
+                .then(|| entry(kind, &rcpt.address, rcpt.orcpt.as_deref(), reason))
         })
         .collect();
     if entries.is_empty() {
@@ -200,8 +196,8 @@ struct Report<'a> {
 impl<'a> Report<'a> {
     fn new(hostname: &'a str, envelope: &'a Envelope, message: &'a [u8], kind: Kind) -> Self {
         let full_asked = kind == Kind::Failure && envelope.ret != Some(Ret::Hdrs);
-        let too_big = message.len() > MAX_RETURNED_SIZE
-            || envelope.body == Some(BodyType::BinaryMime);
+        let too_big =
+            message.len() > MAX_RETURNED_SIZE || envelope.body == Some(BodyType::BinaryMime);
         let headers_only = !full_asked || too_big;
         let returned = if headers_only {
             header_section(message)
@@ -319,10 +315,7 @@ impl<'a> Report<'a> {
 
     /// Postfix's wording.
     fn human_text(&self, entries: &[Entry], now: &jiff::Zoned) -> String {
-        let mut text = format!(
-            "This is the mail system at host {}.\r\n\r\n",
-            self.hostname
-        );
+        let mut text = format!("This is the mail system at host {}.\r\n\r\n", self.hostname);
         match self.kind {
             Kind::Failure => {
                 text.push_str(
@@ -368,12 +361,14 @@ impl<'a> Report<'a> {
         }
         text.push_str("\r\n                   The mail system\r\n");
         for e in entries {
-            let _ = write!(
-                text,
-                "\r\n<{}>: {}\r\n",
-                self.text(e.address),
-                self.text(e.human)
-            );
+            let (address, human) = (self.text(e.address), self.text(e.human));
+            // Each line well under SMTP's 1000 bytes, however long both parts are.
+            let separator = if address.len() + human.len() > MAX_FIELD {
+                "\r\n    "
+            } else {
+                " "
+            };
+            let _ = write!(text, "\r\n<{address}>:{separator}{human}\r\n");
         }
         text
     }
@@ -399,7 +394,11 @@ impl<'a> Report<'a> {
             rfc2822(envelope.received_at)
         );
         for e in entries {
-            let _ = write!(fields, "\r\nFinal-Recipient: {}\r\n", self.address(e.address));
+            let _ = write!(
+                fields,
+                "\r\nFinal-Recipient: {}\r\n",
+                self.address(e.address)
+            );
             if let Some(orcpt) = e.orcpt {
                 let typed = if has_type(orcpt) {
                     self.text(orcpt)
@@ -459,7 +458,10 @@ impl<'a> Report<'a> {
 
 /// The header section of a message, with its terminating empty line.
 fn header_section(message: &[u8]) -> &[u8] {
-    let crlf = message.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    let crlf = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4);
     let lf = message.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
     match (crlf, lf) {
         (Some(a), Some(b)) => &message[..a.min(b)],
@@ -492,7 +494,8 @@ mod tests {
     use super::*;
     use crate::spool::{QueueId, Recipient};
 
-    const MESSAGE: &[u8] = b"From: alice@example.com\r\nTo: bob@example.net\r\nSubject: hi\r\n\r\nBody line\r\n";
+    const MESSAGE: &[u8] =
+        b"From: alice@example.com\r\nTo: bob@example.net\r\nSubject: hi\r\n\r\nBody line\r\n";
 
     fn envelope() -> Envelope {
         Envelope {
@@ -619,6 +622,16 @@ mod tests {
     }
 
     #[test]
+    fn lines_stay_under_the_smtp_limit() {
+        let mut env = envelope();
+        env.recipients[0].address = format!("{}@example.net", "b".repeat(240));
+        let failed = [(0, format!("5.1.1 smtp; 550 {}", "x".repeat(5000)))];
+        let report = failure_report("h.example", &env, MESSAGE, &failed).unwrap();
+        let longest = report.split(|&b| b == b'\n').map(<[u8]>::len).max();
+        assert!(longest.unwrap() < 998, "{longest:?}");
+    }
+
+    #[test]
     fn international_report_for_smtputf8() {
         let mut env = envelope();
         env.smtputf8 = true;
@@ -690,7 +703,10 @@ print(json.dumps({
         let r = python_parse(&report);
         assert_eq!(r["type"], "multipart/report");
         assert_eq!(r["report_type"], "delivery-status");
-        assert_eq!(r["from"], "Mail Delivery System <MAILER-DAEMON@mail.example.com>");
+        assert_eq!(
+            r["from"],
+            "Mail Delivery System <MAILER-DAEMON@mail.example.com>"
+        );
         assert_eq!(r["to"], "<alice@example.com>");
         assert_eq!(r["subject"], "Undelivered Mail Returned to Sender");
         assert_eq!(r["auto_submitted"], "auto-replied");
@@ -704,7 +720,12 @@ print(json.dumps({
         let per_message = &r["per_message"];
         assert_eq!(per_message["Reporting-MTA"], "dns; mail.example.com");
         assert_eq!(per_message["Original-Envelope-Id"], "QQ314159");
-        assert!(per_message["Arrival-Date"].as_str().unwrap().contains("2023"));
+        assert!(
+            per_message["Arrival-Date"]
+                .as_str()
+                .unwrap()
+                .contains("2023")
+        );
         let bob = &r["per_recipient"][0];
         assert_eq!(bob["Final-Recipient"], "rfc822; bob@example.net");
         assert_eq!(bob["Original-Recipient"], "rfc822; Bob@Example.NET");
@@ -741,13 +762,21 @@ print(json.dumps({
     #[test]
     fn python_reads_a_delay_warning() {
         let env = envelope();
-        let delayed = [(1, "4.4.1 host mx.example.org[192.0.2.2] said: 421 try later".to_string())];
+        let delayed = [(
+            1,
+            "4.4.1 host mx.example.org[192.0.2.2] said: 421 try later".to_string(),
+        )];
         let until = env.received_at + 5 * 24 * 3600;
         let report = delay_report("mail.example.com", &env, MESSAGE, &delayed, until).unwrap();
         let r = python_parse(&report);
         assert_eq!(r["type"], "multipart/report");
         assert_eq!(r["subject"], "Delayed Mail (still being retried)");
-        assert!(r["text"].as_str().unwrap().contains("THIS IS A WARNING ONLY"));
+        assert!(
+            r["text"]
+                .as_str()
+                .unwrap()
+                .contains("THIS IS A WARNING ONLY")
+        );
         let carol = &r["per_recipient"][0];
         assert_eq!(carol["Action"], "delayed");
         assert_eq!(carol["Status"], "4.4.1");
@@ -768,7 +797,12 @@ print(json.dumps({
         let bob = &r["per_recipient"][0];
         assert_eq!(bob["Action"], "delivered");
         assert_eq!(bob["Status"], "2.0.0");
-        assert!(r["text"].as_str().unwrap().contains("<bob@example.net>: delivered to maildir"));
+        assert!(
+            r["text"]
+                .as_str()
+                .unwrap()
+                .contains("<bob@example.net>: delivered to maildir")
+        );
     }
 
     #[test]

@@ -109,6 +109,41 @@ pub struct AuthConfig {
     /// Password verifications running at once (each Argon2id one may take 64 MiB).
     #[serde(default = "default_verify_concurrency")]
     pub max_concurrent_verifications: usize,
+    /// A unix socket speaking Dovecot's auth protocol, so an existing Postfix can use
+    /// these users with `smtpd_sasl_type = dovecot`. Off unless set.
+    #[serde(default)]
+    pub dovecot_socket: Option<PathBuf>,
+    /// Permissions of that socket, in octal. Owner-only by default, as Dovecot's
+    /// `unix_listener { mode = 0600 }`.
+    #[serde(default = "default_socket_mode")]
+    pub dovecot_socket_mode: String,
+}
+
+impl AuthConfig {
+    /// Defaults for everything but the user file.
+    pub fn new(passwd_file: PathBuf) -> AuthConfig {
+        AuthConfig {
+            passwd_file,
+            allow_plaintext: false,
+            failure_delay: default_failure_delay(),
+            cache_size: default_cache_size(),
+            max_concurrent_verifications: default_verify_concurrency(),
+            dovecot_socket: None,
+            dovecot_socket_mode: default_socket_mode(),
+        }
+    }
+
+    pub fn socket_mode(&self) -> anyhow::Result<u32> {
+        u32::from_str_radix(&self.dovecot_socket_mode, 8)
+            .ok()
+            .filter(|mode| *mode <= 0o777)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "auth.dovecotSocketMode {:?} is not an octal file mode like \"0600\"",
+                    self.dovecot_socket_mode
+                )
+            })
+    }
 }
 
 fn default_failure_delay() -> Duration {
@@ -119,6 +154,9 @@ fn default_cache_size() -> usize {
 }
 fn default_verify_concurrency() -> usize {
     4
+}
+fn default_socket_mode() -> String {
+    "0600".into()
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -236,13 +274,7 @@ impl Config {
                 cert: layout.cert.clone(),
                 key: layout.key.clone(),
             },
-            auth: AuthConfig {
-                passwd_file: layout.passwd.clone(),
-                allow_plaintext: false,
-                failure_delay: default_failure_delay(),
-                cache_size: default_cache_size(),
-                max_concurrent_verifications: default_verify_concurrency(),
-            },
+            auth: AuthConfig::new(layout.passwd.clone()),
             sender_login_map: Some(layout.sender_login_map.clone()),
             dns: DnsConfig::default(),
             spool: SpoolConfig {
@@ -285,6 +317,7 @@ impl Config {
         if l.smtp.is_none() && l.submission.is_none() && l.submissions.is_none() {
             bail!("no listener configured: set at least one of smtp, submission, submissions");
         }
+        self.auth.socket_mode()?;
         if self.limits.max_message_size == 0 || self.limits.max_recipients == 0 {
             bail!("limits.maxMessageSize and limits.maxRecipients must be positive");
         }

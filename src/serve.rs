@@ -114,6 +114,14 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
     for (kind, listener) in sockets {
         tokio::spawn(smtp::serve(server.clone(), kind, listener));
     }
+    if let Some(path) = &server.config.auth.dovecot_socket {
+        let listener = crate::auth::dovecot::bind(path, server.config.auth.socket_mode()?)?;
+        tokio::spawn(crate::auth::dovecot::serve(
+            listener,
+            server.auth.clone(),
+            metrics.clone(),
+        ));
+    }
     tokio::spawn(publish_spool_size(spool, metrics.clone()));
     if let Some(listener) = metrics_listener {
         let ready = Arc::new(AtomicBool::new(false));

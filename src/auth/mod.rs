@@ -6,6 +6,7 @@
 //! `failure_delay` in the failing session only.
 
 mod cache;
+pub mod dovecot;
 pub mod sasl;
 pub mod scheme;
 pub mod userdb;
@@ -163,11 +164,10 @@ mod tests {
 
     fn config(path: &Path, cache_size: usize) -> AuthConfig {
         AuthConfig {
-            passwd_file: path.to_path_buf(),
-            allow_plaintext: false,
             failure_delay: DELAY,
             cache_size,
             max_concurrent_verifications: 2,
+            ..AuthConfig::new(path.to_path_buf())
         }
     }
 

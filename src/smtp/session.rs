@@ -9,9 +9,7 @@ use std::slice::Iter;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use smtp_proto::request::receiver::{
-    BdatReceiver, DataReceiver, DummyDataReceiver, LineReceiver, RequestReceiver,
-};
+use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver, LineReceiver};
 use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,6 +24,8 @@ use crate::policy::RcptContext;
 use crate::spool::{self, BodyType, Envelope, Notify, QueueId, Recipient, Ret, Spool, TlsInfo};
 
 const READ_BUFFER: usize = 16 * 1024;
+/// Longest command line accepted (RFC 5321 §4.5.3.1.4 allows 512; extensions need more).
+const MAX_COMMAND_LINE: usize = 4096;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the connection loop must do after a batch of input.
@@ -81,7 +81,8 @@ struct Session {
     txn: Option<Transaction>,
     errors: usize,
     state: State,
-    commands: RequestReceiver,
+    /// The start of a command line that has not ended yet.
+    partial: Vec<u8>,
     out: Vec<u8>,
 }
 
@@ -130,7 +131,7 @@ pub async fn run(server: Arc<Server>, kind: ListenerKind, tcp: TcpStream, peer: 
         txn: None,
         errors: 0,
         state: State::Command,
-        commands: RequestReceiver::default(),
+        partial: Vec::new(),
         out: Vec::with_capacity(1024),
     };
     let result = session.converse(tcp).await;
@@ -199,7 +200,6 @@ impl Session {
                     self.esmtp = false;
                     self.login = None;
                     self.txn = None;
-                    self.commands = RequestReceiver::default();
                 }
             }
         }
@@ -283,22 +283,32 @@ impl Session {
         while !bytes.as_slice().is_empty() {
             let action = match &mut self.state {
                 State::Command => {
-                    let before = bytes.as_slice();
-                    let parsed = self.commands.ingest(bytes).map(Request::into_owned);
-                    match parsed {
-                        Ok(request) => self.command(request).await,
-                        Err(ParseError::NeedsMoreData { .. }) => Action::Continue,
-                        Err(err) => {
-                            // The parser may stop mid-line on an error: skip the rest so
-                            // one bad line gets exactly one reply.
-                            let consumed = before.len() - bytes.as_slice().len();
-                            if consumed == 0 || before[consumed - 1] != b'\n' {
-                                self.state = State::SkipLine;
-                            }
-                            self.parse_error(err);
-                            Action::Continue
+                    let rest = bytes.as_slice();
+                    let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+                        // An incomplete line: keep it for the next read, within bounds.
+                        *bytes = [].iter();
+                        if self.partial.len() + rest.len() > MAX_COMMAND_LINE {
+                            self.partial.clear();
+                            self.state = State::SkipLine;
+                            self.error("500 5.5.2 Error: line too long");
+                        } else {
+                            self.partial.extend_from_slice(rest);
                         }
-                    }
+                        continue;
+                    };
+                    *bytes = rest[end + 1..].iter();
+                    let mut joined = std::mem::take(&mut self.partial);
+                    let line = if joined.is_empty() {
+                        &rest[..=end]
+                    } else {
+                        joined.extend_from_slice(&rest[..=end]);
+                        &joined[..]
+                    };
+                    let action = self.line(line).await;
+                    // Reuse the allocation for the next partial line.
+                    joined.clear();
+                    self.partial = joined;
+                    action
                 }
                 State::SkipLine => {
                     let rest = bytes.as_slice();
@@ -378,6 +388,40 @@ impl Session {
             }
         }
         Action::Continue
+    }
+
+    /// One complete command line, LF included.
+    async fn line(&mut self, line: &[u8]) -> Action {
+        if line.len() > MAX_COMMAND_LINE {
+            self.error("500 5.5.2 Error: line too long");
+            return Action::Continue;
+        }
+        match Request::parse(&mut line.iter()).map(Request::into_owned) {
+            Ok(request) => self.command(request).await,
+            Err(ParseError::InvalidRecipientAddress) => {
+                // smtp-proto insists on local@domain, but `RCPT TO:<bob>` is valid
+                // syntax that reject_non_fqdn_recipient answers with 504.
+                match bare_local_part(line) {
+                    Some(address) => {
+                        let to = RcptTo {
+                            address,
+                            orcpt: None,
+                            rrvs: 0,
+                            flags: 0,
+                        };
+                        self.command(Request::Rcpt { to }).await
+                    }
+                    None => {
+                        self.parse_error(ParseError::InvalidRecipientAddress);
+                        Action::Continue
+                    }
+                }
+            }
+            Err(err) => {
+                self.parse_error(err);
+                Action::Continue
+            }
+        }
     }
 
     fn discarded(&mut self, why: Discarding) {
@@ -629,7 +673,13 @@ impl Session {
         self.reply("250 2.1.0 Ok");
     }
 
-    async fn rcpt(&mut self, to: RcptTo<String>) {
+    async fn rcpt(&mut self, mut to: RcptTo<String>) {
+        if to.address.is_empty() {
+            // `RCPT TO:<postmaster>` without a domain (RFC 5321 §4.5.1) must be accepted.
+            let config = &self.server.config;
+            let domain = config.domains.first().unwrap_or(&config.hostname);
+            to.address = format!("postmaster@{domain}");
+        }
         let Some(txn) = &self.txn else {
             return self.error("503 5.5.1 Error: need MAIL command");
         };
@@ -835,6 +885,19 @@ fn recipient(to: &RcptTo<String>) -> Recipient {
     .map(|(_, notify)| notify)
     .collect();
     rcpt
+}
+
+/// `RCPT TO:<bob>`: the local part alone, when that is all there is.
+fn bare_local_part(line: &[u8]) -> Option<String> {
+    let line = std::str::from_utf8(line).ok()?;
+    let (_, rest) = line.split_once('<')?;
+    let (address, _) = rest.split_once('>')?;
+    let valid = !address.is_empty()
+        && address.len() <= 64
+        && address
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && !"<>@,;:\\\"[]()".contains(c));
+    valid.then(|| address.to_string())
 }
 
 /// Client-supplied text in logs and replies: no control characters.

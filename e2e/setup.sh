@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what the test suite drives: swaks (with its TLS and SASL Perl modules), dnsmasq,
+# doveadm (dovecot-core), mkpasswd (whois), openssl; and cargo-nextest. Idempotent: apt is
+# only touched when a package is missing. Needs root (or sudo) for apt on a fresh machine.
+set -euo pipefail
+
+packages=(
+  swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
+  dnsmasq-base dovecot-core whois openssl ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  # "triggers-pending" is installed too (seen while another apt run is under way).
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+    grep -Eq "install ok (installed|triggers-pending|triggers-awaited)"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "e2e/setup.sh: installing ${missing[*]}" >&2
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  export DEBIAN_FRONTEND=noninteractive
+  # Wait for a concurrent apt/dpkg run instead of failing on its lock.
+  apt_opts=(-o DPkg::Lock::Timeout=600)
+  "${sudo[@]}" apt-get "${apt_opts[@]}" update -qq
+  # Keep any existing config files without asking (no stdin in CI).
+  "${sudo[@]}" apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "e2e/setup.sh: installing cargo-nextest" >&2
+  cargo install cargo-nextest --locked
+fi
+
+for tool in swaks dnsmasq doveadm mkpasswd openssl; do
+  command -v "$tool" >/dev/null || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null || {
+    echo "e2e/setup.sh: $tool still missing after install" >&2
+    exit 1
+  }
+done

@@ -1,0 +1,489 @@
+//! The server side of Dovecot's authentication protocol (v1.2), so an existing Postfix
+//! can check logins against Posthorn with `smtpd_sasl_type = dovecot`.
+//!
+//! One request at a time per connection, as Postfix's smtpd sends them; each failure
+//! waits the authenticator's failure delay, which holds back only that connection.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::Instrument;
+
+use super::Authenticator;
+use super::sasl::{self, SaslError};
+use crate::telemetry::Metrics;
+
+/// Longest line either side may send.
+const MAX_LINE: u64 = 16384;
+const LISTENER: &str = "dovecot-auth";
+
+/// Binds the socket (replacing a stale one) with the given permissions.
+pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing stale socket {}", path.display()));
+        }
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the Dovecot auth socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, auth: Arc<Authenticator>, metrics: Arc<Metrics>) {
+    let connections = AtomicU64::new(1);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(listener = LISTENER, error = %err, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let cuid = connections.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("session", listener = LISTENER, cuid);
+        let (auth, metrics) = (auth.clone(), metrics.clone());
+        tokio::spawn(
+            async move {
+                if let Err(err) = Connection::new(auth, metrics).run(stream, cuid).await {
+                    tracing::info!(error = %err, "auth client disconnected");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+enum Mechanism {
+    Plain,
+    Login,
+}
+
+impl Mechanism {
+    fn name(&self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Login => "LOGIN",
+        }
+    }
+}
+
+/// A request waiting for the client's next `CONT`.
+enum Pending {
+    PlainResponse,
+    LoginUser,
+    LoginPassword(String),
+}
+
+struct Connection {
+    auth: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+    pending: HashMap<String, Pending>,
+    out: Vec<u8>,
+}
+
+/// What the server does after a client line.
+enum Next {
+    Continue,
+    Disconnect(&'static str),
+}
+
+impl Connection {
+    fn new(auth: Arc<Authenticator>, metrics: Arc<Metrics>) -> Connection {
+        Connection {
+            auth,
+            metrics,
+            pending: HashMap::new(),
+            out: Vec::new(),
+        }
+    }
+
+    async fn run(mut self, stream: UnixStream, cuid: u64) -> anyhow::Result<()> {
+        let (read, mut write) = stream.into_split();
+        let mut reader = BufReader::new(read);
+        // MECH lines must precede SPID: Postfix takes a SPID without MECH for the
+        // auth-master socket and gives up.
+        let cookie: [u8; 16] = rand::random();
+        let cookie: String = cookie.iter().map(|b| format!("{b:02x}")).collect();
+        let handshake = format!(
+            "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\nSPID\t{}\nCUID\t{cuid}\nCOOKIE\t{cookie}\nDONE\n",
+            std::process::id()
+        );
+        write.write_all(handshake.as_bytes()).await?;
+
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = (&mut reader)
+                .take(MAX_LINE + 1)
+                .read_until(b'\n', &mut line)
+                .await?;
+            if n == 0 {
+                return Ok(());
+            }
+            if line.last() != Some(&b'\n') {
+                anyhow::bail!("line too long or truncated");
+            }
+            line.pop();
+            let text = String::from_utf8_lossy(&line).into_owned();
+            match self.handle(&text).await {
+                Next::Continue => {}
+                Next::Disconnect(why) => anyhow::bail!("{why}"),
+            }
+            if !self.out.is_empty() {
+                write.write_all(&self.out).await?;
+                self.out.clear();
+            }
+        }
+    }
+
+    async fn handle(&mut self, line: &str) -> Next {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields.as_slice() {
+            ["VERSION", major, ..] if *major == "1" => Next::Continue,
+            ["VERSION", ..] => Next::Disconnect("unsupported protocol version"),
+            ["CPID", ..] => Next::Continue,
+            ["AUTH", id, mechanism, params @ ..] => self.auth(id, mechanism, params).await,
+            ["CONT", id, data] => self.cont(id, data).await,
+            _ => Next::Disconnect("unexpected command"),
+        }
+    }
+
+    async fn auth(&mut self, id: &str, mechanism: &str, params: &[&str]) -> Next {
+        let mechanism = match mechanism.to_ascii_uppercase().as_str() {
+            "PLAIN" => Mechanism::Plain,
+            "LOGIN" => Mechanism::Login,
+            // Dovecot drops a client asking for a mechanism it did not advertise.
+            _ => return Next::Disconnect("unadvertised mechanism"),
+        };
+        let mut secured = false;
+        let mut remote: Option<IpAddr> = None;
+        let mut response: Option<&str> = None;
+        for param in params {
+            match param.split_once('=') {
+                Some(("rip", ip)) => remote = unescape(ip).parse().ok(),
+                Some(("resp", value)) => response = Some(value),
+                None if *param == "secured" => secured = true,
+                _ => {}
+            }
+        }
+        // Dovecot's disable_plaintext_auth: PLAIN and LOGIN only under TLS or from the
+        // machine itself.
+        if !secured && !remote.is_some_and(|ip| ip.is_loopback()) {
+            self.fail(
+                id,
+                "reason=Plaintext authentication disallowed on non-secure (SSL/TLS) connections.",
+            );
+            return Next::Continue;
+        }
+        match (mechanism, response) {
+            (Mechanism::Plain, Some(resp)) => self.plain(id, resp.as_bytes()).await,
+            (Mechanism::Plain, None) => self.ask(id, "", Pending::PlainResponse),
+            (Mechanism::Login, Some(resp)) => self.login_user(id, resp.as_bytes()),
+            (Mechanism::Login, None) => {
+                self.ask(id, sasl::LOGIN_USERNAME_CHALLENGE, Pending::LoginUser)
+            }
+        }
+        Next::Continue
+    }
+
+    async fn cont(&mut self, id: &str, data: &str) -> Next {
+        let Some(pending) = self.pending.remove(id) else {
+            self.fail(id, "reason=Unexpected continuation");
+            return Next::Continue;
+        };
+        match pending {
+            Pending::PlainResponse => self.plain(id, data.as_bytes()).await,
+            Pending::LoginUser => self.login_user(id, data.as_bytes()),
+            Pending::LoginPassword(user) => match sasl::decode_login_password(data.as_bytes()) {
+                Ok(password) => {
+                    self.verify(id, &Mechanism::Login, "", &user, password.as_bytes())
+                        .await
+                }
+                Err(err) => self.decode_failed(id, err),
+            },
+        }
+        Next::Continue
+    }
+
+    fn ask(&mut self, id: &str, challenge: &str, pending: Pending) {
+        self.out
+            .extend_from_slice(format!("CONT\t{id}\t{challenge}\n").as_bytes());
+        self.pending.insert(id.to_string(), pending);
+    }
+
+    async fn plain(&mut self, id: &str, response: &[u8]) {
+        match sasl::decode_plain(response) {
+            Ok(creds) => {
+                let password = creds.password.as_bytes();
+                self.verify(
+                    id,
+                    &Mechanism::Plain,
+                    &creds.authzid,
+                    &creds.authcid,
+                    password,
+                )
+                .await
+            }
+            Err(err) => self.decode_failed(id, err),
+        }
+    }
+
+    fn login_user(&mut self, id: &str, response: &[u8]) {
+        match sasl::decode_login_username(response) {
+            Ok(user) => self.ask(
+                id,
+                sasl::LOGIN_PASSWORD_CHALLENGE,
+                Pending::LoginPassword(user),
+            ),
+            Err(err) => self.decode_failed(id, err),
+        }
+    }
+
+    fn decode_failed(&mut self, id: &str, err: SaslError) {
+        match err {
+            SaslError::InvalidBase64 => self.fail(id, "code=invalid_base64"),
+            SaslError::Cancelled => self.fail(id, "reason=Authentication aborted"),
+            SaslError::Malformed(_) => self.fail(id, "reason=Invalid authentication data"),
+        }
+    }
+
+    async fn verify(
+        &mut self,
+        id: &str,
+        mechanism: &Mechanism,
+        authzid: &str,
+        authcid: &str,
+        password: &[u8],
+    ) {
+        let outcome = self.auth.authenticate(authzid, authcid, password).await;
+        self.metrics
+            .auth_attempt(LISTENER, mechanism.name(), outcome.is_some());
+        match outcome {
+            Some(login) => {
+                tracing::info!(sasl_method = mechanism.name(), sasl_username = %login, "authenticated");
+                self.out
+                    .extend_from_slice(format!("OK\t{id}\tuser={}\n", escape(&login)).as_bytes());
+            }
+            None => {
+                let user = format!("user={}", escape(authcid));
+                self.fail(id, &user);
+            }
+        }
+    }
+
+    fn fail(&mut self, id: &str, detail: &str) {
+        self.out
+            .extend_from_slice(format!("FAIL\t{id}\t{detail}\n").as_bytes());
+    }
+}
+
+/// Protocol v1.2 value escaping with \001.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\x01' => out.push_str("\x011"),
+            '\0' => out.push_str("\x010"),
+            '\t' => out.push_str("\x01t"),
+            '\r' => out.push_str("\x01r"),
+            '\n' => out.push_str("\x01n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unescape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x01' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('0') => out.push('\0'),
+            Some('1') => out.push('\x01'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    use super::*;
+    use crate::auth::scheme::{Scheme, hash_password};
+    use crate::config::AuthConfig;
+
+    struct Client {
+        reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+        writer: tokio::net::unix::OwnedWriteHalf,
+    }
+
+    impl Client {
+        async fn send(&mut self, line: &str) {
+            self.writer
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+
+        async fn line(&mut self) -> Option<String> {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(5), self.reader.read_line(&mut line))
+                .await
+                .expect("server answers")
+                .unwrap();
+            (n > 0).then(|| line.trim_end_matches('\n').to_string())
+        }
+    }
+
+    /// A server with alice@example.com / secret, and a client past the handshake that
+    /// checked the server's half of it.
+    async fn connect(dir: &tempfile::TempDir) -> Client {
+        let passwd = dir.path().join("passwd");
+        let hash = hash_password(Scheme::Sha512Crypt, "secret").unwrap();
+        std::fs::write(&passwd, format!("alice@example.com:{hash}\n")).unwrap();
+        let cfg = AuthConfig {
+            failure_delay: Duration::from_millis(200),
+            ..AuthConfig::new(passwd)
+        };
+        let auth = Authenticator::new(&cfg, "example.com".into(), Duration::from_secs(60)).unwrap();
+        let path = dir.path().join("auth");
+        let listener = bind(&path, 0o600).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        tokio::spawn(serve(listener, auth, Arc::new(Metrics::new())));
+
+        let (read, writer) = UnixStream::connect(&path).await.unwrap().into_split();
+        let mut client = Client {
+            reader: BufReader::new(read),
+            writer,
+        };
+        // What Postfix's xsasl_dovecot_server sends.
+        client.send("VERSION\t1\t0").await;
+        client.send(&format!("CPID\t{}", std::process::id())).await;
+        let mut lines = Vec::new();
+        while let Some(line) = client.line().await {
+            let done = line == "DONE";
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(lines[0], "VERSION\t1\t2");
+        assert_eq!(lines[1], "MECH\tPLAIN\tplaintext");
+        assert_eq!(lines[2], "MECH\tLOGIN\tplaintext");
+        assert!(lines[3].starts_with("SPID\t"), "{lines:?}");
+        assert!(lines[4].starts_with("CUID\t"), "{lines:?}");
+        assert!(
+            lines[5].starts_with("COOKIE\t") && lines[5].len() == 7 + 32,
+            "{lines:?}"
+        );
+        client
+    }
+
+    fn b64(s: &str) -> String {
+        STANDARD.encode(s)
+    }
+
+    #[tokio::test]
+    async fn plain_with_initial_response_as_postfix_sends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = connect(&dir).await;
+        let resp = b64("\0alice@example.com\0secret");
+        c.send(&format!("AUTH\t1\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.9\tsecured\tresp={resp}")).await;
+        assert_eq!(c.line().await.unwrap(), "OK\t1\tuser=alice@example.com");
+
+        let started = Instant::now();
+        let resp = b64("\0alice@example.com\0wrong");
+        c.send(&format!("AUTH\t2\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.9\tsecured\tresp={resp}")).await;
+        assert_eq!(c.line().await.unwrap(), "FAIL\t2\tuser=alice@example.com");
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "failure is delayed"
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_and_login_with_continuations() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = connect(&dir).await;
+        c.send("AUTH\t7\tPLAIN\tservice=smtp\tsecured").await;
+        assert_eq!(c.line().await.unwrap(), "CONT\t7\t");
+        c.send(&format!("CONT\t7\t{}", b64("\0alice\0secret")))
+            .await;
+        assert_eq!(c.line().await.unwrap(), "OK\t7\tuser=alice@example.com");
+
+        c.send("AUTH\t8\tLOGIN\tservice=smtp\tsecured").await;
+        assert_eq!(c.line().await.unwrap(), "CONT\t8\tVXNlcm5hbWU6");
+        c.send(&format!("CONT\t8\t{}", b64("alice@example.com")))
+            .await;
+        assert_eq!(c.line().await.unwrap(), "CONT\t8\tUGFzc3dvcmQ6");
+        c.send(&format!("CONT\t8\t{}", b64("secret"))).await;
+        assert_eq!(c.line().await.unwrap(), "OK\t8\tuser=alice@example.com");
+    }
+
+    #[tokio::test]
+    async fn protocol_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = connect(&dir).await;
+        c.send("CONT\t5\tAAAA").await;
+        assert_eq!(
+            c.line().await.unwrap(),
+            "FAIL\t5\treason=Unexpected continuation"
+        );
+        c.send("AUTH\t6\tPLAIN\tservice=smtp\tsecured\tresp=!!!")
+            .await;
+        assert_eq!(c.line().await.unwrap(), "FAIL\t6\tcode=invalid_base64");
+        // Plaintext mechanisms need TLS unless the client is local.
+        let resp = b64("\0alice@example.com\0secret");
+        c.send(&format!(
+            "AUTH\t9\tPLAIN\tservice=smtp\trip=192.0.2.9\tresp={resp}"
+        ))
+        .await;
+        let line = c.line().await.unwrap();
+        assert!(
+            line.starts_with("FAIL\t9\treason=Plaintext authentication disallowed"),
+            "{line}"
+        );
+        c.send(&format!(
+            "AUTH\t10\tPLAIN\tservice=smtp\trip=127.0.0.1\tresp={resp}"
+        ))
+        .await;
+        assert_eq!(c.line().await.unwrap(), "OK\t10\tuser=alice@example.com");
+        // A mechanism that was never advertised ends the connection.
+        c.send("AUTH\t11\tCRAM-MD5\tservice=smtp\tsecured").await;
+        assert_eq!(c.line().await, None);
+    }
+
+    #[test]
+    fn escaping_round_trips() {
+        let raw = "a\tb\nc\x01d\0e\rf";
+        let escaped = escape(raw);
+        assert!(!escaped.contains(['\t', '\n', '\0', '\r']));
+        assert_eq!(unescape(&escaped), raw);
+    }
+}

@@ -1,0 +1,1044 @@
+//! Test harness: a `posthorn serve` with its own temp directory, self-signed certificate,
+//! users hashed by the real `doveadm pw`, a sender login map and a dnsmasq answering for
+//! the test domains; plus drivers for real clients (swaks, openssl) and a small raw SMTP
+//! client for what those cannot do (BDAT, pipelined floods, garbage, dropped sessions).
+//!
+//! Every test binary uses a different subset of these helpers, hence the allow below.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+pub const HOSTNAME: &str = "mail.example.com";
+pub const ALICE: &str = "alice@example.com";
+pub const ALICE_PASS: &str = "alice-Secret-1";
+pub const BOB: &str = "bob@example.com";
+pub const BOB_PASS: &str = "bob-Secret-2";
+/// Sender login map written for every server: a shared address and one owned by bob only.
+pub const SENDERS: &str = "info@example.com  alice@example.com, bob@example.com\n\
+                           sales@example.com bob@example.com\n";
+/// Postfix's name for a client whose address has no reverse DNS.
+pub const CLIENT: &str = "unknown[127.0.0.1]";
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which listener to talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Smtp,
+    Submission,
+    Submissions,
+}
+
+/// Config knobs a test may change; everything else is fixed by the harness.
+pub struct Builder {
+    limits: BTreeMap<String, String>,
+}
+
+impl Builder {
+    /// Overrides one `limits:` entry (camelCase key, YAML value).
+    pub fn limit(mut self, key: &str, value: impl ToString) -> Self {
+        self.limits.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    pub fn start(self) -> Server {
+        Server::start_with(self)
+    }
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub smtp: u16,
+    pub submission: u16,
+    pub submissions: u16,
+    pub metrics: u16,
+    tls_generation: Mutex<u32>,
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    stderr_thread: Option<JoinHandle<()>>,
+    _dns: Dnsmasq,
+}
+
+impl Server {
+    pub fn builder() -> Builder {
+        let limits = [
+            ("maxMessageSize", "1048576"),
+            ("maxRecipients", "100"),
+            ("maxConnections", "100"),
+            ("maxConnectionsPerIp", "20"),
+            ("maxErrors", "10"),
+            ("idleTimeout", "5s"),
+        ];
+        Builder {
+            limits: limits
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    pub fn start() -> Server {
+        Self::builder().start()
+    }
+
+    fn start_with(builder: Builder) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        let dns = Dnsmasq::start();
+
+        std::fs::create_dir_all(root.join("tls")).unwrap();
+        install_cert_generation(&root.join("tls"), 1);
+
+        let passwd = format!(
+            "{ALICE}:{}\n{BOB}:{}::::::\n",
+            doveadm_hash("SHA512-CRYPT", ALICE_PASS),
+            doveadm_hash("SHA512-CRYPT", BOB_PASS)
+        );
+        std::fs::write(root.join("passwd"), passwd).unwrap();
+        std::fs::write(root.join("senders"), SENDERS).unwrap();
+
+        let mut limits = String::new();
+        for (k, v) in &builder.limits {
+            write!(limits, "{k}: {v}, ").unwrap();
+        }
+        let d = root.display();
+        let config = format!(
+            "hostname: {HOSTNAME}\n\
+             domains: [example.com]\n\
+             listeners: {{smtp: \"127.0.0.1:0\", submission: \"127.0.0.1:0\", submissions: \"127.0.0.1:0\"}}\n\
+             metrics: \"127.0.0.1:0\"\n\
+             tls: {{cert: {d}/tls/tls.crt, key: {d}/tls/tls.key}}\n\
+             auth: {{passwdFile: {d}/passwd, failureDelay: 200ms}}\n\
+             senderLoginMap: {d}/senders\n\
+             dns: {{nameservers: [\"127.0.0.1:{}\"]}}\n\
+             spool: {{directory: {d}/spool, maildirRoot: {d}/mail}}\n\
+             limits: {{{}}}\n\
+             reloadInterval: 200ms\n",
+            dns.port,
+            limits.trim_end_matches([',', ' '])
+        );
+        std::fs::write(root.join("config.yaml"), config).unwrap();
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_posthorn"))
+            .arg("serve")
+            .arg("--config")
+            .arg(root.join("config.yaml"))
+            .env("RUST_LOG", "posthorn=debug,info")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn posthorn serve");
+
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_thread = {
+            let sink = stderr.clone();
+            let mut pipe = BufReader::new(child.stderr.take().unwrap());
+            thread::spawn(move || {
+                let mut line = Vec::new();
+                while matches!(pipe.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&line));
+                    line.clear();
+                }
+            })
+        };
+        let (tx, rx) = mpsc::channel();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        thread::spawn(move || {
+            let mut first = String::new();
+            let _ = stdout.read_line(&mut first);
+            let _ = tx.send(first);
+            // Keep draining so the server never blocks on a full pipe.
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        });
+
+        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(line) if !line.is_empty() => line,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = stderr_thread.join();
+                panic!(
+                    "posthorn serve printed no listening line ({other:?}); stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+        let ports = parse_listening_line(&line);
+        let port = |name: &str| {
+            *ports
+                .get(name)
+                .unwrap_or_else(|| panic!("listening line {line:?} lacks {name}="))
+        };
+        Server {
+            smtp: port("smtp"),
+            submission: port("submission"),
+            submissions: port("submissions"),
+            metrics: port("metrics"),
+            dir,
+            tls_generation: Mutex::new(1),
+            child,
+            stderr,
+            stderr_thread: Some(stderr_thread),
+            _dns: dns,
+        }
+    }
+
+    pub fn port(&self, port: Port) -> u16 {
+        match port {
+            Port::Smtp => self.smtp,
+            Port::Submission => self.submission,
+            Port::Submissions => self.submissions,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Everything the server logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The certificate currently served (through the `..data` symlink).
+    pub fn cert_path(&self) -> PathBuf {
+        self.path("tls/tls.crt")
+    }
+
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        CertificateDer::from_pem_file(self.cert_path()).expect("reading test certificate")
+    }
+
+    /// Writes a fresh certificate and key into a new directory and swaps the `..data`
+    /// symlink to it, the way the kubelet updates a mounted Secret.
+    pub fn rotate_cert(&self) {
+        let mut generation = self.tls_generation.lock().unwrap();
+        *generation += 1;
+        install_cert_generation(&self.path("tls"), *generation);
+    }
+
+    /// Runs swaks against one listener; `args` come after `--server/--port/--timeout`.
+    pub fn swaks(&self, port: Port, args: &[&str]) -> Transcript {
+        swaks(self.port(port), args)
+    }
+
+    /// swaks with TLS as the listener needs it (STARTTLS on 25/587, implicit on 465) and
+    /// AUTH PLAIN as `user`.
+    pub fn swaks_auth(&self, port: Port, user: &str, pass: &str, args: &[&str]) -> Transcript {
+        let mut all = vec![
+            tls_flag(port),
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            user,
+            "--auth-password",
+            pass,
+        ];
+        all.extend_from_slice(args);
+        self.swaks(port, &all)
+    }
+
+    pub fn maildir_new(&self, local: &str) -> PathBuf {
+        self.path(&format!("mail/example.com/{local}/Maildir/new"))
+    }
+
+    /// Files delivered to `local@example.com` so far.
+    pub fn mails(&self, local: &str) -> Vec<(PathBuf, String)> {
+        let Ok(entries) = std::fs::read_dir(self.maildir_new(local)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                (p, text)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Waits until a delivered mail for `local@example.com` contains `marker`.
+    pub fn wait_for_mail(&self, local: &str, marker: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some((_, text)) = self
+                .mails(local)
+                .into_iter()
+                .find(|(_, t)| t.contains(marker))
+            {
+                return text;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no mail containing {marker:?} arrived in {} within 10 s; found {:?}",
+                    self.maildir_new(local).display(),
+                    self.mails(local)
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every file under the spool and mail directories whose content contains `marker`.
+    pub fn stored_files_containing(&self, marker: &str) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for dir in ["spool", "mail"] {
+            walk(&self.path(dir), &mut |p| {
+                if let Ok(bytes) = std::fs::read(p)
+                    && bytes.windows(marker.len()).any(|w| w == marker.as_bytes())
+                {
+                    found.push(p.to_path_buf());
+                }
+            });
+        }
+        found
+    }
+
+    /// Raw plaintext connection to a listener.
+    pub fn connect(&self, port: Port) -> Client {
+        Client::connect(self.port(port))
+    }
+
+    /// Connection on 587 (STARTTLS) or 465 (implicit TLS), EHLO done, authenticated.
+    pub fn authenticated_client(&self, port: Port, user: &str, pass: &str) -> Client {
+        let mut c = match port {
+            Port::Submissions => Client::connect_tls(self.submissions, vec![self.cert_der()]),
+            _ => {
+                let mut c = Client::connect(self.port(port));
+                c.expect_code(220);
+                c.cmd_expect("EHLO client.example.org", 250);
+                c.starttls(vec![self.cert_der()]);
+                c
+            }
+        };
+        if port == Port::Submissions {
+            c.expect_code(220);
+        }
+        c.cmd_expect("EHLO client.example.org", 250);
+        let reply = c.auth_plain(user, pass);
+        assert_eq!(reply.code, 235, "AUTH PLAIN as {user}: {reply:?}");
+        c
+    }
+
+    /// GET on the metrics listener: (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics, path)
+    }
+
+    /// Prometheus samples as `name{labels}` → value.
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200, "/metrics answered {status}: {body}");
+        parse_metrics(&body)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(t) = self.stderr_thread.take() {
+            let _ = t.join();
+        }
+        let stderr = self.stderr.lock().unwrap();
+        if !thread::panicking() && stderr.contains("panicked") {
+            panic!("posthorn serve panicked; stderr:\n{stderr}");
+        }
+    }
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, f);
+        } else {
+            f(&p);
+        }
+    }
+}
+
+pub fn tls_flag(port: Port) -> &'static str {
+    match port {
+        Port::Submissions => "-tlsc",
+        _ => "-tls",
+    }
+}
+
+/// `listening smtp=127.0.0.1:1 submission=...` → name → port.
+pub fn parse_listening_line(line: &str) -> BTreeMap<String, u16> {
+    let mut words = line.split_whitespace();
+    assert_eq!(words.next(), Some("listening"), "unexpected line {line:?}");
+    words
+        .map(|w| {
+            let (name, addr) = w
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad word {w:?} in {line:?}"));
+            let addr: SocketAddr = addr
+                .parse()
+                .unwrap_or_else(|e| panic!("bad address in {w:?}: {e}"));
+            assert_ne!(addr.port(), 0, "port 0 in listening line {line:?}");
+            (name.to_string(), addr.port())
+        })
+        .collect()
+}
+
+/// Runs a command to completion; panics with its output if it cannot start.
+pub fn run(cmd: &mut Command) -> std::process::Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+/// `{SCHEME}hash` from Dovecot's own tool.
+pub fn doveadm_hash(scheme: &str, pass: &str) -> String {
+    let out = run(Command::new("doveadm").args(["pw", "-s", scheme, "-p", pass]));
+    assert!(out.status.success(), "doveadm pw: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Self-signed P-256 certificate for `mail.example.com` in `tls/..genN`, made current by
+/// an atomic `..data` symlink swap; `tls.crt`/`tls.key` point through `..data`.
+fn install_cert_generation(tls: &Path, generation: u32) {
+    let gen_dir = format!("..gen{generation}");
+    std::fs::create_dir_all(tls.join(&gen_dir)).unwrap();
+    let out = run(Command::new("openssl")
+        .current_dir(tls.join(&gen_dir))
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.crt",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=mail.example.com",
+            "-addext",
+            "subjectAltName=DNS:mail.example.com",
+        ]));
+    assert!(out.status.success(), "openssl req: {out:?}");
+    let tmp = tls.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&gen_dir, &tmp).unwrap();
+    std::fs::rename(&tmp, tls.join("..data")).unwrap();
+    for f in ["tls.crt", "tls.key"] {
+        if std::fs::symlink_metadata(tls.join(f)).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{f}"), tls.join(f)).unwrap();
+        }
+    }
+}
+
+/// SHA-256 fingerprint line of a PEM certificate, as `openssl x509 -fingerprint` prints it.
+pub fn fingerprint_of_pem(pem: &[u8]) -> String {
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl x509");
+    child.stdin.take().unwrap().write_all(pem).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl x509: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// dnsmasq
+
+/// dnsmasq on a loopback port: MX for example.com and example.net, A records for their
+/// mail hosts and for an MX-less domain, NXDOMAIN for every other name.
+pub struct Dnsmasq {
+    pub port: u16,
+    child: Child,
+}
+
+impl Dnsmasq {
+    pub fn start() -> Dnsmasq {
+        for _ in 0..10 {
+            let port = free_udp_port();
+            let mut child = Command::new("dnsmasq")
+                .args([
+                    "--no-daemon",
+                    "--conf-file=/dev/null",
+                    "--pid-file",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--mx-host=example.com,mail.example.com,10",
+                    "--mx-host=example.net,mx.example.net,10",
+                    "--host-record=mail.example.com,127.0.0.1",
+                    "--host-record=mx.example.net,127.0.0.1",
+                    "--host-record=aonly.example.org,127.0.0.1",
+                    // Everything not configured above is NXDOMAIN (nonexistent.invalid...).
+                    "--local=/#/",
+                ])
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn dnsmasq (install dnsmasq-base: bash e2e/setup.sh)");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken between probe and bind: try another
+                }
+                if dns_answers(port) {
+                    // stderr is not read any more; dnsmasq logs little without --log-queries.
+                    return Dnsmasq { port, child };
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            eprintln!(
+                "dnsmasq on port {port} did not come up: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        panic!("could not start dnsmasq");
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.local_addr().unwrap().port()
+}
+
+/// True when an MX query for example.com gets a NOERROR answer on `port`.
+fn dns_answers(port: u16) -> bool {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["example", "com"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 15, 0, 1]);
+    if sock.send_to(&q, ("127.0.0.1", port)).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    matches!(sock.recv(&mut buf), Ok(n) if n > 12 && buf[0..2] == [0x12, 0x34] && buf[3] & 0xf == 0)
+}
+
+// ---------------------------------------------------------------------------------------
+// swaks
+
+pub struct Transcript {
+    pub code: i32,
+    pub text: String,
+}
+
+/// swaks exit code when the server rejected something it expected to succeed.
+pub fn swaks(port: u16, args: &[&str]) -> Transcript {
+    let port = port.to_string();
+    let out = run(Command::new("swaks")
+        .args(["--server", "127.0.0.1", "--port", &port, "--timeout", "15"])
+        .args(args));
+    Transcript {
+        code: out.status.code().unwrap_or(-1),
+        text: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// A server line in a swaks transcript (`<-  `, `<~  `, `<** `, `<~* `) without its prefix.
+fn server_line(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix('<')?;
+    let text = rest.trim_start_matches(['-', '~', '*']).trim_start();
+    (text.len() >= 3 && text.as_bytes()[..3].iter().all(u8::is_ascii_digit)).then_some(text)
+}
+
+/// A client line (` -> `, ` ~> `, `**> `) without its prefix.
+fn client_line(line: &str) -> Option<&str> {
+    let t = line.trim_start();
+    ["-> ", "~> ", "**> ", "*~> "]
+        .iter()
+        .find_map(|p| t.strip_prefix(p))
+}
+
+impl Transcript {
+    /// Every reply line the server sent, in order.
+    pub fn replies(&self) -> Vec<&str> {
+        self.text.lines().filter_map(server_line).collect()
+    }
+
+    pub fn has_reply(&self, expected: &str) -> bool {
+        self.replies().contains(&expected)
+    }
+
+    pub fn assert_reply(&self, expected: &str) {
+        assert!(
+            self.has_reply(expected),
+            "expected reply line {expected:?}; swaks exit {}, transcript:\n{}",
+            self.code,
+            self.text
+        );
+    }
+
+    /// Reply lines that answered the last client line starting with `command`
+    /// (case-insensitive), e.g. `"RCPT TO"`.
+    pub fn reply_to(&self, command: &str) -> Vec<&str> {
+        let mut answer = Vec::new();
+        let mut inside = false;
+        for line in self.text.lines() {
+            if let Some(c) = client_line(line) {
+                inside = c
+                    .to_ascii_uppercase()
+                    .starts_with(&command.to_ascii_uppercase());
+                if inside {
+                    answer.clear();
+                }
+            } else if inside && let Some(s) = server_line(line) {
+                answer.push(s);
+            }
+        }
+        answer
+    }
+
+    /// Asserts the (last line of the) reply to `command` is exactly `expected`.
+    pub fn assert_reply_to(&self, command: &str, expected: &str) {
+        let got = self.reply_to(command);
+        assert_eq!(
+            got.last().copied(),
+            Some(expected),
+            "reply to {command}; transcript:\n{}",
+            self.text
+        );
+    }
+
+    /// The queue id from `250 2.0.0 Ok: queued as <id>`.
+    pub fn queued_id(&self) -> Option<String> {
+        self.replies().iter().find_map(|l| {
+            l.strip_prefix("250 2.0.0 Ok: queued as ")
+                .map(|id| id.trim().to_string())
+                .filter(|id| !id.is_empty())
+        })
+    }
+
+    pub fn assert_queued(&self) -> String {
+        self.queued_id().unwrap_or_else(|| {
+            panic!(
+                "expected `250 2.0.0 Ok: queued as <id>`; swaks exit {}, transcript:\n{}",
+                self.code, self.text
+            )
+        })
+    }
+
+    /// EHLO keywords from the last multi-line 250 reply to EHLO.
+    pub fn ehlo_keywords(&self) -> Vec<String> {
+        ehlo_keywords(&self.reply_to("EHLO"))
+    }
+}
+
+/// `250-SIZE 100` lines (first line is the greeting name) → `["SIZE 100", ...]`.
+pub fn ehlo_keywords<S: AsRef<str>>(lines: &[S]) -> Vec<String> {
+    lines
+        .iter()
+        .skip(1)
+        .map(|l| l.as_ref().get(4..).unwrap_or("").to_string())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw client
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    /// Full lines as sent, e.g. `["250-mail.example.com", "250 DSN"]`.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn last(&self) -> &str {
+        self.lines.last().map(String::as_str).unwrap_or("")
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A blocking SMTP client that shows exactly what the server answers.
+pub struct Client {
+    io: BufReader<Stream>,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let sock = TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        sock.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client {
+            io: BufReader::new(Stream::Plain(sock)),
+        }
+    }
+
+    /// Implicit TLS (465); the greeting is still unread.
+    pub fn connect_tls(port: u16, trusted: Vec<CertificateDer<'static>>) -> Client {
+        let mut c = Client::connect(port);
+        c.handshake(trusted);
+        c
+    }
+
+    /// A clone of the TCP socket, for writing from another thread.
+    pub fn try_clone_plain(&self) -> TcpStream {
+        match self.io.get_ref() {
+            Stream::Plain(s) => s.try_clone().unwrap(),
+            Stream::Tls(_) => panic!("cannot clone a TLS stream"),
+        }
+    }
+
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        let sock = match self.io.get_ref() {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        };
+        sock.set_read_timeout(Some(timeout)).unwrap();
+    }
+
+    /// TLS handshake on the current socket (after a 220 to STARTTLS, or on 465).
+    pub fn handshake(&mut self, trusted: Vec<CertificateDer<'static>>) {
+        self.try_handshake(trusted)
+            .unwrap_or_else(|e| panic!("TLS handshake failed: {e}"));
+    }
+
+    pub fn try_handshake(&mut self, trusted: Vec<CertificateDer<'static>>) -> Result<(), String> {
+        assert!(
+            self.io.buffer().is_empty(),
+            "plaintext left in the buffer before TLS"
+        );
+        let placeholder = Stream::Plain(self.try_clone_plain());
+        let Stream::Plain(sock) = std::mem::replace(self.io.get_mut(), placeholder) else {
+            unreachable!()
+        };
+        let conn = rustls::ClientConnection::new(
+            Arc::new(client_tls_config(trusted)),
+            ServerName::try_from(HOSTNAME).unwrap(),
+        )
+        .unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| e.to_string())?;
+        }
+        self.io = BufReader::new(Stream::Tls(Box::new(tls)));
+        Ok(())
+    }
+
+    pub fn starttls(&mut self, trusted: Vec<CertificateDer<'static>>) {
+        self.cmd_expect("STARTTLS", 220);
+        self.handshake(trusted);
+    }
+
+    /// Negotiated protocol version, e.g. `Some(TLSv1_3)`.
+    pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+        match self.io.get_ref() {
+            Stream::Tls(s) => s.conn.protocol_version(),
+            Stream::Plain(_) => None,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.io.get_mut().write_all(bytes)?;
+        self.io.get_mut().flush()
+    }
+
+    pub fn send_line(&mut self, line: &str) {
+        self.send(format!("{line}\r\n").as_bytes())
+            .unwrap_or_else(|e| panic!("sending {line:?}: {e}"));
+    }
+
+    /// One reply (all its lines); errors on EOF, timeout or garbage.
+    pub fn read_reply(&mut self) -> std::io::Result<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let mut raw = Vec::new();
+            let n = self.io.read_until(b'\n', &mut raw)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("connection closed after {lines:?}"),
+                ));
+            }
+            let line = String::from_utf8_lossy(&raw)
+                .trim_end_matches(['\r', '\n'])
+                .to_string();
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse::<u16>().ok())
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("not a reply line: {line:?}"),
+                    )
+                })?;
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            lines.push(line);
+            if !more {
+                return Ok(Reply { code, lines });
+            }
+        }
+    }
+
+    pub fn reply(&mut self) -> Reply {
+        self.read_reply()
+            .unwrap_or_else(|e| panic!("reading reply: {e}"))
+    }
+
+    pub fn expect_code(&mut self, code: u16) -> Reply {
+        let r = self.reply();
+        assert_eq!(r.code, code, "unexpected reply {:?}", r.lines);
+        r
+    }
+
+    pub fn cmd(&mut self, line: &str) -> Reply {
+        self.send_line(line);
+        self.read_reply()
+            .unwrap_or_else(|e| panic!("reply to {line:?}: {e}"))
+    }
+
+    pub fn cmd_expect(&mut self, line: &str, code: u16) -> Reply {
+        let r = self.cmd(line);
+        assert_eq!(r.code, code, "reply to {line:?}: {:?}", r.lines);
+        r
+    }
+
+    pub fn auth_plain(&mut self, user: &str, pass: &str) -> Reply {
+        let blob = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
+        self.cmd(&format!("AUTH PLAIN {blob}"))
+    }
+
+    /// True when the server has closed the connection (EOF or reset within the timeout).
+    pub fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.io.read(&mut buf), Ok(0) | Err(_))
+    }
+
+    /// Reads until the server closes; returns whatever came.
+    pub fn read_to_close(&mut self) -> String {
+        let mut all = Vec::new();
+        let _ = self.io.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).into_owned()
+    }
+}
+
+/// rustls client config trusting exactly the given (self-signed) server certificates.
+fn client_tls_config(trusted: Vec<CertificateDer<'static>>) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCerts { trusted, provider }))
+        .with_no_client_auth()
+}
+
+#[derive(Debug)]
+struct PinnedCerts {
+    trusted: Vec<CertificateDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCerts {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self
+            .trusted
+            .iter()
+            .any(|c| c.as_ref() == end_entity.as_ref())
+        {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "server certificate is not the pinned test certificate".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP and metrics
+
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect to metrics port {port}: {e}"));
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Parses Prometheus/OpenMetrics text (chunked encoding artefacts are simply not samples).
+pub fn parse_metrics(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of samples whose series (name and labels) contains every one of `words`
+/// (case-insensitive).
+pub fn metric_sum(samples: &BTreeMap<String, f64>, words: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.to_ascii_lowercase();
+            words.iter().all(|w| k.contains(w))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A unique marker for one test message.
+pub fn marker(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("posthorn-test-{name}-{}-{nanos}", std::process::id())
+}

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives: swaks (with its TLS and SASL Perl modules), dnsmasq,
-# doveadm (dovecot-core), mkpasswd (whois), openssl; and cargo-nextest. Idempotent: apt is
+# doveadm (dovecot-core), mkpasswd (whois), openssl, python3 (its `email` package reads
+# our bounces) with Debian's dkimpy (python3-dkim, the independent DKIM verifier, with
+# dnspython and PyNaCl for Ed25519); and cargo-nextest. Idempotent: apt is
 # only touched when a package is missing. Needs root (or sudo) for apt on a fresh machine.
 set -euo pipefail
 
 packages=(
   swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
   dnsmasq-base dovecot-core whois openssl ca-certificates
+  python3 python3-dkim python3-dnspython python3-nacl
 )
 
 missing=()
@@ -42,3 +45,9 @@ for tool in swaks dnsmasq doveadm mkpasswd openssl; do
     exit 1
   }
 done
+
+# python3-dkim is installed for the system interpreter, which a pyenv python3 may shadow.
+/usr/bin/python3 -c 'import dkim, dns.resolver, nacl' || {
+  echo "e2e/setup.sh: dkimpy not importable by /usr/bin/python3" >&2
+  exit 1
+}

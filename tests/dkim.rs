@@ -2,7 +2,7 @@
 //! runner signs with) verify with an independent verifier, Python's dkimpy (Debian's
 //! python3-dkim), which fetches the public key from a local dnsmasq serving the TXT
 //! record `posthorn dkim keygen` printed; altered messages fail. Keys made by openssl
-//! are read too. Needs dnsmasq, python3-dkim and openssl (e2e/setup-dkim.sh installs
+//! are read too. Needs dnsmasq, python3-dkim and openssl (e2e/setup.sh installs
 //! them); a missing tool fails the test.
 
 use std::io::Write;

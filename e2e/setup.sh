@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives: swaks (with its TLS and SASL Perl modules), dnsmasq,
 # doveadm (dovecot-core), mkpasswd (whois), openssl; for the delivery tests Postfix (private
-# relay-host instances, smtp-sink), Dovecot LMTP and python3 (load client); and
-# cargo-nextest. The packages' own services are not used: tests run private instances. Idempotent: apt is
-# only touched when a package is missing. Needs root (or sudo) for apt on a fresh machine.
+# relay-host instances, smtp-sink) and Dovecot LMTP; python3 (load client; its `email`
+# package reads our bounces) with Debian's dkimpy (python3-dkim, the independent DKIM
+# verifier, with dnspython and PyNaCl for Ed25519); and cargo-nextest. The packages' own
+# services are not used: tests run private instances. Idempotent: apt is only touched
+# when a package is missing. Needs root (or sudo) for apt on a fresh machine.
 set -euo pipefail
 
 packages=(
   swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
   dnsmasq-base dovecot-core whois openssl ca-certificates
-  postfix dovecot-lmtpd python3
+  postfix dovecot-lmtpd
+  python3 python3-dkim python3-dnspython python3-nacl
 )
 
 missing=()
@@ -48,3 +51,9 @@ for tool in swaks dnsmasq doveadm mkpasswd openssl postfix smtp-sink python3; do
     exit 1
   }
 done
+
+# python3-dkim is installed for the system interpreter, which a pyenv python3 may shadow.
+/usr/bin/python3 -c 'import dkim, dns.resolver, nacl' || {
+  echo "e2e/setup.sh: dkimpy not importable by /usr/bin/python3" >&2
+  exit 1
+}

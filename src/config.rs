@@ -45,6 +45,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// DKIM signing of outgoing mail; absent: mail leaves unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<DkimConfig>,
     /// How often mounted files (certificate, users, sender map) are checked for changes.
     #[serde(default = "default_reload_interval", with = "humantime_serde")]
     pub reload_interval: Duration,
@@ -324,6 +327,24 @@ pub enum RelayTls {
     Implicit,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DkimConfig {
+    /// The key is published at `<selector>._domainkey.<domain>`.
+    #[serde(default = "default_dkim_selector")]
+    pub selector: String,
+    /// PEM private key: RSA (PKCS#1 or PKCS#8) or Ed25519 (PKCS#8); reloaded on change.
+    pub key_file: PathBuf,
+    /// Domains whose mail is signed (`d=`, matched against the From header's domain).
+    /// Empty: every local domain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+}
+
+fn default_dkim_selector() -> String {
+    "posthorn".into()
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -349,6 +370,8 @@ pub struct FileLayout {
     pub maildir_root: PathBuf,
     /// The mounted relay credentials Secret (`username`, `password`), when there is one.
     pub relay_credentials: Option<PathBuf>,
+    /// The DKIM private key (PEM).
+    pub dkim_key: PathBuf,
 }
 
 impl Config {
@@ -400,6 +423,11 @@ impl Config {
                 ..DeliveryConfig::default()
             },
             log: LogConfig::default(),
+            dkim: Some(DkimConfig {
+                selector: spec.dkim.selector.clone(),
+                key_file: layout.dkim_key.clone(),
+                domains: Vec::new(),
+            }),
             reload_interval: default_reload_interval(),
         };
         config.validate()?;
@@ -471,6 +499,29 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
         assert_eq!(c.auth.failure_delay, Duration::from_secs(2));
         assert!(!c.auth.allow_plaintext);
         assert_eq!(c.limits.max_message_size, 25 * 1024 * 1024);
+        assert_eq!(c.dkim, None);
+    }
+
+    #[test]
+    fn dkim_section() {
+        let text = format!("{MINIMAL}dkim: {{keyFile: /dkim/private.key}}\n");
+        let c: Config = serde_saphyr::from_str(&text).unwrap();
+        let dkim = c.dkim.clone().unwrap();
+        assert_eq!(dkim.selector, "posthorn");
+        assert_eq!(dkim.key_file, Path::new("/dkim/private.key"));
+        assert!(dkim.domains.is_empty());
+        let again: Config = serde_saphyr::from_str(&c.to_yaml().unwrap()).unwrap();
+        assert_eq!(c, again);
+
+        let text = format!("{MINIMAL}dkim: {{selector: s1, keyFile: /k, domains: [a.example]}}\n");
+        let dkim = serde_saphyr::from_str::<Config>(&text)
+            .unwrap()
+            .dkim
+            .unwrap();
+        assert_eq!(
+            (dkim.selector.as_str(), dkim.domains),
+            ("s1", vec!["a.example".to_string()])
+        );
     }
 
     #[test]

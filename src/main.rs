@@ -118,6 +118,11 @@ enum Command {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
+    /// DKIM signing keys.
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -132,6 +137,39 @@ enum QueueAction {
     Delete {
         #[arg(required = true)]
         ids: Vec<spool::QueueId>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkimCommand {
+    /// Generate a signing key: print it (or write it to --out, mode 0600) and the DNS
+    /// TXT record that publishes it, as a zone file line.
+    Keygen {
+        #[arg(long, default_value = "posthorn")]
+        selector: String,
+        /// Domain the record name is made for; without it the name is relative.
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long, value_enum, default_value = "rsa")]
+        algorithm: delivery::dkim::KeyAlgorithm,
+        /// RSA key size (2048 to 4096).
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Write the private key to this new file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sign the message on stdin as the server would and print it, to check a key and
+    /// its DNS record with any verifier (as `opendkim-testmsg` does).
+    Sign {
+        /// PEM private key (RSA or Ed25519).
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value = "posthorn")]
+        selector: String,
+        /// Signing domain (`d=`); default: the From header's domain.
+        #[arg(long)]
+        domain: Option<String>,
     },
 }
 
@@ -229,6 +267,61 @@ fn main() -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("say which queue: --spool DIR or --config FILE"),
             };
             queue_command(&spool, action)
+        }
+        Command::Dkim {
+            command:
+                DkimCommand::Keygen {
+                    selector,
+                    domain,
+                    algorithm,
+                    bits,
+                    out,
+                },
+        } => {
+            let key = delivery::dkim::generate_key(algorithm, bits)?;
+            match out {
+                Some(path) => {
+                    delivery::dkim::write_private_key(&path, &key.private_pem)?;
+                    eprintln!("private key written to {}", path.display());
+                }
+                None => print!("{}", key.private_pem),
+            }
+            let name = match domain {
+                Some(domain) => format!("{selector}._domainkey.{}.", domain.trim_end_matches('.')),
+                None => format!("{selector}._domainkey"),
+            };
+            println!("{}", delivery::dkim::zone_line(&name, &key.dns_record));
+            Ok(())
+        }
+        Command::Dkim {
+            command:
+                DkimCommand::Sign {
+                    key,
+                    selector,
+                    domain,
+                },
+        } => {
+            let mut message = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut message)
+                .context("reading the message from stdin")?;
+            // A file edited by hand has bare LFs; on the wire every line ends in CRLF.
+            let message = delivery::dkim::crlf_lines(&message);
+            let domain = domain
+                .or_else(|| delivery::dkim::from_domain(&message))
+                .context("no --domain and no From header address")?;
+            let config = config::DkimConfig {
+                selector,
+                key_file: key,
+                domains: vec![domain.clone()],
+            };
+            let signer = delivery::dkim::Signer::load(&config, &[])?;
+            let header = signer
+                .sign(&message, &domain)?
+                .context("the signer refused the domain")?;
+            let mut out = std::io::stdout().lock();
+            std::io::Write::write_all(&mut out, &header)?;
+            std::io::Write::write_all(&mut out, &message)?;
+            Ok(())
         }
     }
 }

@@ -12,6 +12,7 @@ use anyhow::Context;
 use rand::distr::{Alphanumeric, SampleString};
 
 use crate::api::{self, MailServer, TlsSource};
+use crate::delivery::dkim::KeyAlgorithm;
 use crate::auth::scheme::{self, Scheme};
 use crate::config::{self, Config, FileLayout, Listeners};
 use crate::serve;
@@ -55,6 +56,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                     .and_then(|r| r.credentials_secret.as_ref()),
             )
             .map(|(dir, secret)| dir.join(secret)),
+        dkim_key: dkim_key_file(&manifest, &options)?,
     };
     let mut config = Config::for_mailserver(&manifest.spec, &layout)?;
     config.listeners = listeners(&manifest, options.bind, &config.listeners);
@@ -168,6 +170,30 @@ fn users_file(
         }
     };
     Ok((passwd, Some((user, password))))
+}
+
+/// The DKIM Secret's key if the secrets directory has it; else a key generated once
+/// into the state directory, its DNS record logged for the zone.
+fn dkim_key_file(manifest: &MailServer, options: &Options) -> anyhow::Result<PathBuf> {
+    let dkim = &manifest.spec.dkim;
+    if let (Some(dir), Some(secret)) = (&options.secrets_dir, &dkim.secret_name) {
+        let path = dir.join(secret).join(crate::operator::render::DKIM_KEY);
+        if path.exists() {
+            return Ok(path);
+        }
+        tracing::warn!(%secret, "DKIM Secret not found in the secrets directory, using a generated key");
+    }
+    let path = options.state_dir.join("dkim.key");
+    if !path.exists() {
+        let key = crate::delivery::dkim::generate_key(KeyAlgorithm::Rsa, 2048)?;
+        crate::delivery::dkim::write_private_key(&path, &key.private_pem)?;
+        let domain = manifest.spec.domains.first().context("spec.domains is empty")?;
+        tracing::info!(
+            record = %crate::delivery::dkim::zone_line(&format!("{}._domainkey.{domain}.", dkim.selector), &key.dns_record),
+            "generated a DKIM key; publish this record"
+        );
+    }
+    Ok(path)
 }
 
 fn sender_map(manifest: &MailServer) -> String {

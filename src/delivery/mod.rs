@@ -12,6 +12,8 @@
 
 mod client;
 pub mod control;
+pub mod dkim;
+pub mod dsn;
 mod lmtp;
 pub mod maildir;
 mod mx;
@@ -28,6 +30,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, DeliveryConfig, RelayConfig};
+use crate::reload::Watched;
 use crate::spool::{
     BodyType, Envelope, Notify, QueueId, QueuedMessage, Recipient, RecipientStatus, Spool,
 };
@@ -74,6 +77,8 @@ pub enum ReportKind {
     Failure,
     /// Recipients still deferred after `delivery.delayWarning` (action `delayed`).
     Delay,
+    /// Recipients delivered that asked for NOTIFY=SUCCESS (action `delivered`).
+    Success,
 }
 
 /// A recipient a report is about: its index in the envelope and the reason.
@@ -97,6 +102,8 @@ pub struct QueueRunner {
     metrics: Arc<Metrics>,
     /// The scheduler, for the reports this runner queues; set once it runs.
     queue: OnceLock<QueueHandle>,
+    /// Signs mail from our domains before it leaves; none without a `dkim:` config.
+    dkim: Option<Arc<Watched<dkim::Signer>>>,
 }
 
 impl QueueRunner {
@@ -141,7 +148,14 @@ impl QueueRunner {
             })
             .transpose()
             .context("delivery.lmtp")?;
+        let dkim = config
+            .dkim
+            .as_ref()
+            .map(|dkim| dkim::Signer::watch(dkim, &config.domains, config.reload_interval))
+            .transpose()
+            .context("loading the DKIM key")?;
         Ok(QueueRunner {
+            dkim,
             spool,
             mx: mx::MxResolver::new(resolver, delivery.mx_port),
             config: delivery,
@@ -200,9 +214,12 @@ impl QueueRunner {
         let mut signed: Option<Bytes> = None;
         for (destination, indexes) in groups {
             let payload = match destination {
-                Destination::Relay | Destination::Mx(_) => signed
-                    .get_or_insert_with(|| self.dkim_sign(&envelope, message.clone()))
-                    .clone(),
+                Destination::Relay | Destination::Mx(_) => {
+                    if signed.is_none() {
+                        signed = Some(self.dkim_sign(&envelope.id, message.clone()).await);
+                    }
+                    signed.clone().unwrap_or_else(|| message.clone())
+                }
                 _ => message.clone(),
             };
             let started = Instant::now();
@@ -405,6 +422,7 @@ impl QueueRunner {
         let mut updates = Vec::with_capacity(results.len());
         let mut failures = Vec::new();
         let mut delays = Vec::new();
+        let mut successes = Vec::new();
         for (index, attempt) in results {
             let rcpt = &envelope.recipients[index];
             let status = self.status_after(envelope.received_at, &rcpt.status, attempt, now);
@@ -415,6 +433,12 @@ impl QueueRunner {
                     index,
                     reason: reason.clone(),
                 }),
+                RecipientStatus::Delivered { detail } if rcpt.notify.contains(&Notify::Success) => {
+                    successes.push(Reported {
+                        index,
+                        reason: detail.clone(),
+                    })
+                }
                 RecipientStatus::Deferred { reason, .. }
                     if self.crosses_delay_warning(envelope.received_at, &rcpt.status, now) =>
                 {
@@ -433,6 +457,10 @@ impl QueueRunner {
         }
         if !delays.is_empty() {
             self.report(envelope, message, &delays, ReportKind::Delay)
+                .await?;
+        }
+        if !successes.is_empty() {
+            self.report(envelope, message, &successes, ReportKind::Success)
                 .await?;
         }
         for (index, status) in &updates {
@@ -505,10 +533,10 @@ impl QueueRunner {
         }
     }
 
-    /// Queues a report to the envelope sender about `recipients` — never for the null
-    /// sender, and only for recipients whose NOTIFY asks for it (RFC 3461 §4.1). The
-    /// report is committed to the spool, as a message from `<>`, before the caller
-    /// records the outcome it reports.
+    /// Queues an RFC 3464 report to the envelope sender about `recipients` (none for
+    /// the null sender, nor for recipients whose NOTIFY does not ask for it). It is
+    /// committed to the spool, as a message from `<>`, before the caller records the
+    /// outcome it reports, so a crash cannot lose it.
     async fn report(
         &self,
         envelope: &Envelope,
@@ -516,29 +544,28 @@ impl QueueRunner {
         recipients: &[Reported],
         kind: ReportKind,
     ) -> anyhow::Result<()> {
-        if envelope.mail_from.is_empty() {
-            return Ok(());
-        }
-        let wanted = match kind {
-            ReportKind::Failure => Notify::Failure,
-            ReportKind::Delay => Notify::Delay,
-        };
-        let recipients: Vec<Reported> = recipients
+        let listed: Vec<(usize, String)> = recipients
             .iter()
-            .filter(|r| {
-                let notify = &envelope.recipients[r.index].notify;
-                notify.is_empty() || notify.contains(&wanted)
-            })
-            .cloned()
+            .map(|r| (r.index, r.reason.clone()))
             .collect();
-        if recipients.is_empty() {
+        let body = match kind {
+            ReportKind::Failure => dsn::failure_report(&self.hostname, envelope, message, &listed),
+            ReportKind::Delay => {
+                let retry_until = envelope
+                    .received_at
+                    .saturating_add(self.config.max_queue_lifetime.as_secs());
+                dsn::delay_report(&self.hostname, envelope, message, &listed, retry_until)
+            }
+            ReportKind::Success => dsn::success_report(&self.hostname, envelope, message, &listed),
+        };
+        let Some(body) = body else {
             return Ok(());
-        }
-        let body = self.report_message(envelope, message, &recipients, kind);
+        };
         let bounce = Envelope {
             id: Spool::new_id(),
             mail_from: String::new(),
-            body: None,
+            // The report may return the original's 8-bit or UTF-8 content.
+            body: envelope.body,
             smtputf8: envelope.smtputf8,
             ret: None,
             envid: None,
@@ -561,59 +588,38 @@ impl QueueRunner {
         Ok(())
     }
 
-    /// The report message itself. A plain-text notice until `dsn` (RFC 3464
-    /// multipart/report) is wired in here.
-    fn report_message(
-        &self,
-        envelope: &Envelope,
-        message: &[u8],
-        recipients: &[Reported],
-        kind: ReportKind,
-    ) -> Vec<u8> {
-        let (subject, intro) = match kind {
-            ReportKind::Failure => (
-                "Undelivered Mail Returned to Sender",
-                "Your message could not be delivered to the following recipients:",
-            ),
-            ReportKind::Delay => (
-                "Delayed Mail (still being retried)",
-                "Your message has not been delivered yet to the following recipients; \
-                 delivery will be tried again:",
-            ),
-        };
-        let mut text = format!(
-            "From: Mail Delivery System <MAILER-DAEMON@{host}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n\
-             Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
-             This is the mail system at host {host}.\r\n\r\n{intro}\r\n\r\n",
-            host = self.hostname,
-            to = envelope.mail_from,
-        );
-        for r in recipients {
-            text.push_str(&format!(
-                "<{}>: {}\r\n",
-                envelope.recipients[r.index].address, r.reason
-            ));
-        }
-        let headers_end = message
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(message.len(), |p| p + 2);
-        text.push_str("\r\n--- Headers of the original message ---\r\n\r\n");
-        let mut out = text.into_bytes();
-        out.extend_from_slice(&message[..headers_end]);
-        out
-    }
-
-    /// DKIM signing point: mail from the local domains is signed here before it leaves
-    /// for the relay host or an MX host; `dkim::Signer` is wired in at this call.
-    fn dkim_sign(&self, envelope: &Envelope, message: Bytes) -> Bytes {
-        let sender_domain = envelope.mail_from.rsplit_once('@').map(|(_, d)| d);
-        let local =
-            sender_domain.is_some_and(|d| self.domains.iter().any(|l| l.eq_ignore_ascii_case(d)));
-        if !local {
+    /// Mail whose From domain is ours leaves with a DKIM signature (the From domain is
+    /// what DMARC aligns with). A signing failure is logged and the mail goes unsigned:
+    /// holding it back would not make it any more deliverable.
+    async fn dkim_sign(&self, id: &QueueId, message: Bytes) -> Bytes {
+        let Some(dkim) = &self.dkim else {
             return message;
+        };
+        let signer = dkim.get();
+        let content = message.clone();
+        let signed = tokio::task::spawn_blocking(move || {
+            let Some(domain) = dkim::from_domain(&content) else {
+                return Ok(None);
+            };
+            signer.sign(&content, &domain)
+        })
+        .await;
+        match signed {
+            Ok(Ok(Some(header))) => {
+                let mut out = header;
+                out.extend_from_slice(&message);
+                Bytes::from(out)
+            }
+            Ok(Ok(None)) => message,
+            Ok(Err(err)) => {
+                tracing::warn!(%id, error = format!("{err:#}"), "DKIM signing failed, sending unsigned");
+                message
+            }
+            Err(err) => {
+                tracing::warn!(%id, error = %err, "DKIM signing task failed, sending unsigned");
+                message
+            }
         }
-        message
     }
 }
 

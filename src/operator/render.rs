@@ -292,6 +292,7 @@ pub fn pod_layout() -> FileLayout {
         spool: format!("{STATE_DIR}/spool").into(),
         maildir_root: format!("{STATE_DIR}/mail").into(),
         relay_credentials: Some(format!("{SECRETS_DIR}/relay").into()),
+        dkim_key: format!("{SECRETS_DIR}/dkim/{DKIM_KEY}").into(),
     }
 }
 
@@ -789,8 +790,7 @@ fn dkim_record(secret: Option<&BTreeMap<String, Vec<u8>>>) -> Option<String> {
             .ok()
             .map(|t| t.trim().to_string());
     }
-    let pem = std::str::from_utf8(secret.get(DKIM_KEY)?).ok()?;
-    super::keys::dkim_txt_from_pem(pem).ok()
+    crate::delivery::dkim::dns_record_from_pem(secret.get(DKIM_KEY)?).ok()
 }
 
 /// MX, SPF and DMARC for every domain, and DKIM when its public key is known. Without

@@ -12,9 +12,9 @@ use anyhow::Context;
 use rand::distr::{Alphanumeric, SampleString};
 
 use crate::api::{self, MailServer, TlsSource};
-use crate::delivery::dkim::KeyAlgorithm;
 use crate::auth::scheme::{self, Scheme};
 use crate::config::{self, Config, FileLayout, Listeners};
+use crate::delivery::dkim::KeyAlgorithm;
 use crate::serve;
 use crate::smtp::ListenerKind;
 
@@ -187,7 +187,11 @@ fn dkim_key_file(manifest: &MailServer, options: &Options) -> anyhow::Result<Pat
     if !path.exists() {
         let key = crate::delivery::dkim::generate_key(KeyAlgorithm::Rsa, 2048)?;
         crate::delivery::dkim::write_private_key(&path, &key.private_pem)?;
-        let domain = manifest.spec.domains.first().context("spec.domains is empty")?;
+        let domain = manifest
+            .spec
+            .domains
+            .first()
+            .context("spec.domains is empty")?;
         tracing::info!(
             record = %crate::delivery::dkim::zone_line(&format!("{}._domainkey.{domain}.", dkim.selector), &key.dns_record),
             "generated a DKIM key; publish this record"

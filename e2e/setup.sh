@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives: swaks (with its TLS and SASL Perl modules), dnsmasq,
-# doveadm (dovecot-core), mkpasswd (whois), openssl; and cargo-nextest. Idempotent: apt is
+# doveadm (dovecot-core), mkpasswd (whois), openssl; for the delivery tests Postfix (private
+# relay-host instances, smtp-sink), Dovecot LMTP and python3 (load client); and
+# cargo-nextest. The packages' own services are not used: tests run private instances. Idempotent: apt is
 # only touched when a package is missing. Needs root (or sudo) for apt on a fresh machine.
 set -euo pipefail
 
 packages=(
   swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
   dnsmasq-base dovecot-core whois openssl ca-certificates
+  postfix dovecot-lmtpd python3
 )
 
 missing=()
@@ -23,6 +26,9 @@ if ((${#missing[@]})); then
   sudo=()
   if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
   export DEBIAN_FRONTEND=noninteractive
+  # Postfix unconfigured: the tests write their own main.cf per instance.
+  echo "postfix postfix/main_mailer_type select No configuration" |
+    "${sudo[@]}" debconf-set-selections
   # Wait for a concurrent apt/dpkg run instead of failing on its lock.
   apt_opts=(-o DPkg::Lock::Timeout=600)
   "${sudo[@]}" apt-get "${apt_opts[@]}" update -qq
@@ -36,7 +42,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-for tool in swaks dnsmasq doveadm mkpasswd openssl; do
+for tool in swaks dnsmasq doveadm mkpasswd openssl postfix smtp-sink python3; do
   command -v "$tool" >/dev/null || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null || {
     echo "e2e/setup.sh: $tool still missing after install" >&2
     exit 1

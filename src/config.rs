@@ -42,6 +42,8 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
+    pub delivery: DeliveryConfig,
+    #[serde(default)]
     pub log: LogConfig,
     /// How often mounted files (certificate, users, sender map) are checked for changes.
     #[serde(default = "default_reload_interval", with = "humantime_serde")]
@@ -204,6 +206,124 @@ impl Default for Limits {
     }
 }
 
+/// How queued mail leaves: where it goes, how hard and how long it is tried.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Smarthost for all mail outside the local domains (Postfix `relayhost`). Unset:
+    /// direct delivery to the recipient domain's MX hosts.
+    pub relay: Option<RelayConfig>,
+    /// LMTP server for the local domains (`host:port` or `unix:/path`), e.g. Dovecot's
+    /// `lmtp` service. Unset: the built-in Maildir under `spool.maildirRoot`.
+    pub lmtp: Option<String>,
+    /// Deliveries running at once over all destinations (Postfix `default_process_limit`).
+    pub max_concurrent: usize,
+    /// Deliveries running at once to one destination: a relay host, an MX domain, the
+    /// LMTP server (`default_destination_concurrency_limit`).
+    pub max_per_destination: usize,
+    /// Wait before the first retry of a deferred recipient; doubled on each further
+    /// attempt (`minimal_backoff_time`).
+    #[serde(with = "humantime_serde")]
+    pub min_backoff: Duration,
+    /// Longest wait between two attempts (`maximal_backoff_time`).
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// A recipient still deferred this long after the message arrived fails
+    /// (`maximal_queue_lifetime`).
+    #[serde(with = "humantime_serde")]
+    pub max_queue_lifetime: Duration,
+    /// A recipient still deferred this long after arrival gets a delay notice sent to
+    /// the sender, once (`delay_warning_time`); unset: none.
+    #[serde(with = "humantime_serde")]
+    pub delay_warning: Option<Duration>,
+    /// TCP connect and greeting timeout (`smtp_connect_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Wait for each reply of the next hop, including the one after the message data.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Port of MX hosts. 25 on the Internet; other values are for tests and development
+    /// only (a sink on a loopback high port).
+    pub mx_port: u16,
+    /// On SIGTERM, how long deliveries go on before the rest is left in the spool for
+    /// the next start.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            relay: None,
+            lmtp: None,
+            max_concurrent: 100,
+            max_per_destination: 20,
+            min_backoff: Duration::from_secs(300),
+            max_backoff: Duration::from_secs(4000),
+            max_queue_lifetime: Duration::from_secs(5 * 24 * 3600),
+            delay_warning: Some(Duration::from_secs(4 * 3600)),
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            mx_port: 25,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RelayConfig {
+    /// `host:port` of the smarthost, e.g. `smtp.provider.example:587`.
+    pub host: String,
+    /// `starttls` or `implicit`; default by port: 465 is implicit TLS, others STARTTLS.
+    #[serde(default)]
+    pub tls: Option<RelayTls>,
+    /// PEM CA certificates trusted besides the system roots (a private relay's CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Directory holding the files `username` and `password` (a mounted
+    /// `kubernetes.io/basic-auth` Secret); read at each connection, so a rotated Secret
+    /// takes effect without a restart. Unset: no AUTH.
+    #[serde(default)]
+    pub credentials_dir: Option<PathBuf>,
+}
+
+impl RelayConfig {
+    /// The host (IPv6 without brackets) and port of `host`.
+    pub fn host_port(&self) -> anyhow::Result<(&str, u16)> {
+        let (host, port) = self
+            .host
+            .rsplit_once(':')
+            .with_context(|| format!("{:?} has no port: expected host:port", self.host))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port = port
+            .parse()
+            .with_context(|| format!("{:?}: bad port", self.host))?;
+        if host.is_empty() || host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+            bail!("{:?}: expected host:port or [ipv6]:port", self.host);
+        }
+        Ok((host, port))
+    }
+
+    /// Implicit TLS when configured so, or by default on port 465.
+    pub fn implicit_tls(&self) -> bool {
+        match self.tls {
+            Some(tls) => tls == RelayTls::Implicit,
+            None => self.host_port().is_ok_and(|(_, port)| port == 465),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTls {
+    Starttls,
+    Implicit,
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -227,6 +347,8 @@ pub struct FileLayout {
     pub sender_login_map: PathBuf,
     pub spool: PathBuf,
     pub maildir_root: PathBuf,
+    /// The mounted relay credentials Secret (`username`, `password`), when there is one.
+    pub relay_credentials: Option<PathBuf>,
 }
 
 impl Config {
@@ -264,6 +386,19 @@ impl Config {
                 max_message_size: usize::try_from(max_message_size)?,
                 ..Limits::default()
             },
+            delivery: DeliveryConfig {
+                relay: spec.relay.as_ref().map(|relay| RelayConfig {
+                    host: relay.host.clone(),
+                    tls: None,
+                    ca_file: None,
+                    credentials_dir: relay
+                        .credentials_secret
+                        .as_ref()
+                        .and(layout.relay_credentials.clone()),
+                }),
+                lmtp: spec.delivery.local.lmtp.clone(),
+                ..DeliveryConfig::default()
+            },
             log: LogConfig::default(),
             reload_interval: default_reload_interval(),
         };
@@ -298,6 +433,16 @@ impl Config {
         self.auth.socket_mode()?;
         if self.limits.max_message_size == 0 || self.limits.max_recipients == 0 {
             bail!("limits.maxMessageSize and limits.maxRecipients must be positive");
+        }
+        let d = &self.delivery;
+        if d.max_concurrent == 0 || d.max_per_destination == 0 {
+            bail!("delivery.maxConcurrent and delivery.maxPerDestination must be positive");
+        }
+        if d.min_backoff.is_zero() || d.max_backoff < d.min_backoff {
+            bail!("delivery.minBackoff must be positive and not above delivery.maxBackoff");
+        }
+        if let Some(relay) = &d.relay {
+            relay.host_port().context("delivery.relay.host")?;
         }
         Ok(())
     }
@@ -340,6 +485,40 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
         let text = format!("{MINIMAL}bogus: 1\n");
         let err = serde_saphyr::from_str::<Config>(&text).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn delivery_defaults_and_relay_settings() {
+        let c: Config = serde_saphyr::from_str(MINIMAL).unwrap();
+        assert_eq!(c.delivery, DeliveryConfig::default());
+        assert_eq!(c.delivery.min_backoff, Duration::from_secs(300));
+        assert_eq!(c.delivery.mx_port, 25);
+        let text = format!(
+            "{MINIMAL}delivery: {{relay: {{host: 'smtp.example.net:465', credentialsDir: /relay}}, \
+             lmtp: 'unix:/run/dovecot/lmtp', minBackoff: 10s, delayWarning: null}}\n"
+        );
+        let c: Config = serde_saphyr::from_str(&text).unwrap();
+        c.validate().unwrap();
+        let relay = c.delivery.relay.as_ref().unwrap();
+        assert_eq!(relay.host_port().unwrap(), ("smtp.example.net", 465));
+        assert!(relay.implicit_tls());
+        assert_eq!(c.delivery.min_backoff, Duration::from_secs(10));
+        assert_eq!(c.delivery.delay_warning, None);
+        let v6 = RelayConfig {
+            host: "[2001:db8::1]:587".into(),
+            tls: None,
+            ca_file: None,
+            credentials_dir: None,
+        };
+        assert_eq!(v6.host_port().unwrap(), ("2001:db8::1", 587));
+        assert!(!v6.implicit_tls());
+        for bad in ["smtp.example.net", ":25", "a:b:25", "host:x"] {
+            let relay = RelayConfig {
+                host: bad.into(),
+                ..v6.clone()
+            };
+            assert!(relay.host_port().is_err(), "{bad}");
+        }
     }
 
     #[test]

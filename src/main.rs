@@ -107,6 +107,32 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         log_format: config::LogFormat,
     },
+    /// Inspect and manage the delivery queue of a server (mailq, postqueue, postsuper).
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+        /// The spool directory (default: the one in --config).
+        #[arg(long, global = true)]
+        spool: Option<PathBuf>,
+        /// The server's config file, to find its spool.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Queued messages and the recipients still to deliver, with reasons (mailq).
+    List,
+    /// One message: envelope, recipient statuses, content (postcat -q).
+    Show { id: spool::QueueId },
+    /// Try every queued message now, deferred ones included (postqueue -f).
+    Flush,
+    /// Remove messages without notifying anyone (postsuper -d).
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<spool::QueueId>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,7 +144,9 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(async {
                 let bound = serve::start(config).await?;
                 println!("{}", bound.summary());
-                serve::shutdown_signal().await
+                serve::shutdown_signal().await?;
+                bound.shutdown().await;
+                Ok(())
             })
         }
         Command::Up {
@@ -190,7 +218,35 @@ fn main() -> anyhow::Result<()> {
                 identity,
             }))
         }
+        Command::Queue {
+            action,
+            spool,
+            config,
+        } => {
+            let spool = match (spool, config) {
+                (Some(dir), _) => dir,
+                (None, Some(file)) => config::Config::load(&file)?.spool.directory,
+                (None, None) => anyhow::bail!("say which queue: --spool DIR or --config FILE"),
+            };
+            queue_command(&spool, action)
+        }
     }
+}
+
+fn queue_command(spool: &std::path::Path, action: QueueAction) -> anyhow::Result<()> {
+    use delivery::control;
+    use std::io::Write;
+    match action {
+        QueueAction::List => print!("{}", control::list(spool)?),
+        QueueAction::Show { id } => std::io::stdout().write_all(&control::show(spool, &id)?)?,
+        QueueAction::Flush => println!("{}", control::request(spool, "flush")?),
+        QueueAction::Delete { ids } => {
+            for id in ids {
+                println!("{}", control::request(spool, &format!("delete {id}"))?);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::delivery::LocalDelivery;
+use crate::delivery::{QueueHandle, QueueRunner, control};
 use crate::policy::Policy;
 use crate::smtp::{self, ConnectionLimits, ListenerKind, Server};
 use crate::spool::Spool;
@@ -21,6 +23,16 @@ use crate::telemetry::{self, Metrics};
 pub struct Bound {
     pub listeners: Vec<(ListenerKind, SocketAddr)>,
     pub metrics: Option<SocketAddr>,
+    running: Running,
+}
+
+/// What a graceful shutdown stops, waits for, and in what time.
+struct Running {
+    accept: Vec<JoinHandle<()>>,
+    server: Arc<Server>,
+    queue: QueueHandle,
+    ready: Arc<AtomicBool>,
+    grace: Duration,
 }
 
 impl Bound {
@@ -43,6 +55,50 @@ impl Bound {
             .find(|(k, _)| *k == kind)
             .map(|(_, a)| *a)
     }
+
+    /// Graceful stop (SIGTERM): stop accepting and report not ready, let the sessions
+    /// in flight finish, and keep delivering until nothing is due — all within
+    /// `delivery.shutdownGrace`. What is left stays in the spool for the next start.
+    pub async fn shutdown(self) {
+        let Running {
+            accept,
+            server,
+            queue,
+            ready,
+            grace,
+        } = self.running;
+        let deadline = Instant::now() + grace;
+        ready.store(false, Ordering::Release);
+        for task in accept {
+            task.abort();
+            let _ = task.await;
+        }
+        // Each session task holds a reference to the server: they are done when ours
+        // is the last one.
+        while Arc::strong_count(&server) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let sessions = Arc::strong_count(&server) - 1;
+        if sessions > 0 {
+            tracing::warn!(
+                sessions,
+                "sessions still open at the shutdown deadline; closing them"
+            );
+        }
+        if tokio::time::timeout_at(deadline, queue.drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "deliveries still running at the shutdown deadline; their messages stay queued"
+            );
+        }
+        let left = server.spool.stats().messages;
+        tracing::info!(
+            queued = left,
+            "stopped; queued messages resume on the next start"
+        );
+    }
 }
 
 /// Loads every file, binds every socket, and starts serving. Errors here are the
@@ -62,7 +118,11 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
     let spool = Spool::open(&config.spool.directory)
         .await
         .with_context(|| format!("opening the spool {}", config.spool.directory.display()))?;
-    let delivery = LocalDelivery::start(spool.clone(), &config);
+    let delivery = QueueRunner::start(spool.clone(), &config, metrics.clone())
+        .context("setting up delivery")?;
+    control::serve(&config.spool.directory, delivery.clone())
+        .context("opening the queue control socket")?;
+    let delivery_handle = delivery.clone();
 
     let mut sockets = Vec::new();
     for (kind, addr) in [
@@ -86,34 +146,34 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
         None => None,
     };
 
-    let bound = Bound {
-        listeners: sockets
-            .iter()
-            .map(|(kind, l)| Ok((*kind, l.local_addr()?)))
-            .collect::<std::io::Result<_>>()?,
-        metrics: metrics_listener
-            .as_ref()
-            .map(TcpListener::local_addr)
-            .transpose()?,
-    };
+    let listeners = sockets
+        .iter()
+        .map(|(kind, l)| Ok((*kind, l.local_addr()?)))
+        .collect::<std::io::Result<_>>()?;
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
 
     let limits = ConnectionLimits::new(
         config.limits.max_connections,
         config.limits.max_connections_per_ip,
     );
+    let grace = config.delivery.shutdown_grace;
     let server = Arc::new(Server {
         config,
         tls,
         auth,
         policy,
         spool: spool.clone(),
-        delivery,
+        delivery: delivery.clone(),
         metrics: metrics.clone(),
         limits,
     });
-    for (kind, listener) in sockets {
-        tokio::spawn(smtp::serve(server.clone(), kind, listener));
-    }
+    let accept = sockets
+        .into_iter()
+        .map(|(kind, listener)| tokio::spawn(smtp::serve(server.clone(), kind, listener)))
+        .collect();
     if let Some(path) = &server.config.auth.dovecot_socket {
         let listener = crate::auth::dovecot::bind(path, server.config.auth.socket_mode()?)?;
         tokio::spawn(crate::auth::dovecot::serve(
@@ -123,13 +183,23 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
         ));
     }
     tokio::spawn(publish_spool_size(spool, metrics.clone()));
+    let ready = Arc::new(AtomicBool::new(false));
     if let Some(listener) = metrics_listener {
-        let ready = Arc::new(AtomicBool::new(false));
         tokio::spawn(telemetry::serve_http(listener, metrics, ready.clone()));
-        // Every file is loaded and every socket is accepting: ready for traffic.
-        ready.store(true, Ordering::Release);
     }
-    Ok(bound)
+    // Every file is loaded and every socket is accepting: ready for traffic.
+    ready.store(true, Ordering::Release);
+    Ok(Bound {
+        listeners,
+        metrics: metrics_addr,
+        running: Running {
+            accept,
+            server,
+            queue: delivery_handle,
+            ready,
+            grace,
+        },
+    })
 }
 
 async fn publish_spool_size(spool: Arc<Spool>, metrics: Arc<Metrics>) {

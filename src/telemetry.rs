@@ -19,6 +19,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
@@ -93,6 +94,29 @@ struct AuthLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    destination: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestinationLabels {
+    destination: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    state: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 5 ms to about 80 s: a Maildir write to a slow relay's end of data.
+fn delivery_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
 /// The server's metrics, all named `posthorn_*`. Label values are `&'static str`, so an
 /// update is a map lookup under a read lock and an atomic add, without allocating.
 pub struct Metrics {
@@ -107,6 +131,10 @@ pub struct Metrics {
     message_bytes_accepted: Family<ListenerLabels, Counter>,
     spool_messages: Gauge<u64, AtomicU64>,
     spool_bytes: Gauge<u64, AtomicU64>,
+    deliveries: Family<DeliveryLabels, Counter>,
+    delivery_duration: HistogramFamily<DestinationLabels>,
+    queue_messages: Family<QueueLabels, Gauge<u64, AtomicU64>>,
+    queue_oldest_age: Gauge<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -179,6 +207,32 @@ impl Metrics {
             "Bytes of messages waiting in the spool",
             Gauge::clone(&spool_bytes),
         );
+        let deliveries = Family::default();
+        registry.register(
+            "deliveries",
+            "Recipient delivery attempts by destination class (local, lmtp, relay, mx) and \
+             outcome (delivered, deferred, failed)",
+            Family::clone(&deliveries),
+        );
+        let delivery_duration: HistogramFamily<DestinationLabels> =
+            Family::new_with_constructor(delivery_histogram);
+        registry.register(
+            "delivery_duration_seconds",
+            "Time of one delivery transaction, by destination class",
+            Family::clone(&delivery_duration),
+        );
+        let queue_messages = Family::default();
+        registry.register(
+            "queue_messages",
+            "Queued messages by state: active (being delivered), waiting (for a retry)",
+            Family::clone(&queue_messages),
+        );
+        let queue_oldest_age = Gauge::default();
+        registry.register(
+            "queue_oldest_message_age_seconds",
+            "Age of the oldest message in the queue (0 when it is empty)",
+            Gauge::clone(&queue_oldest_age),
+        );
         Metrics {
             registry,
             connections,
@@ -191,6 +245,10 @@ impl Metrics {
             message_bytes_accepted,
             spool_messages,
             spool_bytes,
+            deliveries,
+            delivery_duration,
+            queue_messages,
+            queue_oldest_age,
         }
     }
 
@@ -248,6 +306,32 @@ impl Metrics {
     pub fn set_spool(&self, messages: u64, bytes: u64) {
         self.spool_messages.set(messages);
         self.spool_bytes.set(bytes);
+    }
+
+    /// One recipient's attempt: `destination` local, lmtp, relay or mx; `outcome`
+    /// delivered, deferred or failed.
+    pub fn delivery_outcome(&self, destination: &'static str, outcome: &'static str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                destination,
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn delivery_duration(&self, destination: &'static str, seconds: f64) {
+        self.delivery_duration
+            .get_or_create(&DestinationLabels { destination })
+            .observe(seconds);
+    }
+
+    pub fn set_queue(&self, active: u64, waiting: u64, oldest_age_seconds: u64) {
+        for (state, n) in [("active", active), ("waiting", waiting)] {
+            self.queue_messages
+                .get_or_create(&QueueLabels { state })
+                .set(n);
+        }
+        self.queue_oldest_age.set(oldest_age_seconds);
     }
 
     /// The OpenMetrics text exposition of every metric.
@@ -331,6 +415,10 @@ mod tests {
         m.message_accepted("submission", 100);
         m.message_rejected("smtp", "relay_denied");
         m.set_spool(3, 12345);
+        m.delivery_outcome("relay", "deferred");
+        m.delivery_outcome("relay", "deferred");
+        m.delivery_duration("mx", 0.02);
+        m.set_queue(1, 4, 600);
 
         let text = m.encode();
         for line in [
@@ -349,6 +437,11 @@ mod tests {
             r#"posthorn_messages_rejected_total{listener="smtp",reason="relay_denied"} 1"#,
             "posthorn_spool_messages 3",
             "posthorn_spool_bytes 12345",
+            r#"posthorn_deliveries_total{destination="relay",outcome="deferred"} 2"#,
+            r#"posthorn_delivery_duration_seconds_count{destination="mx"} 1"#,
+            r#"posthorn_delivery_duration_seconds_bucket{le="0.02",destination="mx"} 1"#,
+            r#"posthorn_queue_messages{state="waiting"} 4"#,
+            "posthorn_queue_oldest_message_age_seconds 600",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

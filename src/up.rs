@@ -44,6 +44,17 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         sender_login_map: senders,
         spool: state.join("spool"),
         maildir_root: state.join("mail"),
+        relay_credentials: options
+            .secrets_dir
+            .as_ref()
+            .zip(
+                manifest
+                    .spec
+                    .relay
+                    .as_ref()
+                    .and_then(|r| r.credentials_secret.as_ref()),
+            )
+            .map(|(dir, secret)| dir.join(secret)),
     };
     let mut config = Config::for_mailserver(&manifest.spec, &layout)?;
     config.listeners = listeners(&manifest, options.bind, &config.listeners);
@@ -84,7 +95,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             );
         }
     }
-    serve::shutdown_signal().await
+    serve::shutdown_signal().await?;
+    bound.shutdown().await;
+    Ok(())
 }
 
 /// The manifest's ports are the Service's; locally we bind the pod's unprivileged ports.

@@ -1,260 +1,660 @@
-//! Delivery of queued messages. For now: local delivery into Maildir mailboxes for the
-//! local domains; recipients elsewhere stay queued for the relay/MX queue runner.
+//! Delivery of queued messages: the queue runner.
 //!
-//! The worker is told about new messages through [`LocalDeliveryHandle::enqueue`] after
-//! the session's commit, and resumes every queued message when it starts. Each outcome
-//! is recorded in the spool before the next recipient is tried, so after a crash only
-//! the delivery in flight is repeated; the message leaves the spool once every
-//! recipient has a final outcome.
+//! The recipients of a message are grouped by destination — the built-in Maildir, the
+//! LMTP server, the relay host, or one MX domain — and each group goes out in one
+//! transaction, under a limit of deliveries in total and per destination. Every
+//! outcome is recorded in the spool before the next group is tried, so after a crash
+//! only the transaction in flight is repeated; a recipient deferred is tried again
+//! after an exponential backoff (see [`schedule`]) until it is delivered, fails, or has
+//! been queued for too long. The message leaves the spool once every recipient has a
+//! final outcome, and any report to its sender is queued before that outcome is
+//! recorded.
 
+mod client;
+pub mod control;
+mod lmtp;
 pub mod maildir;
+mod mx;
+mod remote;
+mod schedule;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{Semaphore, mpsc};
+use anyhow::Context;
+use bytes::Bytes;
+use tokio::sync::Semaphore;
 
-use crate::config::Config;
-use crate::spool::{BodyType, Envelope, QueueId, QueuedMessage, RecipientStatus, Spool};
+use crate::config::{Config, DeliveryConfig, RelayConfig};
+use crate::spool::{
+    BodyType, Envelope, Notify, QueueId, QueuedMessage, Recipient, RecipientStatus, Spool,
+};
+use crate::telemetry::Metrics;
+use client::{Attempt, Outcome, Transaction};
 use maildir::Route;
+use remote::{Connector, SessionCache};
+pub use schedule::QueueHandle;
 
-/// Messages delivered at once; each delivery is a few fsyncs on the blocking pool.
-const MAX_PARALLEL: usize = 8;
-/// Postfix `minimal_backoff_time` and `maximal_backoff_time`.
-const MIN_BACKOFF: u64 = 300;
-const MAX_BACKOFF: u64 = 4000;
-/// Postfix `maximal_queue_lifetime`: a mailbox that cannot be written for this long fails.
-const MAX_QUEUE_LIFETIME: u64 = 5 * 24 * 3600;
-
-/// Tells the local delivery worker about newly committed messages.
-#[derive(Clone)]
-pub struct LocalDeliveryHandle {
-    ids: mpsc::UnboundedSender<QueueId>,
+/// Where a group of recipients goes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Destination {
+    Maildir,
+    Lmtp,
+    Relay,
+    /// A recipient domain, lowercased.
+    Mx(String),
 }
 
-impl LocalDeliveryHandle {
-    /// Hands a committed message to the worker; never blocks.
-    pub fn enqueue(&self, id: QueueId) {
-        if self.ids.send(id).is_err() {
-            tracing::error!(%id, "local delivery worker stopped; message stays queued");
+impl Destination {
+    /// The `destination` label of the delivery metrics.
+    fn class(&self) -> &'static str {
+        match self {
+            Destination::Maildir => "local",
+            Destination::Lmtp => "lmtp",
+            Destination::Relay => "relay",
+            Destination::Mx(_) => "mx",
+        }
+    }
+
+    /// The name concurrency limits and cached sessions are kept under.
+    fn key(&self) -> String {
+        match self {
+            Destination::Mx(domain) => format!("mx:{domain}"),
+            other => other.class().to_string(),
         }
     }
 }
 
-pub struct LocalDelivery {
+/// What a report to the sender is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    /// Recipients failed for good (RFC 3464 action `failed`).
+    Failure,
+    /// Recipients still deferred after `delivery.delayWarning` (action `delayed`).
+    Delay,
+}
+
+/// A recipient a report is about: its index in the envelope and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub index: usize,
+    pub reason: String,
+}
+
+pub struct QueueRunner {
     spool: Arc<Spool>,
-    maildir_root: PathBuf,
+    config: DeliveryConfig,
     hostname: String,
     domains: Vec<String>,
+    maildir_root: PathBuf,
+    connector: Connector,
+    mx: mx::MxResolver,
+    lmtp: Option<lmtp::Lmtp>,
+    sessions: SessionCache,
+    per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+    metrics: Arc<Metrics>,
+    /// The scheduler, for the reports this runner queues; set once it runs.
+    queue: OnceLock<QueueHandle>,
 }
 
-impl LocalDelivery {
-    /// Starts the worker task: it first resumes every queued message, then delivers
-    /// what it is handed. It stops when every handle is dropped.
-    pub fn start(spool: Arc<Spool>, config: &Config) -> LocalDeliveryHandle {
-        let worker = Arc::new(LocalDelivery::new(spool, config));
-        let (ids, queue) = mpsc::unbounded_channel();
-        let resume = ids.clone();
-        let spool = worker.spool.clone();
-        tokio::spawn(async move {
-            match spool.list().await {
-                Ok(queued) => {
-                    if !queued.is_empty() {
-                        tracing::info!(messages = queued.len(), "resuming queued messages");
-                    }
-                    for id in queued {
-                        let _ = resume.send(id);
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(error = format!("{error:#}"), "cannot list the queue")
-                }
-            }
-        });
-        tokio::spawn(worker.run(queue, ids.downgrade()));
-        LocalDeliveryHandle { ids }
+impl QueueRunner {
+    /// Starts the runner: it resumes every queued message, then delivers what it is
+    /// handed through the returned handle.
+    pub fn start(
+        spool: Arc<Spool>,
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<QueueHandle> {
+        let runner = Arc::new(QueueRunner::new(spool, config, metrics)?);
+        Ok(schedule::start(runner))
     }
 
-    fn new(spool: Arc<Spool>, config: &Config) -> LocalDelivery {
-        LocalDelivery {
+    fn new(
+        spool: Arc<Spool>,
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<QueueRunner> {
+        let delivery = config.delivery.clone();
+        let connector = Connector::new(
+            config.hostname.clone(),
+            delivery.connect_timeout,
+            delivery.command_timeout,
+            delivery.relay.as_ref().and_then(|r| r.ca_file.as_deref()),
+        )
+        .context("setting up TLS for outgoing mail")?;
+        let resolver = crate::policy::recipient::resolver(&config.dns.nameservers)
+            .context("setting up the resolver for MX lookups")?;
+        let lmtp = delivery
+            .lmtp
+            .as_deref()
+            .map(|spec| {
+                lmtp::Target::parse(spec).map(|target| {
+                    lmtp::Lmtp::new(
+                        target,
+                        config.hostname.clone(),
+                        delivery.connect_timeout,
+                        delivery.command_timeout,
+                    )
+                })
+            })
+            .transpose()
+            .context("delivery.lmtp")?;
+        Ok(QueueRunner {
             spool,
-            maildir_root: config.spool.maildir_root.clone(),
+            mx: mx::MxResolver::new(resolver, delivery.mx_port),
+            config: delivery,
             hostname: config.hostname.clone(),
             domains: config.domains.clone(),
-        }
+            maildir_root: config.spool.maildir_root.clone(),
+            connector,
+            lmtp,
+            sessions: SessionCache::default(),
+            per_destination: Mutex::default(),
+            metrics,
+            queue: OnceLock::new(),
+        })
     }
 
-    async fn run(
-        self: Arc<Self>,
-        mut queue: mpsc::UnboundedReceiver<QueueId>,
-        retry: mpsc::WeakUnboundedSender<QueueId>,
-    ) {
-        let slots = Arc::new(Semaphore::new(MAX_PARALLEL));
-        // A message is handled by one task at a time, even if it is handed over twice.
-        let busy = Arc::new(Mutex::new(HashSet::new()));
-        while let Some(id) = queue.recv().await {
-            if !busy.lock().expect("not poisoned").insert(id) {
-                continue;
-            }
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let (worker, busy, retry) = (self.clone(), busy.clone(), retry.clone());
-            tokio::spawn(async move {
-                let next_attempt = match worker.deliver_queued(&id).await {
-                    Ok(next) => next,
-                    Err(error) => {
-                        tracing::error!(%id, error = format!("{error:#}"), "local delivery failed; message stays queued");
-                        None
-                    }
-                };
-                busy.lock().expect("not poisoned").remove(&id);
-                drop(slot);
-                if let Some(at) = next_attempt {
-                    tokio::time::sleep(Duration::from_secs(at.saturating_sub(unix_now()))).await;
-                    if let Some(retry) = retry.upgrade() {
-                        let _ = retry.send(id);
-                    }
-                }
-            });
-        }
-    }
-
-    /// Delivers every local recipient of a queued message that is due, recording each
-    /// outcome, and removes the message once all recipients are final. Answers when a
-    /// deferred local recipient is due again.
-    async fn deliver_queued(&self, id: &QueueId) -> anyhow::Result<Option<u64>> {
+    /// Delivers every recipient of a queued message that is due (all that are not final
+    /// with `force`, as `posthorn queue flush` asks), records each outcome, and removes
+    /// the message once all are final. Answers when the message is due again (`None`:
+    /// it has left the queue) and when it arrived.
+    async fn deliver(&self, id: &QueueId, force: bool) -> anyhow::Result<Option<(u64, u64)>> {
         let QueuedMessage {
             mut envelope,
             message,
         } = match self.spool.load(id).await {
             Ok(queued) => queued,
-            // Handed over twice (at resume and by its session) and already finished.
+            // Already finished, or deleted by `posthorn queue delete`.
             Err(error) if is_not_found(&error) => return Ok(None),
             Err(error) => return Err(error),
         };
         let now = unix_now();
         let mut next_attempt: Option<u64> = None;
-        let mut remote = 0;
-        for index in 0..envelope.recipients.len() {
-            let rcpt = &envelope.recipients[index];
-            let attempts = match &rcpt.status {
-                RecipientStatus::Delivered { .. } | RecipientStatus::Failed { .. } => continue,
-                RecipientStatus::Pending => 0,
-                RecipientStatus::Deferred { attempts, .. } => *attempts,
-            };
-            let status = match maildir::route(&rcpt.address, &self.domains) {
-                Route::Remote => {
-                    remote += 1;
-                    continue;
-                }
-                Route::Refused(reason) => RecipientStatus::Failed { reason },
-                Route::Local(mailbox) => {
-                    if let Some(at) = retry_time(&rcpt.status).filter(|at| *at > now) {
-                        next_attempt = earliest(next_attempt, Some(at));
-                        continue;
-                    }
-                    self.deliver_one(&envelope, index, &mailbox, &message, attempts)
-                        .await
-                }
-            };
-            log_outcome(id, &envelope.recipients[index].address, &status);
-            envelope.recipients[index].status = status.clone();
-            if envelope.is_done() {
-                break;
+        let mut groups: BTreeMap<Destination, Vec<usize>> = BTreeMap::new();
+        let mut refused = Vec::new();
+        for (index, rcpt) in envelope.recipients.iter().enumerate() {
+            if rcpt.status.is_final() {
+                continue;
             }
-            self.spool.record(id, &[(index, status.clone())]).await?;
-            next_attempt = earliest(next_attempt, retry_time(&status));
+            if let RecipientStatus::Deferred {
+                next_attempt: at, ..
+            } = rcpt.status
+                && at > now
+                && !force
+            {
+                next_attempt = earliest(next_attempt, Some(at));
+                continue;
+            }
+            match self.route(&rcpt.address) {
+                Ok(destination) => groups.entry(destination).or_default().push(index),
+                Err(reason) => refused.push((index, Attempt::Permanent(reason))),
+            }
+        }
+        if !refused.is_empty() {
+            self.conclude(&mut envelope, &message, "local", refused)
+                .await?;
+        }
+        let mut signed: Option<Bytes> = None;
+        for (destination, indexes) in groups {
+            let payload = match destination {
+                Destination::Relay | Destination::Mx(_) => signed
+                    .get_or_insert_with(|| self.dkim_sign(&envelope, message.clone()))
+                    .clone(),
+                _ => message.clone(),
+            };
+            let started = Instant::now();
+            let results = {
+                let _permit = self.destination_slot(&destination).await;
+                self.transfer(&destination, &envelope, &indexes, &payload)
+                    .await
+            };
+            self.metrics
+                .delivery_duration(destination.class(), started.elapsed().as_secs_f64());
+            self.conclude(&mut envelope, &message, destination.class(), results)
+                .await?;
         }
         if envelope.is_done() {
             self.spool.remove(id).await?;
             tracing::info!(%id, "removed");
             return Ok(None);
         }
-        if remote > 0 {
-            tracing::info!(%id, recipients = remote, "waiting for relay/MX delivery");
+        for rcpt in &envelope.recipients {
+            if let RecipientStatus::Deferred {
+                next_attempt: at, ..
+            } = rcpt.status
+            {
+                next_attempt = earliest(next_attempt, Some(at));
+            }
         }
-        Ok(next_attempt)
+        // Every recipient that is not final is deferred, so there is a next attempt;
+        // the fallback only guards against a status this code does not write.
+        let at = next_attempt.unwrap_or(now + self.config.min_backoff.as_secs());
+        Ok(Some((at, envelope.received_at)))
     }
 
-    async fn deliver_one(
+    /// Where mail for `address` goes, or why it cannot go anywhere.
+    fn route(&self, address: &str) -> Result<Destination, String> {
+        match maildir::route(address, &self.domains) {
+            Route::Local(_) if self.lmtp.is_some() => Ok(Destination::Lmtp),
+            Route::Local(_) => Ok(Destination::Maildir),
+            Route::Refused(reason) => Err(reason),
+            Route::Remote if self.config.relay.is_some() => Ok(Destination::Relay),
+            Route::Remote => {
+                let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+                Ok(Destination::Mx(domain.to_ascii_lowercase()))
+            }
+        }
+    }
+
+    async fn destination_slot(
         &self,
+        destination: &Destination,
+    ) -> tokio::sync::OwnedSemaphorePermit {
+        let semaphore = {
+            let mut slots = self.per_destination.lock().expect("not poisoned");
+            // Forget idle destinations now and then, so MX domains don't pile up.
+            if slots.len() > 10_000 {
+                slots.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            slots
+                .entry(destination.key())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_destination)))
+                .clone()
+        };
+        semaphore.acquire_owned().await.expect("never closed")
+    }
+
+    /// One attempt for a group of recipients bound for `destination`.
+    async fn transfer(
+        &self,
+        destination: &Destination,
         envelope: &Envelope,
-        index: usize,
-        mailbox: &maildir::Mailbox,
-        message: &bytes::Bytes,
-        attempts: u32,
-    ) -> RecipientStatus {
-        let maildir = mailbox.maildir(&self.maildir_root);
+        indexes: &[usize],
+        message: &Bytes,
+    ) -> Vec<(usize, Attempt)> {
+        let txn = Transaction {
+            envelope,
+            recipients: indexes,
+            message,
+        };
+        match destination {
+            Destination::Maildir => {
+                let mut results = Vec::with_capacity(indexes.len());
+                for &index in indexes {
+                    results.push((index, self.to_maildir(envelope, index, message).await));
+                }
+                results
+            }
+            Destination::Lmtp => {
+                let lmtp = self
+                    .lmtp
+                    .as_ref()
+                    .expect("routed to LMTP only when configured");
+                lmtp.deliver(&txn).await.results
+            }
+            Destination::Relay => {
+                let relay = self
+                    .config
+                    .relay
+                    .as_ref()
+                    .expect("routed to the relay only when set");
+                self.to_relay(relay, &txn, &destination.key()).await
+            }
+            Destination::Mx(domain) => self.to_mx(domain, &txn, &destination.key()).await,
+        }
+    }
+
+    async fn to_relay(
+        &self,
+        relay: &RelayConfig,
+        txn: &Transaction<'_>,
+        key: &str,
+    ) -> Vec<(usize, Attempt)> {
+        let mut session = match self.sessions.take(key).await {
+            Some(session) => session,
+            None => match self.connector.open_relay(relay).await {
+                Ok(session) => session,
+                Err(error) => return all(txn, error.attempt),
+            },
+        };
+        let Outcome { results, reusable } = session.send(txn).await;
+        if reusable {
+            self.sessions.put(key, session);
+        }
+        results
+    }
+
+    /// Tries the MX hosts in preference order, each address in turn, until one takes
+    /// the transaction; hosts that cannot be reached or refuse the session are skipped.
+    async fn to_mx(&self, domain: &str, txn: &Transaction<'_>, key: &str) -> Vec<(usize, Attempt)> {
+        if let Some(mut session) = self.sessions.take(key).await {
+            let Outcome { results, reusable } = session.send(txn).await;
+            if reusable {
+                self.sessions.put(key, session);
+            }
+            return results;
+        }
+        let hosts = match self.mx.hosts(domain).await {
+            Ok(hosts) => hosts,
+            Err(attempt) => return all(txn, attempt),
+        };
+        let mut last = Attempt::Temporary(format!("4.4.1 no mail host for {domain} answered"));
+        for host in &hosts {
+            for &addr in &host.addrs {
+                match self.connector.open_mx(&host.name, addr).await {
+                    Ok(mut session) => {
+                        let Outcome { results, reusable } = session.send(txn).await;
+                        if reusable {
+                            self.sessions.put(key, session);
+                        }
+                        return results;
+                    }
+                    Err(error) => {
+                        tracing::info!(domain, host = host.name, %addr, reason = ?error.attempt, "MX host skipped");
+                        let next = error.next_host;
+                        last = error.attempt;
+                        if !next {
+                            return all(txn, last);
+                        }
+                    }
+                }
+            }
+        }
+        all(txn, last)
+    }
+
+    async fn to_maildir(&self, envelope: &Envelope, index: usize, message: &Bytes) -> Attempt {
+        let address = envelope.recipients[index].address.clone();
+        let Route::Local(mailbox) = maildir::route(&address, &self.domains) else {
+            unreachable!("routed to the Maildir only when local");
+        };
+        let dir = mailbox.maildir(&self.maildir_root);
         let sender = envelope.mail_from.clone();
-        let recipient = envelope.recipients[index].address.clone();
         let binary = envelope.body == Some(BodyType::BinaryMime);
-        let (message, hostname, dir) = (message.clone(), self.hostname.clone(), maildir.clone());
+        let (message, hostname, target) = (message.clone(), self.hostname.clone(), dir.clone());
         let written = tokio::task::spawn_blocking(move || {
-            let copy = maildir::mailbox_copy(&sender, &recipient, &message, binary);
-            maildir::deliver(&dir, &hostname, &copy)
+            let copy = maildir::mailbox_copy(&sender, &address, &message, binary);
+            maildir::deliver(&target, &hostname, &copy)
         })
         .await
         .map_err(std::io::Error::other)
         .and_then(|r| r);
         match written {
-            Ok(_) => RecipientStatus::Delivered {
-                detail: format!("delivered to maildir {}", maildir.display()),
-            },
-            Err(error) => {
-                let reason = format!(
-                    "4.2.0 cannot write to maildir {}: {error}",
-                    maildir.display()
-                );
-                let now = unix_now();
-                if now >= envelope.received_at + MAX_QUEUE_LIFETIME {
-                    RecipientStatus::Failed {
+            Ok(_) => Attempt::Delivered(format!("2.0.0 delivered to maildir {}", dir.display())),
+            Err(error) => Attempt::Temporary(format!(
+                "4.2.0 cannot write to maildir {}: {error}",
+                dir.display()
+            )),
+        }
+    }
+
+    /// Turns attempts into recipient statuses, queues the reports they call for, then
+    /// records the statuses (a report is queued first so that a crash repeats it rather
+    /// than loses it).
+    async fn conclude(
+        &self,
+        envelope: &mut Envelope,
+        message: &Bytes,
+        class: &'static str,
+        results: Vec<(usize, Attempt)>,
+    ) -> anyhow::Result<()> {
+        let now = unix_now();
+        let mut updates = Vec::with_capacity(results.len());
+        let mut failures = Vec::new();
+        let mut delays = Vec::new();
+        for (index, attempt) in results {
+            let rcpt = &envelope.recipients[index];
+            let status = self.status_after(envelope.received_at, &rcpt.status, attempt, now);
+            log_outcome(&envelope.id, &rcpt.address, class, &status);
+            self.metrics.delivery_outcome(class, outcome_label(&status));
+            match &status {
+                RecipientStatus::Failed { reason } => failures.push(Reported {
+                    index,
+                    reason: reason.clone(),
+                }),
+                RecipientStatus::Deferred { reason, .. }
+                    if self.crosses_delay_warning(envelope.received_at, &rcpt.status, now) =>
+                {
+                    delays.push(Reported {
+                        index,
+                        reason: reason.clone(),
+                    })
+                }
+                _ => {}
+            }
+            updates.push((index, status));
+        }
+        if !failures.is_empty() {
+            self.report(envelope, message, &failures, ReportKind::Failure)
+                .await?;
+        }
+        if !delays.is_empty() {
+            self.report(envelope, message, &delays, ReportKind::Delay)
+                .await?;
+        }
+        for (index, status) in &updates {
+            envelope.recipients[*index].status = status.clone();
+        }
+        // A finished message is removed right after; its statuses need no record.
+        if !envelope.is_done() {
+            self.spool.record(&envelope.id, &updates).await?;
+        }
+        Ok(())
+    }
+
+    fn status_after(
+        &self,
+        received_at: u64,
+        before: &RecipientStatus,
+        attempt: Attempt,
+        now: u64,
+    ) -> RecipientStatus {
+        match attempt {
+            Attempt::Delivered(detail) => RecipientStatus::Delivered { detail },
+            Attempt::Permanent(reason) => RecipientStatus::Failed { reason },
+            Attempt::Temporary(reason) => {
+                if now >= received_at.saturating_add(self.config.max_queue_lifetime.as_secs()) {
+                    return RecipientStatus::Failed {
                         reason: format!("{reason} (message expired in the queue)"),
-                    }
-                } else {
-                    let attempts = attempts + 1;
-                    let backoff = MIN_BACKOFF
-                        .saturating_mul(1 << (attempts - 1).min(16))
-                        .min(MAX_BACKOFF);
-                    RecipientStatus::Deferred {
-                        attempts,
-                        next_attempt: now + backoff,
-                        reason,
-                    }
+                    };
+                }
+                let attempts = match before {
+                    RecipientStatus::Deferred { attempts, .. } => attempts + 1,
+                    _ => 1,
+                };
+                RecipientStatus::Deferred {
+                    attempts,
+                    next_attempt: now + self.backoff(attempts).as_secs(),
+                    reason,
                 }
             }
         }
     }
+
+    /// Postfix's backoff: `minBackoff` after the first failure, doubled after each
+    /// further one, at most `maxBackoff`.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 1u32 << attempts.saturating_sub(1).min(20);
+        self.config
+            .min_backoff
+            .saturating_mul(factor)
+            .min(self.config.max_backoff)
+    }
+
+    /// Whether this deferral is the first one past the delay-warning time: the previous
+    /// attempt (or none) was before it. Deferral records keep no "warned" flag, so the
+    /// previous attempt's time is worked out from its backoff.
+    fn crosses_delay_warning(&self, received_at: u64, before: &RecipientStatus, now: u64) -> bool {
+        let Some(warning) = self.config.delay_warning else {
+            return false;
+        };
+        let threshold = received_at.saturating_add(warning.as_secs());
+        if now < threshold {
+            return false;
+        }
+        match before {
+            RecipientStatus::Deferred {
+                attempts,
+                next_attempt,
+                ..
+            } => next_attempt.saturating_sub(self.backoff(*attempts).as_secs()) < threshold,
+            _ => true,
+        }
+    }
+
+    /// Queues a report to the envelope sender about `recipients` — never for the null
+    /// sender, and only for recipients whose NOTIFY asks for it (RFC 3461 §4.1). The
+    /// report is committed to the spool, as a message from `<>`, before the caller
+    /// records the outcome it reports.
+    async fn report(
+        &self,
+        envelope: &Envelope,
+        message: &Bytes,
+        recipients: &[Reported],
+        kind: ReportKind,
+    ) -> anyhow::Result<()> {
+        if envelope.mail_from.is_empty() {
+            return Ok(());
+        }
+        let wanted = match kind {
+            ReportKind::Failure => Notify::Failure,
+            ReportKind::Delay => Notify::Delay,
+        };
+        let recipients: Vec<Reported> = recipients
+            .iter()
+            .filter(|r| {
+                let notify = &envelope.recipients[r.index].notify;
+                notify.is_empty() || notify.contains(&wanted)
+            })
+            .cloned()
+            .collect();
+        if recipients.is_empty() {
+            return Ok(());
+        }
+        let body = self.report_message(envelope, message, &recipients, kind);
+        let bounce = Envelope {
+            id: Spool::new_id(),
+            mail_from: String::new(),
+            body: None,
+            smtputf8: envelope.smtputf8,
+            ret: None,
+            envid: None,
+            recipients: vec![Recipient::new(envelope.mail_from.clone())],
+            login: None,
+            client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            client_helo: self.hostname.clone(),
+            listener: "bounce".into(),
+            tls: None,
+            received_at: unix_now(),
+        };
+        self.spool
+            .commit(&bounce, Bytes::from(body))
+            .await
+            .with_context(|| format!("queueing the report on {}", envelope.id))?;
+        tracing::info!(id = %envelope.id, report = %bounce.id, ?kind, to = envelope.mail_from, "sender notification queued");
+        if let Some(queue) = self.queue.get() {
+            queue.enqueue(bounce.id);
+        }
+        Ok(())
+    }
+
+    /// The report message itself. A plain-text notice until `dsn` (RFC 3464
+    /// multipart/report) is wired in here.
+    fn report_message(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        recipients: &[Reported],
+        kind: ReportKind,
+    ) -> Vec<u8> {
+        let (subject, intro) = match kind {
+            ReportKind::Failure => (
+                "Undelivered Mail Returned to Sender",
+                "Your message could not be delivered to the following recipients:",
+            ),
+            ReportKind::Delay => (
+                "Delayed Mail (still being retried)",
+                "Your message has not been delivered yet to the following recipients; \
+                 delivery will be tried again:",
+            ),
+        };
+        let mut text = format!(
+            "From: Mail Delivery System <MAILER-DAEMON@{host}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n\
+             Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+             This is the mail system at host {host}.\r\n\r\n{intro}\r\n\r\n",
+            host = self.hostname,
+            to = envelope.mail_from,
+        );
+        for r in recipients {
+            text.push_str(&format!(
+                "<{}>: {}\r\n",
+                envelope.recipients[r.index].address, r.reason
+            ));
+        }
+        let headers_end = message
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(message.len(), |p| p + 2);
+        text.push_str("\r\n--- Headers of the original message ---\r\n\r\n");
+        let mut out = text.into_bytes();
+        out.extend_from_slice(&message[..headers_end]);
+        out
+    }
+
+    /// DKIM signing point: mail from the local domains is signed here before it leaves
+    /// for the relay host or an MX host; `dkim::Signer` is wired in at this call.
+    fn dkim_sign(&self, envelope: &Envelope, message: Bytes) -> Bytes {
+        let sender_domain = envelope.mail_from.rsplit_once('@').map(|(_, d)| d);
+        let local =
+            sender_domain.is_some_and(|d| self.domains.iter().any(|l| l.eq_ignore_ascii_case(d)));
+        if !local {
+            return message;
+        }
+        message
+    }
 }
 
-fn log_outcome(id: &QueueId, to: &str, status: &RecipientStatus) {
+fn all(txn: &Transaction<'_>, attempt: Attempt) -> Vec<(usize, Attempt)> {
+    txn.recipients
+        .iter()
+        .map(|&i| (i, attempt.clone()))
+        .collect()
+}
+
+fn outcome_label(status: &RecipientStatus) -> &'static str {
+    match status {
+        RecipientStatus::Delivered { .. } => "delivered",
+        RecipientStatus::Deferred { .. } => "deferred",
+        RecipientStatus::Failed { .. } => "failed",
+        RecipientStatus::Pending => "pending",
+    }
+}
+
+/// Postfix-style delivery log lines: `to=<…> relay=… status=sent|deferred|bounced`.
+fn log_outcome(id: &QueueId, to: &str, relay: &str, status: &RecipientStatus) {
     match status {
         RecipientStatus::Delivered { detail } => {
-            tracing::info!(%id, to, relay = "local", status = "sent", "{detail}")
+            tracing::info!(%id, to, relay, status = "sent", "{detail}")
         }
         RecipientStatus::Deferred { reason, .. } => {
-            tracing::warn!(%id, to, relay = "local", status = "deferred", "{reason}")
+            tracing::warn!(%id, to, relay, status = "deferred", "{reason}")
         }
         RecipientStatus::Failed { reason } => {
-            tracing::warn!(%id, to, relay = "local", status = "bounced", "{reason}")
+            tracing::warn!(%id, to, relay, status = "bounced", "{reason}")
         }
         RecipientStatus::Pending => {}
     }
 }
 
 fn is_not_found(error: &anyhow::Error) -> bool {
-    error
-        .downcast_ref::<std::io::Error>()
-        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-}
-
-fn retry_time(status: &RecipientStatus) -> Option<u64> {
-    match status {
-        RecipientStatus::Deferred { next_attempt, .. } => Some(*next_attempt),
-        _ => None,
-    }
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    })
 }
 
 fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {

@@ -6,6 +6,10 @@ use bytes::Bytes;
 use super::*;
 use crate::spool::Recipient;
 
+fn runner(spool: &Arc<Spool>, config: &Config) -> QueueRunner {
+    QueueRunner::new(spool.clone(), config, Arc::new(Metrics::new())).unwrap()
+}
+
 struct Setup {
     dir: tempfile::TempDir,
     spool: Arc<Spool>,
@@ -20,6 +24,7 @@ domains: [example.com, Example.ORG]
 tls: {{cert: /tls/tls.crt, key: /tls/tls.key}}
 auth: {{passwdFile: /users/passwd}}
 spool: {{directory: {d}/spool, maildirRoot: {d}/mail}}
+delivery: {{relay: {{host: '127.0.0.1:1'}}, connectTimeout: 2s, delayWarning: 1h}}
 ",
         d = dir.path().display()
     ))
@@ -29,9 +34,13 @@ spool: {{directory: {d}/spool, maildirRoot: {d}/mail}}
 }
 
 async fn commit(spool: &Spool, rcpts: &[&str]) -> Envelope {
+    commit_from(spool, "alice@example.net", rcpts).await
+}
+
+async fn commit_from(spool: &Spool, from: &str, rcpts: &[&str]) -> Envelope {
     let envelope = Envelope {
         id: Spool::new_id(),
-        mail_from: "alice@example.net".into(),
+        mail_from: from.into(),
         body: None,
         smtputf8: false,
         ret: None,
@@ -102,7 +111,7 @@ async fn worker_delivers_each_local_recipient_once_then_removes_the_message() {
         spool,
         config,
     } = setup().await;
-    let handle = LocalDelivery::start(spool.clone(), &config);
+    let handle = QueueRunner::start(spool.clone(), &config, Arc::new(Metrics::new())).unwrap();
     let envelope = commit(&spool, &["Bob+News@EXAMPLE.com", "carol@example.org"]).await;
     handle.enqueue(envelope.id);
     let queue = config.spool.directory.join("queue");
@@ -132,24 +141,35 @@ async fn worker_delivers_each_local_recipient_once_then_removes_the_message() {
 
 /// A message handed over again after it was finished is skipped without an error.
 async fn worker_ignores(spool: &Arc<Spool>, config: &Config, id: QueueId) -> bool {
-    let worker = LocalDelivery::new(spool.clone(), config);
-    worker.deliver_queued(&id).await.unwrap().is_none()
+    runner(spool, config)
+        .deliver(&id, false)
+        .await
+        .unwrap()
+        .is_none()
 }
 
 #[tokio::test]
-async fn worker_resumes_queued_messages_and_keeps_remote_recipients_queued() {
+async fn worker_resumes_queued_messages_and_defers_unreachable_relay_recipients() {
     let Setup {
         dir: _dir,
         spool,
         config,
     } = setup().await;
     let envelope = commit(&spool, &["bob@example.com", "dave@remote.example"]).await;
-    let _handle = LocalDelivery::start(spool.clone(), &config);
+    let _handle = QueueRunner::start(spool.clone(), &config, Arc::new(Metrics::new())).unwrap();
     eventually(async || {
         let loaded = spool.load_envelope(&envelope.id).await.unwrap();
-        statuses(&loaded) == ["delivered", "pending"]
+        statuses(&loaded) == ["delivered", "deferred"]
     })
     .await;
+    let loaded = spool.load_envelope(&envelope.id).await.unwrap();
+    let RecipientStatus::Deferred { reason, .. } = &loaded.recipients[1].status else {
+        unreachable!()
+    };
+    assert!(
+        reason.starts_with("4.4.1 relay 127.0.0.1:1: connection failed"),
+        "{reason}"
+    );
     assert_eq!(
         mailbox_files(&config.spool.maildir_root, "example.com", "bob").len(),
         1
@@ -165,7 +185,7 @@ async fn crash_between_delivery_and_record_repeats_only_that_recipient() {
         spool,
         config,
     } = setup().await;
-    let worker = LocalDelivery::new(spool.clone(), &config);
+    let worker = runner(&spool, &config);
     let envelope = commit(
         &spool,
         &[
@@ -176,39 +196,34 @@ async fn crash_between_delivery_and_record_repeats_only_that_recipient() {
     )
     .await;
     let message = Bytes::from_static(MESSAGE);
-    let mailbox = |user: &str| maildir::Mailbox {
-        domain: "example.com".into(),
-        user: user.into(),
-    };
     // First run: bob delivered and recorded; carol delivered, then the crash.
-    let bob = worker
-        .deliver_one(&envelope, 0, &mailbox("bob"), &message, 0)
-        .await;
-    assert!(matches!(bob, RecipientStatus::Delivered { .. }));
+    let bob = worker.to_maildir(&envelope, 0, &message).await;
+    assert!(matches!(bob, Attempt::Delivered(_)));
+    let bob = RecipientStatus::Delivered {
+        detail: "2.0.0 ok".into(),
+    };
     spool.record(&envelope.id, &[(0, bob)]).await.unwrap();
-    let carol = worker
-        .deliver_one(&envelope, 1, &mailbox("carol"), &message, 0)
-        .await;
-    assert!(matches!(carol, RecipientStatus::Delivered { .. }));
+    let carol = worker.to_maildir(&envelope, 1, &message).await;
+    assert!(matches!(carol, Attempt::Delivered(_)));
     drop((worker, spool));
 
     let spool = Spool::open(&config.spool.directory).await.unwrap();
-    let worker = LocalDelivery::new(spool.clone(), &config);
-    assert_eq!(worker.deliver_queued(&envelope.id).await.unwrap(), None);
+    let worker = runner(&spool, &config);
+    assert!(worker.deliver(&envelope.id, false).await.unwrap().is_some());
     let root = &config.spool.maildir_root;
     assert_eq!(mailbox_files(root, "example.com", "bob").len(), 1);
     assert_eq!(mailbox_files(root, "example.com", "carol").len(), 2);
     let loaded = spool.load_envelope(&envelope.id).await.unwrap();
-    assert_eq!(statuses(&loaded), ["delivered", "delivered", "pending"]);
-    // Running again delivers nothing twice.
-    worker.deliver_queued(&envelope.id).await.unwrap();
+    assert_eq!(statuses(&loaded), ["delivered", "delivered", "deferred"]);
+    // Running again (forced, as a flush) delivers nothing twice.
+    worker.deliver(&envelope.id, true).await.unwrap();
     assert_eq!(mailbox_files(root, "example.com", "carol").len(), 2);
 }
 
 #[tokio::test]
 async fn unsafe_local_parts_fail_without_writing_outside_the_root() {
     let Setup { dir, spool, config } = setup().await;
-    let worker = LocalDelivery::new(spool.clone(), &config);
+    let worker = runner(&spool, &config);
     let envelope = commit(
         &spool,
         &[
@@ -220,11 +235,11 @@ async fn unsafe_local_parts_fail_without_writing_outside_the_root() {
         ],
     )
     .await;
-    worker.deliver_queued(&envelope.id).await.unwrap();
+    worker.deliver(&envelope.id, false).await.unwrap();
     let loaded = spool.load_envelope(&envelope.id).await.unwrap();
     assert_eq!(
         statuses(&loaded),
-        ["failed", "failed", "failed", "delivered", "pending"]
+        ["failed", "failed", "failed", "delivered", "deferred"]
     );
     for rcpt in &loaded.recipients[..3] {
         assert!(
@@ -249,9 +264,9 @@ async fn unwritable_mailbox_is_deferred_and_the_message_kept() {
     } = setup().await;
     // A file where the mailbox directory should be.
     fs::write(&config.spool.maildir_root, b"not a directory").unwrap();
-    let worker = LocalDelivery::new(spool.clone(), &config);
+    let worker = runner(&spool, &config);
     let envelope = commit(&spool, &["bob@example.com"]).await;
-    let next = worker.deliver_queued(&envelope.id).await.unwrap();
+    let next = worker.deliver(&envelope.id, false).await.unwrap();
     let loaded = spool.load_envelope(&envelope.id).await.unwrap();
     let RecipientStatus::Deferred {
         attempts,
@@ -262,11 +277,170 @@ async fn unwritable_mailbox_is_deferred_and_the_message_kept() {
         panic!("{:?}", loaded.recipients[0].status);
     };
     assert_eq!(*attempts, 1);
-    assert_eq!(next, Some(*next_attempt));
-    assert!(*next_attempt >= unix_now() + MIN_BACKOFF - 1);
+    assert_eq!(next, Some((*next_attempt, envelope.received_at)));
+    assert!(*next_attempt >= unix_now() + 300 - 1);
     assert!(reason.starts_with("4.2.0"), "{reason}");
     // Not due yet: a second pass leaves it alone.
-    worker.deliver_queued(&envelope.id).await.unwrap();
+    worker.deliver(&envelope.id, false).await.unwrap();
     let again = spool.load_envelope(&envelope.id).await.unwrap();
     assert_eq!(again.recipients[0].status, loaded.recipients[0].status);
+}
+
+/// The bounces (messages from `<>`) in the queue, with their recipients.
+async fn bounces(spool: &Spool) -> Vec<(Envelope, Bytes)> {
+    let mut out = Vec::new();
+    for id in spool.list().await.unwrap() {
+        let queued = spool.load(&id).await.unwrap();
+        if queued.envelope.mail_from.is_empty() {
+            out.push((queued.envelope, queued.message));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn permanent_failure_queues_a_report_to_the_sender_but_never_to_the_null_sender() {
+    let Setup {
+        dir: _dir,
+        spool,
+        config,
+    } = setup().await;
+    let worker = runner(&spool, &config);
+    let envelope = commit(&spool, &["../evil@example.com", "ok@example.com"]).await;
+    assert_eq!(worker.deliver(&envelope.id, false).await.unwrap(), None);
+    let reports = bounces(&spool).await;
+    assert_eq!(reports.len(), 1);
+    let (report, body) = &reports[0];
+    assert_eq!(report.recipients[0].address, "alice@example.net");
+    let body = String::from_utf8_lossy(body);
+    assert!(body.contains("<../evil@example.com>: 5.1.3"), "{body}");
+    assert!(!body.contains("ok@example.com>:"), "{body}");
+
+    // The report itself fails (no such mailbox name): no report about a report.
+    let from_null = commit_from(&spool, "", &["../evil@example.com"]).await;
+    assert_eq!(worker.deliver(&from_null.id, false).await.unwrap(), None);
+    assert_eq!(bounces(&spool).await.len(), 1);
+
+    // NOTIFY=NEVER is honoured.
+    let mut quiet = commit(&spool, &[]).await;
+    spool.remove(&quiet.id).await.unwrap();
+    quiet.id = Spool::new_id();
+    quiet.recipients = vec![Recipient {
+        notify: vec![Notify::Never],
+        ..Recipient::new("../evil@example.com")
+    }];
+    spool
+        .commit(&quiet, Bytes::from_static(MESSAGE))
+        .await
+        .unwrap();
+    assert_eq!(worker.deliver(&quiet.id, false).await.unwrap(), None);
+    assert_eq!(bounces(&spool).await.len(), 1);
+}
+
+#[tokio::test]
+async fn retries_back_off_then_expire_into_a_failure_with_a_report() {
+    let Setup {
+        dir: _dir,
+        spool,
+        config,
+    } = setup().await;
+    let worker = runner(&spool, &config);
+    let backoffs: Vec<u64> = (1..=7).map(|n| worker.backoff(n).as_secs()).collect();
+    assert_eq!(backoffs, [300, 600, 1200, 2400, 4000, 4000, 4000]);
+
+    let now = unix_now();
+    let fresh = worker.status_after(
+        now - 10,
+        &RecipientStatus::Pending,
+        Attempt::Temporary("4.4.1 no".into()),
+        now,
+    );
+    assert_eq!(
+        fresh,
+        RecipientStatus::Deferred {
+            attempts: 1,
+            next_attempt: now + 300,
+            reason: "4.4.1 no".into()
+        }
+    );
+    let old = now - 5 * 24 * 3600;
+    let expired = worker.status_after(old, &fresh, Attempt::Temporary("4.4.1 no".into()), now);
+    assert!(
+        matches!(&expired, RecipientStatus::Failed { reason } if reason.contains("expired")),
+        "{expired:?}"
+    );
+
+    // A message queued long ago whose relay never answers fails, and the sender hears.
+    let mut envelope = commit(&spool, &[]).await;
+    spool.remove(&envelope.id).await.unwrap();
+    envelope.id = Spool::new_id();
+    envelope.received_at = old;
+    envelope.recipients = vec![Recipient::new("dave@remote.example")];
+    spool
+        .commit(&envelope, Bytes::from_static(MESSAGE))
+        .await
+        .unwrap();
+    assert_eq!(worker.deliver(&envelope.id, false).await.unwrap(), None);
+    let reports = bounces(&spool).await;
+    assert_eq!(reports.len(), 1);
+    let body = String::from_utf8_lossy(&reports[0].1);
+    assert!(
+        body.contains("4.4.1 relay 127.0.0.1:1: connection failed"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn delay_warning_is_sent_once_when_the_warning_time_passes() {
+    let Setup {
+        dir: _dir,
+        spool,
+        config,
+    } = setup().await;
+    let worker = runner(&spool, &config);
+    let now = unix_now();
+    let arrived = now - 3600 - 10;
+    // Previous attempt 400 s ago (before the 1 h mark), next one due now.
+    let before = RecipientStatus::Deferred {
+        attempts: 2,
+        next_attempt: now + 600 - 400,
+        reason: "x".into(),
+    };
+    assert!(worker.crosses_delay_warning(arrived, &before, now));
+    // That attempt (now) deferred again for 1200 s; the next one, after the mark like
+    // its predecessor, warns no more.
+    let later = RecipientStatus::Deferred {
+        attempts: 3,
+        next_attempt: now + 1200,
+        reason: "x".into(),
+    };
+    assert!(!worker.crosses_delay_warning(arrived, &later, now + 1200));
+    assert!(!worker.crosses_delay_warning(now - 60, &RecipientStatus::Pending, now));
+}
+
+#[tokio::test]
+async fn flush_retries_deferred_messages_and_delete_removes_them() {
+    let Setup {
+        dir: _dir,
+        spool,
+        config,
+    } = setup().await;
+    let handle = QueueRunner::start(spool.clone(), &config, Arc::new(Metrics::new())).unwrap();
+    let envelope = commit(&spool, &["dave@remote.example"]).await;
+    handle.enqueue(envelope.id);
+    let attempts =
+        async || match spool.load_envelope(&envelope.id).await.unwrap().recipients[0].status {
+            RecipientStatus::Deferred { attempts, .. } => attempts,
+            _ => 0,
+        };
+    eventually(async || attempts().await == 1).await;
+    assert!(handle.flush().await.unwrap() >= 1);
+    eventually(async || attempts().await == 2).await;
+    assert!(handle.delete(envelope.id).await.unwrap());
+    assert!(spool.list().await.unwrap().is_empty());
+    assert!(!handle.delete(envelope.id).await.unwrap());
+    // Nothing is due or in flight: a shutdown would not wait.
+    tokio::time::timeout(Duration::from_secs(5), handle.drained())
+        .await
+        .unwrap();
 }

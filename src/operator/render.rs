@@ -291,6 +291,7 @@ pub fn pod_layout() -> FileLayout {
         sender_login_map: format!("{CONFIG_DIR}/{SENDER_MAP_KEY}").into(),
         spool: format!("{STATE_DIR}/spool").into(),
         maildir_root: format!("{STATE_DIR}/mail").into(),
+        relay_credentials: Some(format!("{SECRETS_DIR}/relay").into()),
     }
 }
 

@@ -46,6 +46,33 @@ pub enum DomainStatus {
     TempFail,
 }
 
+/// A resolver asking `nameservers` (over UDP, then TCP) when given, else the ones in the
+/// system's resolv.conf. Shared by the recipient checks and MX delivery.
+pub fn resolver(nameservers: &[SocketAddr]) -> anyhow::Result<TokioResolver> {
+    let builder = if nameservers.is_empty() {
+        TokioResolver::builder_tokio()?
+    } else {
+        let servers = nameservers
+            .iter()
+            .map(|addr| {
+                let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                    .into_iter()
+                    .map(|mut c| {
+                        c.port = addr.port();
+                        c
+                    })
+                    .collect();
+                NameServerConfig::new(addr.ip(), true, connections)
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    Ok(builder.build()?)
+}
+
 pub struct DomainChecker {
     resolver: TokioResolver,
 }
@@ -54,29 +81,8 @@ impl DomainChecker {
     /// Uses `nameservers` when given (tests point this at a local dnsmasq), else the
     /// system's resolv.conf.
     pub fn new(nameservers: &[SocketAddr]) -> anyhow::Result<DomainChecker> {
-        let builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio()?
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|addr| {
-                    let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
-                        .into_iter()
-                        .map(|mut c| {
-                            c.port = addr.port();
-                            c
-                        })
-                        .collect();
-                    NameServerConfig::new(addr.ip(), true, connections)
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
         Ok(DomainChecker {
-            resolver: builder.build()?,
+            resolver: resolver(nameservers)?,
         })
     }
 

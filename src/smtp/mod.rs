@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::delivery::LocalDeliveryHandle;
+use crate::delivery::QueueHandle;
 use crate::policy::Policy;
 use crate::spool::Spool;
 use crate::telemetry::Metrics;
@@ -57,7 +57,7 @@ pub struct Server {
     pub auth: Arc<Authenticator>,
     pub policy: Policy,
     pub spool: Arc<Spool>,
-    pub delivery: LocalDeliveryHandle,
+    pub delivery: QueueHandle,
     pub metrics: Arc<Metrics>,
     pub limits: ConnectionLimits,
 }

@@ -204,6 +204,60 @@ impl Spool {
     }
 }
 
+/// A queued message as the queue tools see it: envelope with recorded outcomes, and
+/// the queue file's size.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    pub envelope: Envelope,
+    pub size: u64,
+}
+
+/// The queued messages of spool directory `dir`, oldest first, read without opening the
+/// spool: nothing is written, cleaned or locked, so this is safe next to a running
+/// server. Messages that leave the queue while it reads are skipped. Blocking.
+pub fn inspect(dir: &Path) -> anyhow::Result<Vec<QueueEntry>> {
+    let queue = dir.join("queue");
+    let mut ids: Vec<QueueId> = fs::read_dir(&queue)
+        .with_context(|| format!("reading {}", queue.display()))?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    ids.sort();
+    let mut entries = Vec::with_capacity(ids.len());
+    for id in ids {
+        let path = queue.join(id.as_str());
+        let read = File::open(&path).and_then(|file| {
+            let size = file.metadata()?.len();
+            Ok((file, size))
+        });
+        let (file, size) = match read {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let mut envelope = format::read_prefix(&mut BufReader::new(file), size)
+            .with_context(|| format!("reading {}", path.display()))?
+            .0;
+        let sidecar = queue.join(format!("{id}{SIDECAR_SUFFIX}"));
+        format::apply_status(&mut envelope, &read_optional(&sidecar)?);
+        entries.push(QueueEntry { envelope, size });
+    }
+    Ok(entries)
+}
+
+/// One queued message of spool directory `dir`, read as [`inspect`] reads. Blocking.
+pub fn inspect_message(dir: &Path, id: &QueueId) -> anyhow::Result<QueuedMessage> {
+    let queue = dir.join("queue");
+    let data =
+        fs::read(queue.join(id.as_str())).with_context(|| format!("no queued message {id}"))?;
+    let (mut envelope, start) = format::read_prefix(&mut &data[..], data.len() as u64)?;
+    format::apply_status(
+        &mut envelope,
+        &read_optional(&queue.join(format!("{id}{SIDECAR_SUFFIX}")))?,
+    );
+    let message = Bytes::from(data).slice(start as usize..);
+    Ok(QueuedMessage { envelope, message })
+}
+
 /// True when a [`Spool::commit`] error means the disk (or quota) is full: the session
 /// answers `452 4.3.1 Insufficient system storage` then, `451 4.3.0` otherwise.
 pub fn is_out_of_space(error: &anyhow::Error) -> bool {

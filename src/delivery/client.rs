@@ -1,0 +1,386 @@
+//! One mail transaction to a next hop (relay host, MX host, LMTP server) over an open
+//! session of `mail-send`'s client: MAIL, one RCPT per recipient, DATA (or BDAT for
+//! BINARYMIME), with each recipient's reply kept, as Postfix's smtp(8) and lmtp(8) do.
+
+use std::fmt::Write as _;
+
+use mail_send::SmtpClient;
+use smtp_proto::{
+    EXT_8BIT_MIME, EXT_BINARY_MIME, EXT_CHUNKING, EXT_DSN, EXT_SIZE, EXT_SMTP_UTF8, EhloResponse,
+    Response,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::spool::{BodyType, Envelope, Notify, Ret};
+
+/// What became of one recipient in one attempt. Texts start with an enhanced status
+/// code, as [`crate::spool::RecipientStatus`] wants them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered(String),
+    /// 4xx, or no answer: try again later.
+    Temporary(String),
+    /// 5xx: give up on this recipient.
+    Permanent(String),
+}
+
+impl Attempt {
+    /// The outcome a reply means for a recipient; `peer` names who said it.
+    pub fn from_reply(peer: &str, reply: &Response<String>, after: &str) -> Attempt {
+        let text = format!(
+            "{} {peer} said: {} (in reply to {after})",
+            status_code(reply),
+            reply_text(reply)
+        );
+        match reply.code {
+            200..=399 => Attempt::Delivered(text),
+            400..=499 => Attempt::Temporary(text),
+            _ => Attempt::Permanent(text),
+        }
+    }
+}
+
+/// The enhanced status code of a reply, or one made from its class when the peer sent none.
+fn status_code(reply: &Response<String>) -> String {
+    match reply.esc {
+        [0, 0, 0] => format!("{}.0.0", reply.code / 100),
+        [a, b, c] => format!("{a}.{b}.{c}"),
+    }
+}
+
+/// `550 5.1.1 <bob@example.net>: Recipient address rejected`, multi-line replies joined.
+pub fn reply_text(reply: &Response<String>) -> String {
+    let message = reply.message.replace(['\r', '\n'], " ");
+    match reply.esc {
+        [0, 0, 0] => format!("{} {message}", reply.code),
+        [a, b, c] => format!("{} {a}.{b}.{c} {message}", reply.code),
+    }
+}
+
+/// The part of a queued message one transaction carries: the recipients (indexes into
+/// `envelope.recipients`) bound for one next hop.
+pub struct Transaction<'a> {
+    pub envelope: &'a Envelope,
+    pub recipients: &'a [usize],
+    pub message: &'a [u8],
+}
+
+/// The outcome per recipient, and whether the session may carry another transaction.
+pub struct Outcome {
+    pub results: Vec<(usize, Attempt)>,
+    pub reusable: bool,
+}
+
+impl Outcome {
+    fn all(txn: &Transaction<'_>, attempt: Attempt, reusable: bool) -> Outcome {
+        Outcome {
+            results: txn
+                .recipients
+                .iter()
+                .map(|&i| (i, attempt.clone()))
+                .collect(),
+            reusable,
+        }
+    }
+}
+
+/// Runs one transaction on a session that has been greeted (EHLO or LHLO answered with
+/// `caps`). With `lmtp`, the end of data brings one reply per accepted recipient (RFC
+/// 2033 §4.2).
+pub async fn send<S>(
+    client: &mut SmtpClient<S>,
+    caps: &EhloResponse<String>,
+    peer: &str,
+    txn: &Transaction<'_>,
+    lmtp: bool,
+) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let envelope = txn.envelope;
+    let binary = envelope.body == Some(BodyType::BinaryMime);
+    if binary && !(caps.has_capability(EXT_BINARY_MIME) && caps.has_capability(EXT_CHUNKING)) {
+        let text = format!("5.6.3 {peer} does not support BINARYMIME, which the message needs");
+        return Outcome::all(txn, Attempt::Permanent(text), true);
+    }
+    if envelope.smtputf8 && !caps.has_capability(EXT_SMTP_UTF8) {
+        let text = format!("5.6.7 {peer} does not support SMTPUTF8, which the message needs");
+        return Outcome::all(txn, Attempt::Permanent(text), true);
+    }
+    let dsn = caps.has_capability(EXT_DSN);
+
+    let mut mail = format!("MAIL FROM:<{}>", envelope.mail_from);
+    match envelope.body {
+        Some(BodyType::BinaryMime) => mail.push_str(" BODY=BINARYMIME"),
+        Some(BodyType::EightBitMime) if caps.has_capability(EXT_8BIT_MIME) => {
+            mail.push_str(" BODY=8BITMIME")
+        }
+        _ => {}
+    }
+    if envelope.smtputf8 {
+        mail.push_str(" SMTPUTF8");
+    }
+    if caps.has_capability(EXT_SIZE) {
+        let _ = write!(mail, " SIZE={}", txn.message.len());
+    }
+    if dsn {
+        match envelope.ret {
+            Some(Ret::Full) => mail.push_str(" RET=FULL"),
+            Some(Ret::Hdrs) => mail.push_str(" RET=HDRS"),
+            None => {}
+        }
+        if let Some(envid) = &envelope.envid {
+            let _ = write!(mail, " ENVID={}", xtext(envid));
+        }
+    }
+    mail.push_str("\r\n");
+    let reply = match client.cmd(mail.as_bytes()).await {
+        Ok(reply) => reply,
+        Err(error) => return Outcome::all(txn, lost(peer, "MAIL FROM", &error), false),
+    };
+    if reply.code != 250 {
+        let attempt = Attempt::from_reply(peer, &reply, "MAIL FROM command");
+        return Outcome::all(txn, attempt, rset(client).await);
+    }
+
+    let mut results = Vec::with_capacity(txn.recipients.len());
+    let mut accepted = Vec::new();
+    for &index in txn.recipients {
+        let rcpt = &envelope.recipients[index];
+        let mut command = format!("RCPT TO:<{}>", rcpt.address);
+        if dsn {
+            if !rcpt.notify.is_empty() {
+                let notify: Vec<&str> = rcpt
+                    .notify
+                    .iter()
+                    .map(|n| match n {
+                        Notify::Success => "SUCCESS",
+                        Notify::Failure => "FAILURE",
+                        Notify::Delay => "DELAY",
+                        Notify::Never => "NEVER",
+                    })
+                    .collect();
+                let _ = write!(command, " NOTIFY={}", notify.join(","));
+            }
+            if let Some(orcpt) = &rcpt.orcpt {
+                let _ = write!(command, " ORCPT={}", xtext(orcpt));
+            }
+        }
+        command.push_str("\r\n");
+        match client.cmd(command.as_bytes()).await {
+            Ok(reply) if reply.code == 250 || reply.code == 251 => accepted.push(index),
+            Ok(reply) => {
+                results.push((index, Attempt::from_reply(peer, &reply, "RCPT TO command")))
+            }
+            Err(error) => {
+                let attempt = lost(peer, "RCPT TO", &error);
+                let answered: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
+                results.extend(
+                    txn.recipients
+                        .iter()
+                        .filter(|i| !answered.contains(i))
+                        .map(|&i| (i, attempt.clone())),
+                );
+                return Outcome {
+                    results,
+                    reusable: false,
+                };
+            }
+        }
+    }
+    if accepted.is_empty() {
+        let reusable = rset(client).await;
+        return Outcome { results, reusable };
+    }
+
+    let sent = if binary {
+        send_bdat(client, txn.message).await
+    } else {
+        send_data(client, txn.message, peer).await
+    };
+    let end = match sent {
+        Ok(Ok(())) => "end of DATA command",
+        Ok(Err(refused)) => {
+            results.extend(accepted.iter().map(|&i| (i, refused.clone())));
+            let reusable = rset(client).await;
+            return Outcome { results, reusable };
+        }
+        Err(error) => {
+            let attempt = lost(peer, "DATA", &error);
+            results.extend(accepted.iter().map(|&i| (i, attempt.clone())));
+            return Outcome {
+                results,
+                reusable: false,
+            };
+        }
+    };
+    let wanted = if lmtp { accepted.len() } else { 1 };
+    let replies = match read_replies(client, wanted).await {
+        Ok(replies) => replies,
+        Err(error) => {
+            // Unknown whether the peer took the message: deliver again later (a possible
+            // duplicate rather than a loss, as RFC 1047 advises).
+            let attempt = lost(peer, "end of DATA", &error);
+            results.extend(accepted.iter().map(|&i| (i, attempt.clone())));
+            return Outcome {
+                results,
+                reusable: false,
+            };
+        }
+    };
+    for (n, &index) in accepted.iter().enumerate() {
+        let reply = &replies[if lmtp { n } else { 0 }];
+        results.push((index, Attempt::from_reply(peer, reply, end)));
+    }
+    Outcome {
+        results,
+        reusable: true,
+    }
+}
+
+/// DATA, the dot-stuffed message and its terminator. `Ok(Err(_))` when DATA itself is
+/// refused.
+async fn send_data<S>(
+    client: &mut SmtpClient<S>,
+    message: &[u8],
+    peer: &str,
+) -> mail_send::Result<Result<(), Attempt>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let reply = client.cmd(b"DATA\r\n").await?;
+    if reply.code != 354 {
+        return Ok(Err(Attempt::from_reply(peer, &reply, "DATA command")));
+    }
+    let stuffed = dot_stuff(message);
+    tokio::time::timeout(client.timeout, async {
+        client.stream.write_all(&stuffed).await?;
+        client.stream.flush().await
+    })
+    .await
+    .map_err(|_| mail_send::Error::Timeout)??;
+    Ok(Ok(()))
+}
+
+/// `BDAT <len> LAST` and the bytes as they are (RFC 3030); the reply is read by the caller.
+async fn send_bdat<S>(
+    client: &mut SmtpClient<S>,
+    message: &[u8],
+) -> mail_send::Result<Result<(), Attempt>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::time::timeout(client.timeout, async {
+        let head = format!("BDAT {} LAST\r\n", message.len());
+        client.stream.write_all(head.as_bytes()).await?;
+        client.stream.write_all(message).await?;
+        client.stream.flush().await
+    })
+    .await
+    .map_err(|_| mail_send::Error::Timeout)??;
+    Ok(Ok(()))
+}
+
+async fn read_replies<S>(
+    client: &mut SmtpClient<S>,
+    wanted: usize,
+) -> mail_send::Result<Vec<Response<String>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let timeout = client.timeout;
+    tokio::time::timeout(timeout, client.read_many(wanted))
+        .await
+        .map_err(|_| mail_send::Error::Timeout)?
+}
+
+/// RSET after a failed transaction; whether the session is still good for another.
+async fn rset<S>(client: &mut SmtpClient<S>) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    matches!(client.cmd(b"RSET\r\n").await, Ok(reply) if reply.code == 250)
+}
+
+fn lost(peer: &str, during: &str, error: &mail_send::Error) -> Attempt {
+    Attempt::Temporary(format!(
+        "4.4.2 lost connection with {peer} while sending {during}: {error}"
+    ))
+}
+
+/// The message with every line starting with `.` doubled (RFC 5321 §4.5.2) and the
+/// end-of-data line after it; a last line without CRLF gets one.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+    let mut line_start = true;
+    for &byte in message {
+        if line_start && byte == b'.' {
+            out.push(b'.');
+        }
+        out.push(byte);
+        line_start = byte == b'\n';
+    }
+    if !message.is_empty() && !message.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// xtext (RFC 3461 §4): `+XX` for `+`, `=`, and bytes outside `!`..=`~`.
+pub fn xtext(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if (b'!'..=b'~').contains(&byte) && byte != b'+' && byte != b'=' {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "+{byte:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing_doubles_leading_dots_and_terminates_once() {
+        assert_eq!(dot_stuff(b"a\r\n.b\r\n..\r\n"), b"a\r\n..b\r\n...\r\n.\r\n");
+        assert_eq!(dot_stuff(b".x"), b"..x\r\n.\r\n");
+        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b".\r\n");
+    }
+
+    #[test]
+    fn xtext_encodes_plus_equals_and_spaces() {
+        assert_eq!(
+            xtext("rfc822;bob+x@example.com"),
+            "rfc822;bob+2Bx@example.com"
+        );
+        assert_eq!(xtext("a=b c"), "a+3Db+20c");
+    }
+
+    #[test]
+    fn replies_map_to_outcomes_with_status_codes() {
+        let reply = Response::new(550, 5, 1, 1, "<bob@example.net>: unknown".to_string());
+        assert_eq!(
+            Attempt::from_reply("host mx[192.0.2.1]", &reply, "RCPT TO command"),
+            Attempt::Permanent(
+                "5.1.1 host mx[192.0.2.1] said: 550 5.1.1 <bob@example.net>: unknown \
+                 (in reply to RCPT TO command)"
+                    .into()
+            )
+        );
+        let reply = Response::new(451, 0, 0, 0, "try later".to_string());
+        assert!(matches!(
+            Attempt::from_reply("p", &reply, "x"),
+            Attempt::Temporary(t) if t.starts_with("4.0.0 p said: 451 try later")
+        ));
+        let reply = Response::new(250, 2, 0, 0, "Ok: queued as X".to_string());
+        assert!(matches!(
+            Attempt::from_reply("p", &reply, "x"),
+            Attempt::Delivered(t) if t.starts_with("2.0.0 ")
+        ));
+    }
+}

@@ -25,6 +25,9 @@ use render::{PdbApi, RenderOptions, SecretData};
 /// MailServer names another.
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/posthorn/posthorn:", env!("CARGO_PKG_VERSION"));
 
+/// The operator's User-Agent towards the API server.
+pub const USER_AGENT: &str = concat!("posthorn-operator/", env!("CARGO_PKG_VERSION"));
+
 /// What `posthorn render` is asked for.
 pub struct RenderCommand {
     pub manifest: PathBuf,
@@ -97,9 +100,15 @@ pub struct OperatorCommand {
 /// renewing it. Losing the Lease ends the process (the Deployment restarts it as a
 /// standby), so two replicas never reconcile at once.
 pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
+    let mut config = kube::Config::infer()
         .await
-        .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
+        .context("finding the Kubernetes API (KUBECONFIG or in-cluster config)")?;
+    // kube-rs sends no User-Agent: name ourselves, so audit logs tell our writes apart.
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    let client = kube::Client::try_from(config).context("building the Kubernetes API client")?;
     let metrics = Arc::new(metrics::OperatorMetrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(command.metrics)

@@ -6,6 +6,8 @@
 //! Every test binary uses a different subset of these helpers, hence the allow below.
 #![allow(dead_code)]
 
+pub mod kube;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -469,17 +469,35 @@ fn condition(server: &Value, type_: &str) -> Option<(String, String)> {
         })
 }
 
-/// The chart's own objects (RBAC, Deployment, Service) are installed into the 1.20 API
-/// server; the operator runs with its ServiceAccount's token only, reconciles a
+/// The chart is installed with helm into the 1.20 API server; the operator runs with its ServiceAccount's token only, reconciles a
 /// MailServer that needs every kind it manages, prunes and repairs, hands the Lease over,
 /// and never meets a `forbidden`.
 #[test]
 fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
     let bed = TestBed::start();
-    bed.kubectl(&["create", "namespace", NAMESPACE]);
-    // Everything the chart renders (two replicas), applied server-side: also proves the
-    // Deployment's fields exist in 1.20.
-    bed.apply(&template(&helm("3"), &["replicas=2"]));
+    // A real `helm install` (two replicas): also proves every rendered field exists in
+    // 1.20 and NOTES.txt renders.
+    let installed = run(Command::new(helm("3"))
+        .args([
+            "install",
+            "posthorn",
+            "charts/posthorn",
+            "--namespace",
+            NAMESPACE,
+        ])
+        .args(["--create-namespace", "--set", "replicas=2", "--kubeconfig"])
+        .arg(bed.path("kubeconfig"))
+        .current_dir(repo()));
+    assert!(installed.contains("STATUS: deployed"), "{installed}");
+    assert!(
+        installed.contains("kubectl apply -f examples/mailserver.yaml")
+            && installed.contains("2 replicas, one leading on Lease posthorn-operator"),
+        "{installed}"
+    );
+    assert_eq!(
+        bed.get(NAMESPACE, "deployment/posthorn").unwrap()["spec"]["replicas"],
+        2
+    );
 
     // The token controller gives the ServiceAccount a token Secret (1.20).
     let token = wait_for("the ServiceAccount token", &String::new, || {

@@ -125,6 +125,25 @@ pub fn session_info(conn: &ServerConnection) -> (&'static str, &'static str) {
     (version, cipher)
 }
 
+/// A self-signed ECDSA P-256 certificate for `hostname` (PEM certificate, PEM PKCS#8
+/// key), valid from an hour ago for `validity`. Quick: a P-256 key takes well under a
+/// millisecond.
+pub fn self_signed_pem(hostname: &str, validity: Duration) -> anyhow::Result<(String, String)> {
+    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(vec![hostname.to_owned()])
+        .with_context(|| format!("certificate for {hostname:?}"))?;
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(rcgen::DnType::CommonName, hostname);
+    params.distinguished_name = name;
+    let now = SystemTime::now();
+    // Back-dated a little so clients with a slightly slow clock accept it straight away.
+    params.not_before = (now - Duration::from_secs(3600)).into();
+    params.not_after = (now + validity).into();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.self_signed(&key_pair)?;
+    Ok((cert.pem(), key_pair.serialize_pem()))
+}
+
 /// Makes sure `dir` holds a self-signed certificate for `hostname` (ECDSA P-256, one year)
 /// as `tls.crt` and `tls.key`, and returns their paths. A pair already there is kept
 /// while it matches, names `hostname` and stays valid for another 30 days, so the
@@ -143,22 +162,10 @@ pub fn write_self_signed(hostname: &str, dir: &Path) -> anyhow::Result<(PathBuf,
         }
     }
 
-    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut params = rcgen::CertificateParams::new(vec![hostname.to_owned()])
-        .with_context(|| format!("certificate for {hostname:?}"))?;
-    let mut name = rcgen::DistinguishedName::new();
-    name.push(rcgen::DnType::CommonName, hostname);
-    params.distinguished_name = name;
-    let now = SystemTime::now();
-    // Back-date a little so clients with a slightly slow clock accept it straight away.
-    params.not_before = (now - Duration::from_secs(3600)).into();
-    params.not_after = (now + SELF_SIGNED_VALIDITY).into();
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.self_signed(&key_pair)?;
-
+    let (cert, key) = self_signed_pem(hostname, SELF_SIGNED_VALIDITY)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_atomically(&key_path, key_pair.serialize_pem().as_bytes(), 0o600)?;
-    write_atomically(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    write_atomically(&key_path, key.as_bytes(), 0o600)?;
+    write_atomically(&cert_path, cert.as_bytes(), 0o644)?;
     tracing::info!(hostname, cert = %cert_path.display(), "generated a self-signed certificate");
     Ok((cert_path, key_path))
 }

@@ -2,7 +2,7 @@
 //! certificate and the DKIM signing key. Randomness lives here, away from `render`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
@@ -18,24 +18,12 @@ const DKIM_RSA_BITS: usize = 2048;
 /// telling the user to bring a real certificate.
 const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
 
-/// `tls.crt` and `tls.key` of a self-signed ECDSA P-256 certificate for `hostname`.
-/// Quick enough for an async thread: a P-256 key takes well under a millisecond.
+/// `tls.crt` and `tls.key` of a self-signed certificate for `hostname`.
 pub fn self_signed_tls(hostname: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut params = rcgen::CertificateParams::new(vec![hostname.to_owned()])
-        .with_context(|| format!("certificate for {hostname:?}"))?;
-    let mut name = rcgen::DistinguishedName::new();
-    name.push(rcgen::DnType::CommonName, hostname);
-    params.distinguished_name = name;
-    let now = SystemTime::now();
-    // Back-dated a little for clients whose clock is slightly slow.
-    params.not_before = (now - Duration::from_secs(3600)).into();
-    params.not_after = (now + SELF_SIGNED_VALIDITY).into();
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.self_signed(&key_pair)?;
+    let (cert, key) = crate::tls::self_signed_pem(hostname, SELF_SIGNED_VALIDITY)?;
     Ok(BTreeMap::from([
-        ("tls.crt".to_string(), cert.pem()),
-        ("tls.key".to_string(), key_pair.serialize_pem()),
+        ("tls.crt".to_string(), cert),
+        ("tls.key".to_string(), key),
     ]))
 }
 

@@ -116,6 +116,8 @@ trap '"${buildah[@]}" rm "$container" >/dev/null 2>&1 || true; rm -rf "$work"' E
 rm -rf "$out"
 mkdir -p "$(dirname "$out")"
 "${buildah[@]}" push --quiet "$tag" "oci:$out:$ref"
+# Earlier builds of the same tag are left untagged; vfs keeps each as a full copy.
+"${buildah[@]}" rmi --prune >/dev/null 2>&1 || true
 
 # --- the check: the exported image, unpacked, runs its own binary --------------
 umoci unpack --rootless --image "$out:$ref" "$work/bundle" >/dev/null

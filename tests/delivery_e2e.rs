@@ -5,161 +5,21 @@
 //! The peers come from Debian packages that `e2e/setup.sh` installs; these tests need
 //! root (Postfix and Dovecot drop to their own users from there).
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::peers::{
+    Guard, Relay, certificates, dns, free_port, poll, run_ok, sink, sink_message_ids, wait_for,
+};
 
 pub const PASSWORD: &str = "submit-secret";
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Polls `done` every 100 ms until it holds; panics with `what` after `limit`.
-pub fn wait_for(what: &str, limit: Duration, done: impl FnMut() -> bool) {
-    assert!(eventually(limit, done), "timed out waiting for {what}");
-}
-
-/// Polls `done` every 100 ms until it holds (true) or `limit` passes (false).
-pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while !done() {
-        if start.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    true
-}
-
-/// A test CA and a certificate it signed for 127.0.0.1/localhost plus `names`:
-/// `dir/ca.crt`, `dir/tls.crt`, `dir/tls.key`.
-pub fn certificates(dir: &Path, names: &[&str]) {
-    let sh = |script: &str| {
-        run(Command::new("sh").arg("-ec").arg(script).current_dir(dir));
-    };
-    let mut san = String::from("subjectAltName=IP:127.0.0.1,DNS:localhost");
-    for name in names {
-        san.push_str(&format!(",DNS:{name}"));
-    }
-    sh(
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -keyout ca.key -out ca.crt -days 2 -subj /CN=TestCA 2>/dev/null",
-    );
-    sh(&format!(
-        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key \
-         -out tls.csr -subj /CN={} 2>/dev/null
-         printf '{san}' > san.ext
-         openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-         -out tls.crt -days 2 -extfile san.ext 2>/dev/null",
-        names.first().unwrap_or(&"localhost")
-    ));
-}
-
-/// A child process killed when dropped.
-pub struct Guard(pub Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// dnsmasq on a loopback port answering from the given `--mx-host`/`--host-record`
-/// style options (e.g. `mx-host=ok.test,mx1.ok.test,10`).
-pub fn dns(records: &[&str]) -> (Guard, SocketAddr) {
-    let port = free_port();
-    let mut cmd = Command::new("dnsmasq");
-    cmd.args([
-        "-k",
-        "-C",
-        "/dev/null",
-        "--no-resolv",
-        "--no-hosts",
-        "--bind-interfaces",
-        "--listen-address=127.0.0.1",
-        // Answer for the test TLD from the records alone: NXDOMAIN or no data, never
-        // REFUSED for lack of an upstream server.
-        "--local=/test/",
-        &format!("--port={port}"),
-    ]);
-    for record in records {
-        cmd.arg(format!("--{record}"));
-    }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dnsmasq (e2e/setup.sh installs it)");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    // Up when it answers over TCP.
-    wait_for("dnsmasq", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
-    (Guard(child), addr)
-}
-
-/// smtp-sink on `addr` dumping each message into `dir`, with extra options (`-r RCPT`
-/// to answer RCPT with 4xx, `-f RCPT` with 5xx).
-pub fn sink(addr: SocketAddr, dir: &Path, options: &[&str]) -> Guard {
-    std::fs::create_dir_all(dir).unwrap();
-    run(Command::new("chown").arg("postfix").arg(dir));
-    let child = Command::new("smtp-sink")
-        .args(["-u", "postfix", "-d"])
-        .arg(format!("{}/%H%M%S.", dir.display()))
-        .args(options)
-        .arg(addr.to_string())
-        .arg("256")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("smtp-sink (from the postfix package)");
-    wait_for("smtp-sink", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
-    Guard(child)
-}
-
-/// The Message-IDs of the messages in an smtp-sink dump directory.
-pub fn sink_message_ids(dir: &Path) -> Vec<String> {
-    let mut ids = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return ids;
-    };
-    for entry in entries {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
-        for line in text.lines() {
-            if let Some(id) = line
-                .strip_prefix("Message-ID:")
-                .or_else(|| line.strip_prefix("Message-Id:"))
-            {
-                ids.push(id.trim().to_string());
-            }
-        }
-    }
-    ids
 }
 
 /// `posthorn serve` on a private spool, restartable on the same ports and spool.
@@ -245,15 +105,17 @@ delivery: {delivery}
     /// SIGTERM, and the exit status once it stopped.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        run(Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string()));
+        run_ok(
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string()),
+        );
         child.wait().unwrap()
     }
 
     /// [`wait_for`], with the server's log in the panic message.
     pub fn wait(&self, what: &str, limit: Duration, done: impl FnMut() -> bool) {
-        if !eventually(limit, done) {
+        if !poll(limit, done) {
             panic!("timed out waiting for {what}; server log:\n{}", self.log());
         }
     }
@@ -339,43 +201,6 @@ pub fn listed_ids(list: &str) -> Vec<String> {
         .filter(|w| w.len() == 15 && w.chars().all(|c| c.is_ascii_alphanumeric()))
         .map(str::to_string)
         .collect()
-}
-
-/// The private Postfix relay host of `e2e/delivery/relay.sh`, stopped when dropped.
-struct Relay {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Relay {
-    fn start(dir: &Path, user: &str, password: &str) -> Relay {
-        std::fs::create_dir_all(dir).unwrap();
-        certificates(dir, &["relay.test"]);
-        let (port, sink_port) = (free_port(), free_port());
-        run(Command::new(repo().join("e2e/delivery/relay.sh"))
-            .arg("start")
-            .arg(dir)
-            .arg(port.to_string())
-            .arg(sink_port.to_string())
-            .args([user, password]));
-        Relay {
-            dir: dir.to_path_buf(),
-            port,
-        }
-    }
-
-    fn received(&self) -> Vec<String> {
-        sink_message_ids(&self.dir.join("sink"))
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("e2e/delivery/relay.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
-    }
 }
 
 #[test]
@@ -587,11 +412,13 @@ fn local_delivery_over_lmtp_to_dovecot_honours_each_recipient_reply() {
         dir: tmp.path().join("dovecot"),
     };
     std::fs::create_dir_all(&dovecot.dir).unwrap();
-    run(Command::new(repo().join("e2e/delivery/lmtp.sh"))
-        .arg("start")
-        .arg(&dovecot.dir)
-        .arg(free_port().to_string())
-        .args(["alice@example.com", "bob@example.com"]));
+    run_ok(
+        Command::new(repo().join("e2e/delivery/lmtp.sh"))
+            .arg("start")
+            .arg(&dovecot.dir)
+            .arg(free_port().to_string())
+            .args(["alice@example.com", "bob@example.com"]),
+    );
     let (_dns, dns) = dns(&[]);
     let server = Server::start(
         &tmp.path().join("posthorn"),

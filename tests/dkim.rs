@@ -5,12 +5,16 @@
 //! are read too. Needs dnsmasq, python3-dkim and openssl (e2e/setup.sh installs
 //! them); a missing tool fails the test.
 
+mod common;
+
 use std::io::Write;
 use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::peers;
 
 const POSTHORN: &str = env!("CARGO_BIN_EXE_posthorn");
 const RECORD_NAME: &str = "posthorn._domainkey.example.com";
@@ -29,24 +33,6 @@ Hello Bob,\r\n\
 \r\n\
 the numbers are attached. Gr\u{fc}\u{df}e\r\n\
 .leading dot\r\n";
-
-/// dkimpy with its DNS lookups sent to our dnsmasq; prints `pass` or `fail`.
-const VERIFY: &str = r#"
-import sys, dkim, dns.resolver
-resolver = dns.resolver.Resolver(configure=False)
-resolver.nameservers = ['127.0.0.1']
-resolver.port = int(sys.argv[1])
-looked_up = []
-def dnsfunc(name, timeout=5):
-    name = name.decode() if isinstance(name, bytes) else name
-    looked_up.append(name)
-    answer = resolver.resolve(name, 'TXT', lifetime=timeout)
-    return b''.join(answer[0].strings)
-message = sys.stdin.buffer.read()
-ok = dkim.verify(message, dnsfunc=dnsfunc)
-assert looked_up == [sys.argv[2] + '.'], looked_up
-print('pass' if ok else 'fail')
-"#;
 
 struct Dnsmasq {
     child: Child,
@@ -134,38 +120,8 @@ fn answers(port: u16, name: &str) -> bool {
             .is_ok_and(|n| n > 12 && buf[..2] == [0x12, 0x34])
 }
 
-fn python_with_dkimpy() -> &'static str {
-    // Debian's python3-dkim installs for the system interpreter, which a pyenv shim
-    // earlier in PATH may hide.
-    for python in ["/usr/bin/python3", "python3"] {
-        let ok = Command::new(python)
-            .args(["-c", "import dkim, dns.resolver, nacl"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return python;
-        }
-    }
-    panic!("dkimpy is needed (apt-get install python3-dkim)");
-}
-
 fn dkimpy_verify(dns: &Dnsmasq, message: &[u8]) -> String {
-    let mut child = Command::new(python_with_dkimpy())
-        .args(["-c", VERIFY, &dns.port.to_string(), RECORD_NAME])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(message).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "dkimpy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    peers::dkimpy_verify(dns.port, RECORD_NAME, message)
 }
 
 fn run(command: &mut Command, stdin: &[u8]) -> Output {
@@ -215,11 +171,8 @@ fn keygen(dir: &Path, algorithm: &str) -> (PathBuf, String, String) {
     );
     let mode = std::fs::metadata(&key).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "private key must be owner-only");
-    let line = String::from_utf8(out.stdout).unwrap();
-    let (name, rest) = line.split_once(" IN TXT ( ").expect(&line);
-    let strings: Vec<&str> = rest.split('"').skip(1).step_by(2).collect();
-    assert!(strings.iter().all(|s| s.len() <= 255), "{line}");
-    (key, name.to_string(), strings.concat())
+    let (name, value) = peers::dkim_zone_record(&String::from_utf8(out.stdout).unwrap());
+    (key, name, value)
 }
 
 /// Signs, verifies, and checks that changes after signing are caught.

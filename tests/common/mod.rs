@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod kube;
+pub mod peers;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -80,6 +80,13 @@ pub async fn serve(server: Arc<Server>, kind: ListenerKind, listener: TcpListene
     }
 }
 
+/// Client-chosen text in logs, replies and headers: one line, no control characters.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// Postfix prints clients as `name[ip]`; we never look the name up.
 fn client_name(peer: SocketAddr) -> String {
     format!("unknown[{}]", peer.ip())

@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::net::IpAddr;
 
+use super::printable;
+
 pub struct Trace<'a> {
     pub helo: &'a str,
     pub ip: IpAddr,
@@ -37,7 +39,7 @@ impl Trace<'_> {
         let _ = write!(
             out,
             "Received: from {} (unknown [{}])\r\n",
-            sanitize(self.helo),
+            printable(self.helo),
             self.ip
         );
         if let Some((version, cipher)) = self.tls {
@@ -51,17 +53,10 @@ impl Trace<'_> {
             self.id
         );
         if let Some(rcpt) = self.single_recipient {
-            let _ = write!(out, "\r\n\tfor <{}>", sanitize(rcpt));
+            let _ = write!(out, "\r\n\tfor <{}>", printable(rcpt));
         }
         let _ = write!(out, "; {date}\r\n");
     }
-}
-
-/// Client-chosen text goes into a header: keep it on one line and printable.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use super::limits::Refused;
 use super::received::Trace;
 use super::stream::Stream;
-use super::{ListenerKind, Server, client_name};
+use super::{ListenerKind, Server, client_name, printable};
 use crate::auth::sasl;
 use crate::policy::RcptContext;
 use crate::spool::{self, BodyType, Envelope, Notify, QueueId, Recipient, Ret, Spool, TlsInfo};
@@ -898,11 +898,4 @@ fn bare_local_part(line: &[u8]) -> Option<String> {
             .chars()
             .all(|c| !c.is_control() && !c.is_whitespace() && !"<>@,;:\\\"[]()".contains(c));
     valid.then(|| address.to_string())
-}
-
-/// Client-supplied text in logs and replies: no control characters.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }

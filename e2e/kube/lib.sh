@@ -9,11 +9,15 @@ die() { log "ERROR: $*"; exit 1; }
 
 # Sets PORT to a TCP port on 127.0.0.1 that nothing listens on and that this
 # shell has not handed out before (so call it directly, not in $(...)).
-# Connecting succeeds only when something listens.
+# Connecting succeeds only when something listens. The ports lie below the kernel's
+# ephemeral range (32768 and up), so a socket bound to port 0 by a test running
+# alongside, or an outgoing connection, cannot take one between this check and the bind.
 declare -A _taken_ports=()
 free_port() {
+    local low high
+    read -r low high </proc/sys/net/ipv4/ip_local_port_range
     for _ in $(seq 200); do
-        PORT=$((20000 + RANDOM % 40000))
+        PORT=$((10000 + RANDOM % (low - 10000)))
         [[ -z ${_taken_ports[$PORT]:-} ]] || continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
             _taken_ports[$PORT]=1

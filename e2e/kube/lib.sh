@@ -14,8 +14,8 @@ die() { log "ERROR: $*"; exit 1; }
 # alongside, or an outgoing connection, cannot take one between this check and the bind.
 declare -A _taken_ports=()
 free_port() {
-    local low high
-    read -r low high </proc/sys/net/ipv4/ip_local_port_range
+    local low
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
     for _ in $(seq 200); do
         PORT=$((10000 + RANDOM % (low - 10000)))
         [[ -z ${_taken_ports[$PORT]:-} ]] || continue

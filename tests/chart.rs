@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 mod common;
 
 use common::kube::Kube;
+use common::peers::free_port;
 
 const NAMESPACE: &str = "posthorn-system";
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:posthorn-system:posthorn";
@@ -698,12 +699,4 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
     ] {
         assert!(!operator_can(&bed, refused), "can {refused:?}");
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -13,11 +13,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,8 +26,8 @@ use serde_json::{Value, json};
 
 use common::kube::{Kube, die_with_test};
 use common::{
-    ALICE, ALICE_PASS, BOB, BOB_PASS, CLIENT, Client, Dnsmasq, Transcript, doveadm_hash, http_get,
-    marker, metric_sum, parse_listening_line, parse_metrics, swaks,
+    ALICE, ALICE_PASS, BOB, BOB_PASS, CLIENT, Client, Dnsmasq, Transcript, doveadm_hash,
+    first_stdout_line, http_get, marker, metric_sum, parse_listening_line, parse_metrics, swaks,
 };
 
 /// The operator's User-Agent, which tells its writes apart in the audit log.
@@ -958,23 +956,14 @@ fn start_pod(kube: &Kube) -> Pod {
         .stderr(File::create(root.path().join("pod.log")).unwrap())
         .spawn()
         .expect("starting the pod's command");
-    let (tx, rx) = mpsc::channel();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    thread::spawn(move || {
-        let mut first = String::new();
-        let _ = stdout.read_line(&mut first);
-        let _ = tx.send(first);
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-    });
-    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-    if line.is_empty() {
+    let Some(line) = first_stdout_line(&mut child, Duration::from_secs(30)) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!(
             "the pod's command printed no listening line; its log:\n{}",
             fs::read_to_string(root.path().join("pod.log")).unwrap_or_default()
         );
-    }
+    };
     Pod {
         child,
         ports: parse_listening_line(&line),

@@ -161,24 +161,14 @@ impl Server {
                 }
             })
         };
-        let (tx, rx) = mpsc::channel();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        thread::spawn(move || {
-            let mut first = String::new();
-            let _ = stdout.read_line(&mut first);
-            let _ = tx.send(first);
-            // Keep draining so the server never blocks on a full pipe.
-            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        });
-
-        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(line) if !line.is_empty() => line,
-            other => {
+        let line = match first_stdout_line(&mut child, STARTUP_TIMEOUT) {
+            Some(line) => line,
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 let _ = stderr_thread.join();
                 panic!(
-                    "posthorn serve printed no listening line ({other:?}); stderr:\n{}",
+                    "posthorn serve printed no listening line; stderr:\n{}",
                     stderr.lock().unwrap()
                 );
             }
@@ -392,6 +382,23 @@ pub fn tls_flag(port: Port) -> &'static str {
 }
 
 /// `listening smtp=127.0.0.1:1 submission=...` → name → port.
+/// The first line a child prints on its piped stdout (the `listening …` line), or None
+/// if none comes within `timeout`. The rest of its stdout is drained in the background
+/// so the child never blocks on a full pipe.
+pub fn first_stdout_line(child: &mut Child, timeout: Duration) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    thread::spawn(move || {
+        let mut first = String::new();
+        let _ = stdout.read_line(&mut first);
+        let _ = tx.send(first);
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    });
+    rx.recv_timeout(timeout)
+        .ok()
+        .filter(|line| !line.is_empty())
+}
+
 pub fn parse_listening_line(line: &str) -> BTreeMap<String, u16> {
     let mut words = line.split_whitespace();
     assert_eq!(words.next(), Some("listening"), "unexpected line {line:?}");

@@ -177,24 +177,10 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::spool::{Envelope, Recipient, Spool};
+    use crate::spool::{Envelope, Spool};
 
     fn envelope(rcpts: &[&str]) -> Envelope {
-        Envelope {
-            id: Spool::new_id(),
-            mail_from: "alice@example.com".into(),
-            body: None,
-            smtputf8: false,
-            ret: None,
-            envid: None,
-            recipients: rcpts.iter().map(|a| Recipient::new(*a)).collect(),
-            login: None,
-            client_addr: "192.0.2.1:2525".parse().unwrap(),
-            client_helo: "client.example".into(),
-            listener: "submission".into(),
-            tls: None,
-            received_at: 1_700_000_000,
-        }
+        Envelope::sample("alice@example.com", rcpts)
     }
 
     #[tokio::test]

@@ -38,21 +38,7 @@ async fn commit(spool: &Spool, rcpts: &[&str]) -> Envelope {
 }
 
 async fn commit_from(spool: &Spool, from: &str, rcpts: &[&str]) -> Envelope {
-    let envelope = Envelope {
-        id: Spool::new_id(),
-        mail_from: from.into(),
-        body: None,
-        smtputf8: false,
-        ret: None,
-        envid: None,
-        recipients: rcpts.iter().map(|a| Recipient::new(*a)).collect(),
-        login: None,
-        client_addr: "192.0.2.1:2525".parse().unwrap(),
-        client_helo: "client.example.net".into(),
-        listener: "smtp".into(),
-        tls: None,
-        received_at: unix_now(),
-    };
+    let envelope = Envelope::sample(from, rcpts);
     spool
         .commit(&envelope, Bytes::from_static(MESSAGE))
         .await

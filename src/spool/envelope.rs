@@ -38,6 +38,29 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// A plain envelope for tests, received now: no DSN parameters, login or TLS.
+    #[cfg(test)]
+    pub fn sample(mail_from: &str, recipients: &[&str]) -> Envelope {
+        Envelope {
+            id: QueueId::generate(),
+            mail_from: mail_from.into(),
+            body: None,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            recipients: recipients.iter().map(|a| Recipient::new(*a)).collect(),
+            login: None,
+            client_addr: "192.0.2.1:2525".parse().unwrap(),
+            client_helo: "client.example.net".into(),
+            listener: "smtp".into(),
+            tls: None,
+            received_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        }
+    }
+
     /// Every recipient has a final outcome: the message may leave the queue.
     pub fn is_done(&self) -> bool {
         self.recipients.iter().all(|r| r.status.is_final())

@@ -1,18 +1,6 @@
-//! Posthorn: a Kubernetes operator for mail submission stacks, and the mail server it runs.
+//! The `posthorn` command: argument parsing and dispatch to the library.
 
-mod api;
-mod auth;
-mod config;
-mod delivery;
-mod operator;
-mod policy;
-mod reload;
-mod serve;
-mod smtp;
-mod spool;
-mod telemetry;
-mod tls;
-mod up;
+use posthorn::{api, auth, config, delivery, operator, serve, spool, telemetry, up};
 
 use std::io::{BufRead, IsTerminal};
 use std::net::{IpAddr, SocketAddr};

@@ -1,0 +1,18 @@
+//! Posthorn: a Kubernetes operator for mail submission stacks, and the mail server it runs.
+//!
+//! The `posthorn` binary is a thin command-line front; everything lives here so that
+//! tests and fuzz targets can drive the pieces in-process.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod delivery;
+pub mod operator;
+pub mod policy;
+pub mod reload;
+pub mod serve;
+pub mod smtp;
+pub mod spool;
+pub mod telemetry;
+pub mod tls;
+pub mod up;

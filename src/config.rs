@@ -41,6 +41,8 @@ pub struct Config {
     pub spool: SpoolConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default, skip_serializing_if = "ProxyProtocol::is_off")]
+    pub proxy_protocol: ProxyProtocol,
     #[serde(default)]
     pub delivery: DeliveryConfig,
     #[serde(default)]
@@ -206,6 +208,22 @@ impl Default for Limits {
             max_errors: 20,
             idle_timeout: Duration::from_secs(300),
         }
+    }
+}
+
+/// PROXY protocol (v1 and v2) on the SMTP listeners.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyProtocol {
+    /// Load balancers whose connections must start with a PROXY header naming the real
+    /// client. Empty: no header is read from anyone.
+    #[serde(default)]
+    pub trusted_cidrs: Vec<ipnet::IpNet>,
+}
+
+impl ProxyProtocol {
+    fn is_off(&self) -> bool {
+        self.trusted_cidrs.is_empty()
     }
 }
 
@@ -409,6 +427,15 @@ impl Config {
                 max_message_size: usize::try_from(max_message_size)?,
                 ..Limits::default()
             },
+            proxy_protocol: ProxyProtocol {
+                trusted_cidrs: spec
+                    .proxy_protocol
+                    .trusted_cidrs
+                    .iter()
+                    .map(|cidr| cidr.parse())
+                    .collect::<Result<_, _>>()
+                    .context("spec.proxyProtocol.trustedCIDRs")?,
+            },
             delivery: DeliveryConfig {
                 relay: spec.relay.as_ref().map(|relay| RelayConfig {
                     host: relay.host.clone(),
@@ -569,6 +596,28 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
                 ..v6.clone()
             };
             assert!(relay.host_port().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn proxy_protocol_networks() {
+        let c: Config = serde_saphyr::from_str(MINIMAL).unwrap();
+        assert!(c.proxy_protocol.trusted_cidrs.is_empty());
+        let text =
+            format!("{MINIMAL}proxyProtocol: {{trustedCidrs: [10.0.0.0/8, '2001:db8::/32']}}\n");
+        let c: Config = serde_saphyr::from_str(&text).unwrap();
+        let nets: Vec<String> = c
+            .proxy_protocol
+            .trusted_cidrs
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "2001:db8::/32"]);
+        let again: Config = serde_saphyr::from_str(&c.to_yaml().unwrap()).unwrap();
+        assert_eq!(c, again);
+        for bad in ["10.0.0.0", "10.0.0.0/33", "example.com/8"] {
+            let text = format!("{MINIMAL}proxyProtocol: {{trustedCidrs: ['{bad}']}}\n");
+            assert!(serde_saphyr::from_str::<Config>(&text).is_err(), "{bad}");
         }
     }
 

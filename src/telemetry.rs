@@ -264,7 +264,7 @@ impl Metrics {
             .dec();
     }
 
-    /// `reason`: "limit_total" or "limit_per_ip".
+    /// `reason`: "limit_total", "limit_per_ip" or "proxy_protocol".
     pub fn connection_rejected(&self, listener: &'static str, reason: &'static str) {
         self.connections_rejected
             .get_or_create(&ReasonLabels { listener, reason })

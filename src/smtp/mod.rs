@@ -1,6 +1,7 @@
 //! The SMTP side: listeners, connection limits, and the session state machine.
 
 mod limits;
+mod proxy;
 mod received;
 mod session;
 mod stream;
@@ -75,8 +76,35 @@ pub async fn serve(server: Arc<Server>, kind: ListenerKind, listener: TcpListene
             }
         };
         let server = server.clone();
-        let span = tracing::info_span!("session", listener = kind.name(), client = %peer);
-        tokio::spawn(session::run(server, kind, tcp, peer).instrument(span));
+        tokio::spawn(async move {
+            let mut tcp = tcp;
+            // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
+            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+            let trusted = &server.config.proxy_protocol.trusted_cidrs;
+            // Nothing is written before the header: on 465 that would be plaintext.
+            let client = match proxy::client_address(trusted, &mut tcp, peer).await {
+                Ok(client) => client,
+                Err(err) => {
+                    tracing::warn!(listener = kind.name(), proxy = %peer, error = %err, "connection refused");
+                    server
+                        .metrics
+                        .connection_rejected(kind.name(), "proxy_protocol");
+                    return;
+                }
+            };
+            let span = tracing::info_span!(
+                "session",
+                listener = kind.name(),
+                client = %client,
+                proxy = tracing::field::Empty
+            );
+            if client != peer {
+                span.record("proxy", tracing::field::display(peer));
+            }
+            session::run(server, kind, tcp, client)
+                .instrument(span)
+                .await
+        });
     }
 }
 

@@ -48,12 +48,20 @@ pub enum Port {
 /// Config knobs a test may change; everything else is fixed by the harness.
 pub struct Builder {
     limits: BTreeMap<String, String>,
+    /// Top-level YAML lines appended to the config file.
+    extra: String,
 }
 
 impl Builder {
     /// Overrides one `limits:` entry (camelCase key, YAML value).
     pub fn limit(mut self, key: &str, value: impl ToString) -> Self {
         self.limits.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Networks whose connections must start with a PROXY protocol header.
+    pub fn proxy_trusted(mut self, cidrs: &[&str]) -> Self {
+        writeln!(self.extra, "proxyProtocol: {{trustedCidrs: {cidrs:?}}}").unwrap();
         self
     }
 
@@ -90,6 +98,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            extra: String::new(),
         }
     }
 
@@ -129,9 +138,10 @@ impl Server {
              dns: {{nameservers: [\"127.0.0.1:{}\"]}}\n\
              spool: {{directory: {d}/spool, maildirRoot: {d}/mail}}\n\
              limits: {{{}}}\n\
-             reloadInterval: 200ms\n",
+             reloadInterval: 200ms\n{}",
             dns.port,
-            limits.trim_end_matches([',', ' '])
+            limits.trim_end_matches([',', ' ']),
+            builder.extra
         );
         std::fs::write(root.join("config.yaml"), config).unwrap();
 

@@ -183,3 +183,17 @@ fn starttls_inside_tls_is_an_error() {
     assert!(r.code >= 500, "STARTTLS inside TLS answered {r:?}");
     c.cmd_expect("NOOP", 250);
 }
+
+#[test]
+fn refusal_on_465_is_never_plaintext() {
+    let s = Server::builder().limit("maxConnectionsPerIp", 1).start();
+    let mut first = Client::connect_tls(s.submissions, vec![s.cert_der()]);
+    first.expect_code(220);
+    // Over the per-IP limit: a client that would start TLS must not read a plaintext 421.
+    let mut second = s.connect(Port::Submissions);
+    assert_eq!(second.read_to_close(), "");
+    let key =
+        r#"posthorn_connections_rejected_total{listener="submissions",reason="limit_per_ip"}"#;
+    assert_eq!(s.metrics().get(key), Some(&1.0));
+    first.cmd_expect("QUIT", 221);
+}

@@ -110,6 +110,11 @@ pub async fn run(server: Arc<Server>, kind: ListenerKind, tcp: TcpStream, peer: 
             };
             tracing::warn!(reason, "connection refused");
             metrics.connection_rejected(kind.name(), reason);
+            // On 465 the client expects TLS from the first byte; a handshake just to say
+            // no would cost what the limit saves, so the connection is closed unanswered.
+            if kind == ListenerKind::Submissions {
+                return;
+            }
             let mut tcp = tcp;
             let _ =
                 tokio::time::timeout(Duration::from_secs(5), tcp.write_all(reply.as_bytes())).await;

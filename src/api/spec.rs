@@ -506,7 +506,8 @@ pub enum ExternalTrafficPolicy {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyProtocolSpec {
     /// Networks (CIDR, e.g. 10.0.0.0/8) whose connections must start with a PROXY
-    /// protocol header giving the real client address. Empty: PROXY protocol is off.
+    /// protocol header giving the real client address; without one they are closed.
+    /// Headers from other addresses are not honoured. Empty: PROXY protocol is off.
     #[serde(rename = "trustedCIDRs", default)]
     pub trusted_cidrs: Vec<String>,
 }

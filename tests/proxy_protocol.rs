@@ -1,6 +1,7 @@
 //! PROXY protocol v1 and v2 against the real server: a header from a trusted load
 //! balancer (here loopback) names the client for limits, logs and `Received:`; a trusted
-//! peer without one is closed unanswered; an untrusted peer's header is a bad command.
+//! peer without one gets Postfix's 421 (nothing on 465); an untrusted peer's header is a
+//! bad command.
 
 mod common;
 
@@ -113,32 +114,38 @@ fn per_ip_limit_counts_the_claimed_address() {
 }
 
 #[test]
-fn trusted_peer_without_a_header_is_closed_unanswered() {
+fn trusted_peer_without_a_valid_header_is_refused() {
     let s = Server::builder().proxy_trusted(TRUSTED_LOOPBACK).start();
+    let refused = format!("421 4.3.0 {HOSTNAME} Server local error");
 
-    // Waits for a greeting that never comes; closed after the header deadline (5 s).
+    // Both wait for a greeting that never comes, until the header deadline (5 s); on
+    // 465 the refusal would be plaintext, so there is none.
     let mut silent = s.connect(Port::Smtp);
+    let mut silent_tls = s.connect(Port::Submissions);
     silent.set_read_timeout(Duration::from_secs(60));
-    assert_eq!(silent.read_to_close(), "");
+    silent_tls.set_read_timeout(Duration::from_secs(60));
+    assert_eq!(silent.read_to_close(), format!("{refused}\r\n"));
+    assert_eq!(silent_tls.read_to_close(), "");
 
     // Speaks SMTP straight away.
     let mut c = s.connect(Port::Submission);
     c.send(b"EHLO client.example\r\n").unwrap();
-    assert_eq!(c.read_to_close(), "");
+    assert_eq!(c.reply().lines, std::slice::from_ref(&refused));
 
     // Starts TLS without a header on 465.
     let mut c = s.connect(Port::Submissions);
     assert!(c.try_handshake(vec![s.cert_der()]).is_err());
 
-    // A malformed header.
+    // A malformed header (port out of range).
     let mut c = s.connect(Port::Smtp);
     c.send(b"PROXY TCP4 203.0.113.7 127.0.0.1 99999 25\r\n")
         .unwrap();
-    assert_eq!(c.read_to_close(), "");
+    assert_eq!(c.reply().lines, [refused]);
 
+    // Counted when refused: the silent ones were closed, not left open.
     assert_eq!(rejected_by_proxy(&s, "smtp"), 2.0);
     assert_eq!(rejected_by_proxy(&s, "submission"), 1.0);
-    assert_eq!(rejected_by_proxy(&s, "submissions"), 1.0);
+    assert_eq!(rejected_by_proxy(&s, "submissions"), 2.0);
 }
 
 #[test]

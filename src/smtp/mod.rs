@@ -8,8 +8,10 @@ mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 use crate::auth::Authenticator;
@@ -71,41 +73,56 @@ pub async fn serve(server: Arc<Server>, kind: ListenerKind, listener: TcpListene
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(listener = kind.name(), error = %err, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let server = server.clone();
-        tokio::spawn(async move {
-            let mut tcp = tcp;
-            // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
-            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-            let trusted = &server.config.proxy_protocol.trusted_cidrs;
-            // Nothing is written before the header: on 465 that would be plaintext.
-            let client = match proxy::client_address(trusted, &mut tcp, peer).await {
-                Ok(client) => client,
-                Err(err) => {
-                    tracing::warn!(listener = kind.name(), proxy = %peer, error = %err, "connection refused");
-                    server
-                        .metrics
-                        .connection_rejected(kind.name(), "proxy_protocol");
-                    return;
-                }
-            };
-            let span = tracing::info_span!(
-                "session",
-                listener = kind.name(),
-                client = %client,
-                proxy = tracing::field::Empty
-            );
-            if client != peer {
-                span.record("proxy", tracing::field::display(peer));
-            }
-            session::run(server, kind, tcp, client)
-                .instrument(span)
-                .await
-        });
+        tokio::spawn(start_session(server.clone(), kind, tcp, peer));
     }
+}
+
+/// Learns who the client is (from a PROXY header when `peer` is a trusted balancer),
+/// then runs the session in a span naming it.
+async fn start_session(
+    server: Arc<Server>,
+    kind: ListenerKind,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    let trusted = &server.config.proxy_protocol.trusted_cidrs;
+    let client = match proxy::client_address(trusted, &mut tcp, peer).await {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::warn!(listener = kind.name(), proxy = %peer, error = %err, "connection refused");
+            server
+                .metrics
+                .connection_rejected(kind.name(), "proxy_protocol");
+            // Postfix's answer; none on 465, where it would be plaintext.
+            if kind != ListenerKind::Submissions {
+                let reply = format!(
+                    "421 4.3.0 {} Server local error\r\n",
+                    server.config.hostname
+                );
+                let write = tcp.write_all(reply.as_bytes());
+                let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+            }
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "session",
+        listener = kind.name(),
+        client = %client,
+        proxy = tracing::field::Empty
+    );
+    if client != peer {
+        span.record("proxy", tracing::field::display(peer));
+    }
+    session::run(server, kind, tcp, client)
+        .instrument(span)
+        .await
 }
 
 /// Client-chosen text in logs, replies and headers: one line, no control characters.

@@ -32,7 +32,7 @@ pub enum Error {
 
 /// The address a session is for: `peer` itself unless it is a trusted proxy, then the
 /// client its header names (IPv4-mapped addresses as IPv4). An error means the
-/// connection must be closed unanswered.
+/// connection must be refused.
 pub async fn client_address<R: AsyncRead + Unpin>(
     trusted: &[IpNet],
     io: &mut R,

@@ -190,6 +190,7 @@ mod tests {
             b"PROXY TCP5 203.0.113.7 192.0.2.1 1 25\r\n",
             b"PROXY TCP4 203.0.113.7 192.0.2.1 1 25\n",
             b"PROXY TCP4 203.0.113.7 192.0.2.1 1 25\rx\n",
+            b"PROXY TCP4 203.0.113.7 192.0.2.1 1 25 extra\r\n",
             b"PROXY TCP4 203.0.113.\xff 192.0.2.1 1 25\r\n",
         ] {
             let (got, _) = run(PEER, bad);

@@ -86,8 +86,9 @@ struct Session {
     /// The start of a command line that has not ended yet.
     partial: Vec<u8>,
     out: Vec<u8>,
-    /// This connection's place in the connection limits, given back as soon as the
-    /// session is over.
+    /// This connection's place in the connection limits. Given back before the last
+    /// reply is written, so a client may connect again as soon as it has read it; a
+    /// client that does not read keeps the socket only until the write timeout.
     slot: Option<Slot>,
 }
 
@@ -173,6 +174,7 @@ impl Session {
                 read = stream.read(&mut buf) => read?,
                 () = tokio::time::sleep_until(deadline.at()) => {
                     tracing::info!(stress = *stress.borrow(), "timeout after {}", self.state_name());
+                    self.slot = None;
                     let reply =
                         format!("421 4.4.2 {} Error: timeout exceeded\r\n", self.hostname());
                     self.write(&mut stream, reply.as_bytes()).await?;
@@ -193,9 +195,6 @@ impl Session {
             }
             let action = self.ingest(&mut buf[..n].iter()).await;
             if action == Action::Close {
-                // Free the slot before the client can see the last reply, so that it
-                // may connect again at once (a client that then does not read us is
-                // still bounded by the write timeout).
                 self.slot = None;
             }
             let replied = !self.out.is_empty();

@@ -104,7 +104,7 @@ impl Counts {
 }
 
 /// The client's network: its IPv4 /24 or IPv6 /64.
-pub fn network(ip: IpAddr) -> IpAddr {
+fn network(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & !0xff)),
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),

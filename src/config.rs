@@ -191,11 +191,29 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections open at once from one client IP (`smtpd_client_connection_count_limit`).
     pub max_connections_per_ip: usize,
+    /// Connections open at once from one IPv4 /24 or IPv6 /64. Unset: a quarter of
+    /// `max_connections`, but not less than `max_connections_per_ip`.
+    pub max_connections_per_network: Option<usize>,
     /// Protocol errors before the session is ended (`smtpd_hard_error_limit`).
     pub max_errors: usize,
-    /// Waiting time for the next command or data (RFC 5321 §4.5.3.2 allows 5 minutes).
+    /// Time for a whole command line, counted from the server's last reply; also the
+    /// longest stall in DATA or BDAT (RFC 5321 §4.5.3.2 allows 5 minutes).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// `idle_timeout` while 80 % or more of `max_connections` are open (Postfix's
+    /// `smtpd_timeout` under stress).
+    #[serde(with = "humantime_serde")]
+    pub stress_idle_timeout: Duration,
+    /// Slowest DATA or BDAT content accepted, in bytes per second, averaged over the
+    /// message (`smtpd_min_data_rate`). 0: any rate, only stalls are limited.
+    pub min_data_rate: u64,
+}
+
+impl Limits {
+    pub fn max_connections_per_network(&self) -> usize {
+        self.max_connections_per_network
+            .unwrap_or_else(|| (self.max_connections / 4).max(self.max_connections_per_ip))
+    }
 }
 
 impl Default for Limits {
@@ -206,7 +224,10 @@ impl Default for Limits {
             max_connections: 1000,
             max_connections_per_ip: 50,
             max_errors: 20,
+            max_connections_per_network: None,
             idle_timeout: Duration::from_secs(300),
+            stress_idle_timeout: Duration::from_secs(10),
+            min_data_rate: 500,
         }
     }
 }
@@ -489,6 +510,9 @@ impl Config {
         if self.limits.max_message_size == 0 || self.limits.max_recipients == 0 {
             bail!("limits.maxMessageSize and limits.maxRecipients must be positive");
         }
+        if self.limits.max_connections_per_network == Some(0) {
+            bail!("limits.maxConnectionsPerNetwork must be positive");
+        }
         let d = &self.delivery;
         if d.max_concurrent == 0 || d.max_per_destination == 0 {
             bail!("delivery.maxConcurrent and delivery.maxPerDestination must be positive");
@@ -619,6 +643,31 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
             let text = format!("{MINIMAL}proxyProtocol: {{trustedCidrs: ['{bad}']}}\n");
             assert!(serde_saphyr::from_str::<Config>(&text).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn slow_client_limits() {
+        let c: Config = serde_saphyr::from_str(MINIMAL).unwrap();
+        assert_eq!(c.limits.stress_idle_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.min_data_rate, 500);
+        assert_eq!(c.limits.max_connections_per_network(), 250);
+        let text = format!("{MINIMAL}limits: {{maxConnections: 40, maxConnectionsPerIp: 20}}\n");
+        let c: Config = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(
+            c.limits.max_connections_per_network(),
+            20,
+            "not below per IP"
+        );
+        let text = format!(
+            "{MINIMAL}limits: {{maxConnectionsPerNetwork: 7, stressIdleTimeout: 3s, minDataRate: 0}}\n"
+        );
+        let c: Config = serde_saphyr::from_str(&text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.limits.max_connections_per_network(), 7);
+        assert_eq!(c.limits.stress_idle_timeout, Duration::from_secs(3));
+        let mut c = c;
+        c.limits.max_connections_per_network = Some(0);
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -158,6 +158,7 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
     let limits = ConnectionLimits::new(
         config.limits.max_connections,
         config.limits.max_connections_per_ip,
+        config.limits.max_connections_per_network(),
     );
     let grace = config.delivery.shutdown_grace;
     let server = Arc::new(Server {

@@ -162,7 +162,7 @@ impl Metrics {
         let connections_rejected = Family::default();
         registry.register(
             "connections_rejected",
-            "SMTP connections refused by a connection limit (limit_total, limit_per_ip)",
+            "SMTP connections refused by a connection limit (limit_total, limit_per_ip, limit_per_network)",
             Family::clone(&connections_rejected),
         );
         let tls_handshakes = Family::default();
@@ -264,7 +264,7 @@ impl Metrics {
             .dec();
     }
 
-    /// `reason`: "limit_total", "limit_per_ip" or "proxy_protocol".
+    /// `reason`: "limit_total", "limit_per_ip", "limit_per_network" or "proxy_protocol".
     pub fn connection_rejected(&self, listener: &'static str, reason: &'static str) {
         self.connections_rejected
             .get_or_create(&ReasonLabels { listener, reason })

@@ -1,25 +1,35 @@
-//! Connection limits: in total and per client IP (`smtpd_client_connection_count_limit`).
+//! Connection limits: in total, per client IP (`smtpd_client_connection_count_limit`) and
+//! per client network, plus the stress signal that shortens timeouts when most slots are
+//! taken (Postfix's stress-adaptive behaviour).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
 
 pub struct ConnectionLimits {
     max_total: usize,
     max_per_ip: usize,
+    max_per_network: usize,
     open: Arc<Mutex<Counts>>,
 }
 
-#[derive(Default)]
 struct Counts {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
+    per_network: HashMap<IpAddr, usize>,
+    /// At or above this many open connections the server is under stress.
+    stress_threshold: usize,
+    stressed: watch::Sender<bool>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
     Total,
     PerIp,
+    /// The client's /24 (IPv4) or /64 (IPv6) holds its share of the slots already.
+    PerNetwork,
 }
 
 /// Held for the life of a connection; gives its slot back when dropped.
@@ -29,29 +39,84 @@ pub struct Slot {
 }
 
 impl ConnectionLimits {
-    pub fn new(max_total: usize, max_per_ip: usize) -> ConnectionLimits {
+    pub fn new(max_total: usize, max_per_ip: usize, max_per_network: usize) -> ConnectionLimits {
+        let counts = Counts {
+            total: 0,
+            per_ip: HashMap::new(),
+            per_network: HashMap::new(),
+            // 80 % of the slots, rounded up.
+            stress_threshold: max_total - max_total / 5,
+            stressed: watch::Sender::new(false),
+        };
         ConnectionLimits {
             max_total,
             max_per_ip,
-            open: Arc::default(),
+            max_per_network,
+            open: Arc::new(Mutex::new(counts)),
         }
     }
 
     pub fn acquire(&self, ip: IpAddr) -> Result<Slot, Refused> {
+        let ip = ip.to_canonical();
         let mut counts = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if counts.total >= self.max_total {
             return Err(Refused::Total);
         }
-        let n = counts.per_ip.entry(ip).or_default();
-        if *n >= self.max_per_ip {
+        if counts.per_ip.get(&ip).copied().unwrap_or(0) >= self.max_per_ip {
             return Err(Refused::PerIp);
         }
-        *n += 1;
+        let net = network(ip);
+        if counts.per_network.get(&net).copied().unwrap_or(0) >= self.max_per_network {
+            return Err(Refused::PerNetwork);
+        }
+        *counts.per_ip.entry(ip).or_default() += 1;
+        *counts.per_network.entry(net).or_default() += 1;
         counts.total += 1;
+        counts.update_stress();
         Ok(Slot {
             ip,
             open: self.open.clone(),
         })
+    }
+
+    pub fn stressed(&self) -> bool {
+        let counts = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.stressed.borrow()
+    }
+
+    /// Follows whether the server is under stress (`true`), for sessions to shorten
+    /// their waits when it begins.
+    pub fn stress(&self) -> watch::Receiver<bool> {
+        let counts = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        counts.stressed.subscribe()
+    }
+}
+
+impl Counts {
+    fn update_stress(&self) {
+        let stressed = self.total >= self.stress_threshold;
+        self.stressed.send_if_modified(|old| {
+            let changed = *old != stressed;
+            *old = stressed;
+            changed
+        });
+    }
+}
+
+/// The client's network: its IPv4 /24 or IPv6 /64.
+fn network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & !0xff)),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+    }
+}
+
+fn release(map: &mut HashMap<IpAddr, usize>, key: IpAddr) {
+    if let Some(n) = map.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&key);
+        }
     }
 }
 
@@ -59,12 +124,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.open.lock().unwrap_or_else(|e| e.into_inner());
         counts.total -= 1;
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_ip.remove(&self.ip);
-            }
-        }
+        release(&mut counts.per_ip, self.ip);
+        release(&mut counts.per_network, network(self.ip));
+        counts.update_stress();
     }
 }
 
@@ -72,11 +134,15 @@ impl Drop for Slot {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn limits_total_and_per_ip_and_release_on_drop() {
-        let limits = ConnectionLimits::new(3, 2);
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let limits = ConnectionLimits::new(3, 2, 3);
+        let a = ip("192.0.2.1");
+        let b = ip("198.51.100.2");
         let s1 = limits.acquire(a).unwrap();
         let _s2 = limits.acquire(a).unwrap();
         assert_eq!(limits.acquire(a).err(), Some(Refused::PerIp));
@@ -84,5 +150,77 @@ mod tests {
         assert_eq!(limits.acquire(b).err(), Some(Refused::Total));
         drop(s1);
         assert!(limits.acquire(a).is_ok());
+    }
+
+    #[test]
+    fn networks_are_ipv4_24_and_ipv6_64() {
+        assert_eq!(network(ip("192.0.2.77")), ip("192.0.2.0"));
+        assert_eq!(network(ip("::ffff:192.0.2.77")), ip("192.0.2.0"));
+        assert_eq!(network(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+    }
+
+    #[test]
+    fn ipv4_network_share() {
+        let limits = ConnectionLimits::new(100, 10, 3);
+        let held: Vec<Slot> = ["192.0.2.1", "192.0.2.2", "192.0.2.254"]
+            .into_iter()
+            .map(|a| limits.acquire(ip(a)).unwrap())
+            .collect();
+        assert_eq!(
+            limits.acquire(ip("192.0.2.3")).err(),
+            Some(Refused::PerNetwork)
+        );
+        // The same network written as an IPv4-mapped IPv6 address.
+        assert_eq!(
+            limits.acquire(ip("::ffff:192.0.2.9")).err(),
+            Some(Refused::PerNetwork)
+        );
+        assert!(limits.acquire(ip("192.0.3.1")).is_ok());
+        drop(held);
+        assert!(limits.acquire(ip("192.0.2.3")).is_ok());
+    }
+
+    #[test]
+    fn ipv6_network_share() {
+        let limits = ConnectionLimits::new(100, 10, 2);
+        let _a = limits.acquire(ip("2001:db8:0:1::1")).unwrap();
+        let b = limits.acquire(ip("2001:db8:0:1:ffff::2")).unwrap();
+        assert_eq!(
+            limits.acquire(ip("2001:db8:0:1::3")).err(),
+            Some(Refused::PerNetwork)
+        );
+        assert!(limits.acquire(ip("2001:db8:0:2::3")).is_ok());
+        drop(b);
+        assert!(limits.acquire(ip("2001:db8:0:1::3")).is_ok());
+    }
+
+    #[test]
+    fn stress_from_80_percent_of_the_slots() {
+        let limits = ConnectionLimits::new(10, 10, 10);
+        let stress = limits.stress();
+        let mut held: Vec<Slot> = (1..=7)
+            .map(|i| limits.acquire(ip(&format!("192.0.2.{i}"))).unwrap())
+            .collect();
+        assert!(!*stress.borrow());
+        held.push(limits.acquire(ip("192.0.2.8")).unwrap());
+        assert!(*stress.borrow(), "8 of 10 slots taken");
+        held.pop();
+        assert!(!*stress.borrow(), "back to 7 of 10");
+        assert_eq!(
+            ConnectionLimits::new(5, 1, 1)
+                .open
+                .lock()
+                .unwrap()
+                .stress_threshold,
+            4
+        );
+        assert_eq!(
+            ConnectionLimits::new(1, 1, 1)
+                .open
+                .lock()
+                .unwrap()
+                .stress_threshold,
+            1
+        );
     }
 }

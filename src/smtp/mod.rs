@@ -1,5 +1,6 @@
 //! The SMTP side: listeners, connection limits, and the session state machine.
 
+mod deadline;
 mod limits;
 mod proxy;
 mod received;

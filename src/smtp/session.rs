@@ -13,9 +13,11 @@ use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceive
 use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::limits::Refused;
+use super::deadline::Deadline;
+use super::limits::{Refused, Slot};
 use super::received::Trace;
 use super::stream::Stream;
 use super::{ListenerKind, Server, client_name, printable};
@@ -84,29 +86,32 @@ struct Session {
     /// The start of a command line that has not ended yet.
     partial: Vec<u8>,
     out: Vec<u8>,
+    /// This connection's place in the connection limits. Given back before the last
+    /// reply is written, so a client may connect again as soon as it has read it; a
+    /// client that does not read keeps the socket only until the write timeout.
+    slot: Option<Slot>,
 }
 
 pub async fn run(server: Arc<Server>, kind: ListenerKind, tcp: TcpStream, peer: SocketAddr) {
     let metrics = server.metrics.clone();
-    let _slot = match server.limits.acquire(peer.ip()) {
+    let slot = match server.limits.acquire(peer.ip()) {
         Ok(slot) => slot,
         Err(refused) => {
+            let hostname = &server.config.hostname;
+            let too_many_from = || {
+                format!(
+                    "421 4.7.0 {hostname} Error: too many connections from {}\r\n",
+                    peer.ip()
+                )
+            };
             let (reason, reply) = match refused {
                 Refused::Total => (
                     "limit_total",
-                    format!(
-                        "421 4.7.0 {} Error: too many connections\r\n",
-                        server.config.hostname
-                    ),
+                    format!("421 4.7.0 {hostname} Error: too many connections\r\n"),
                 ),
-                Refused::PerIp => (
-                    "limit_per_ip",
-                    format!(
-                        "421 4.7.0 {} Error: too many connections from {}\r\n",
-                        server.config.hostname,
-                        peer.ip()
-                    ),
-                ),
+                Refused::PerIp => ("limit_per_ip", too_many_from()),
+                // Same words as per IP: the client need not know how addresses are grouped.
+                Refused::PerNetwork => ("limit_per_network", too_many_from()),
             };
             tracing::warn!(reason, "connection refused");
             metrics.connection_rejected(kind.name(), reason);
@@ -138,6 +143,7 @@ pub async fn run(server: Arc<Server>, kind: ListenerKind, tcp: TcpStream, peer: 
         state: State::Command,
         partial: Vec::new(),
         out: Vec::with_capacity(1024),
+        slot: Some(slot),
     };
     let result = session.converse(tcp).await;
     metrics.connection_closed(kind.name());
@@ -163,17 +169,27 @@ impl Session {
         let greeting = format!("220 {} ESMTP\r\n", self.hostname());
         self.write(&mut stream, greeting.as_bytes()).await?;
 
-        let idle = self.server.config.limits.idle_timeout;
+        let limits = &self.server.config.limits;
+        let (min_rate, stress_timeout) = (limits.min_data_rate, limits.stress_idle_timeout);
+        let mut stress = self.server.limits.stress();
+        let mut deadline = Deadline::start(Instant::now(), self.timeout());
         let mut buf = vec![0u8; READ_BUFFER];
         loop {
-            let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
-                Ok(read) => read?,
-                Err(_) => {
-                    tracing::info!("timeout after {}", self.state_name());
+            let n = tokio::select! {
+                read = stream.read(&mut buf) => read?,
+                () = tokio::time::sleep_until(deadline.at()) => {
+                    tracing::info!(stress = *stress.borrow(), "timeout after {}", self.state_name());
+                    self.slot = None;
                     let reply =
                         format!("421 4.4.2 {} Error: timeout exceeded\r\n", self.hostname());
                     self.write(&mut stream, reply.as_bytes()).await?;
                     return Ok(());
+                }
+                Ok(()) = stress.changed() => {
+                    if *stress.borrow_and_update() {
+                        deadline.shorten(Instant::now(), stress_timeout);
+                    }
+                    continue;
                 }
             };
             if n == 0 {
@@ -183,6 +199,10 @@ impl Session {
                 return Ok(());
             }
             let action = self.ingest(&mut buf[..n].iter()).await;
+            if action == Action::Close {
+                self.slot = None;
+            }
+            let replied = !self.out.is_empty();
             let out = std::mem::take(&mut self.out);
             self.write(&mut stream, &out).await?;
             self.out = out;
@@ -190,7 +210,7 @@ impl Session {
             match action {
                 Action::Continue => {}
                 Action::Close => {
-                    let _ = stream.shutdown().await;
+                    let _ = tokio::time::timeout(self.timeout(), stream.shutdown()).await;
                     return Ok(());
                 }
                 // Bytes pipelined after STARTTLS were dropped by `ingest` (they are
@@ -207,15 +227,39 @@ impl Session {
                     self.txn = None;
                 }
             }
+            // Each reply starts the clock for the next request; message content may
+            // extend it by its rate, anything else (a trickled line) may not.
+            let now = Instant::now();
+            if replied {
+                deadline = Deadline::start(now, self.timeout());
+            } else if self.receiving_content() {
+                deadline.credit(now, n, min_rate, self.timeout());
+            }
         }
+    }
+
+    /// The time a client has for a request, and a write of ours: shorter under stress.
+    fn timeout(&self) -> Duration {
+        let limits = &self.server.config.limits;
+        if self.server.limits.stressed() {
+            limits.stress_idle_timeout
+        } else {
+            limits.idle_timeout
+        }
+    }
+
+    fn receiving_content(&self) -> bool {
+        matches!(
+            self.state,
+            State::Data(_) | State::Bdat(_) | State::Discard(..)
+        )
     }
 
     async fn write(&self, stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        let idle = self.server.config.limits.idle_timeout;
-        match tokio::time::timeout(idle, async {
+        match tokio::time::timeout(self.timeout(), async {
             stream.write_all(bytes).await?;
             stream.flush().await
         })

@@ -322,6 +322,11 @@ impl Server {
         Client::connect(self.port(port))
     }
 
+    /// Raw plaintext connection from a chosen loopback address (all of 127.0.0.0/8).
+    pub fn connect_from(&self, port: Port, source: std::net::Ipv4Addr) -> Client {
+        Client::connect_from(self.port(port), source)
+    }
+
     /// Connection on 587 (STARTTLS) or 465 (implicit TLS), EHLO done, authenticated.
     pub fn authenticated_client(&self, port: Port, user: &str, pass: &str) -> Client {
         let mut c = match port {
@@ -758,6 +763,20 @@ impl Client {
     pub fn connect(port: u16) -> Client {
         let sock = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        Client::over(sock)
+    }
+
+    pub fn connect_from(port: u16, source: std::net::Ipv4Addr) -> Client {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::from((source, 0)).into())
+            .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
+        sock.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap_or_else(|e| panic!("connect from {source} to 127.0.0.1:{port}: {e}"));
+        Client::over(sock.into())
+    }
+
+    fn over(sock: TcpStream) -> Client {
         sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         sock.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         Client {

@@ -1,8 +1,10 @@
 //! The SMTP side: listeners, connection limits, and the session state machine.
 
+mod duplicates;
 mod limits;
 mod received;
 mod session;
+mod size_param;
 mod stream;
 
 use std::net::SocketAddr;

@@ -591,6 +591,33 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
     }
 
     #[test]
+    fn postmaster_comes_from_the_mailserver_spec() {
+        let spec: MailServerSpec = serde_saphyr::from_str(
+            "hostname: mail.example.com\ndomains: [example.com]\nusers: {secretName: users}\n\
+             postmaster: hostmaster@example.org\n",
+        )
+        .unwrap();
+        let file = PathBuf::from;
+        let layout = FileLayout {
+            cert: file("/tls/tls.crt"),
+            key: file("/tls/tls.key"),
+            passwd: file("/users/passwd"),
+            sender_login_map: file("/users/senders"),
+            spool: file("/spool"),
+            maildir_root: file("/mail"),
+            relay_credentials: None,
+            dkim_key: file("/dkim/key"),
+        };
+        let config = Config::for_mailserver(&spec, &layout).unwrap();
+        assert_eq!(config.postmaster(), Some("hostmaster@example.org".into()));
+        let yaml = config.to_yaml().unwrap();
+        assert!(
+            yaml.contains("postmaster: hostmaster@example.org"),
+            "{yaml}"
+        );
+    }
+
+    #[test]
     fn rejects_unqualified_hostname() {
         let mut c: Config = serde_saphyr::from_str(MINIMAL).unwrap();
         c.hostname = "mail".into();

@@ -901,14 +901,16 @@ fn ret_type(flags: u64) -> Option<Ret> {
 }
 
 /// RCPT TO with its DSN parameters (RFC 3461), as the envelope keeps them; mail for
-/// postmaster goes to `postmaster`, with the address as given kept in ORCPT.
+/// postmaster goes to `postmaster`, and when that rewrites the address, the address as
+/// given is kept in ORCPT (RFC 3461 §4.2).
 fn recipient(to: &RcptTo<String>, postmaster: Option<&str>) -> Recipient {
-    let mut rcpt = Recipient::new(postmaster.unwrap_or(&to.address));
+    let rewritten = postmaster.filter(|target| *target != to.address);
+    let mut rcpt = Recipient::new(rewritten.unwrap_or(&to.address));
     // smtp-proto keeps the ORCPT address without its type, which it requires be rfc822.
     rcpt.orcpt = to
         .orcpt
         .as_deref()
-        .or(postmaster.map(|_| to.address.as_str()))
+        .or(rewritten.map(|_| to.address.as_str()))
         .map(|address| format!("rfc822;{address}"));
     rcpt.notify = [
         (smtp_proto::RCPT_NOTIFY_SUCCESS, Notify::Success),
@@ -967,6 +969,11 @@ mod tests {
         let rcpt = recipient(&to("postmaster@example.com", Some("pm@example.org")), admin);
         assert_eq!(rcpt.address, "admin@example.net");
         assert_eq!(rcpt.orcpt.as_deref(), Some("rfc822;pm@example.org"));
+        // Nothing rewritten, nothing to remember.
+        let same = Some("postmaster@example.com");
+        let rcpt = recipient(&to("postmaster@example.com", None), same);
+        assert_eq!(rcpt.address, "postmaster@example.com");
+        assert_eq!(rcpt.orcpt, None);
     }
 
     #[test]

@@ -417,10 +417,15 @@ impl Session {
             Ok(request) => self.command(request, line).await,
             Err(ParseError::InvalidParameter { param: "SIZE" }) => {
                 let limit = self.server.config.limits.max_message_size;
-                let reply = declared_size(line)
-                    .refusal(limit)
-                    .unwrap_or("501 5.5.4 Bad message size syntax");
-                self.error(reply);
+                match declared_size(line).refusal(limit) {
+                    Some(reply) if reply.starts_with("552") => {
+                        self.server
+                            .metrics
+                            .message_rejected(self.kind.name(), "size");
+                        self.error(reply);
+                    }
+                    _ => self.error("501 5.5.4 Bad message size syntax"),
+                }
                 Action::Continue
             }
             Err(ParseError::InvalidRecipientAddress) => {

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::MailServerSpec;
 
+mod wire;
+
 /// Default pod ports: unprivileged, so the container runs as non-root.
 pub const DEFAULT_SMTP_PORT: u16 = 2525;
 pub const DEFAULT_SUBMISSION_PORT: u16 = 5587;
@@ -25,6 +27,10 @@ pub struct Config {
     /// Local domains: mail for them is delivered here; port 25 accepts only these.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// Where mail for `postmaster` and `postmaster@<local domain>` goes (RFC 5321 §4.5.1).
+    /// Unset: `postmaster@<first domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmaster: Option<String>,
     #[serde(default)]
     pub listeners: Listeners,
     /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz`.
@@ -425,6 +431,7 @@ impl Config {
         let config = Config {
             hostname: spec.hostname.clone(),
             domains: spec.domains.clone(),
+            postmaster: spec.postmaster.clone(),
             listeners: Listeners {
                 smtp: defaults.smtp.filter(|_| spec.inbound.enabled),
                 submission: defaults.submission,
@@ -495,16 +502,27 @@ impl Config {
         Ok(serde_saphyr::to_string(self)?)
     }
 
+    /// The address mail for `postmaster` is delivered to: the configured one, else
+    /// `postmaster@<first domain>`; none without either.
+    pub fn postmaster(&self) -> Option<String> {
+        self.postmaster.clone().or_else(|| {
+            self.domains
+                .first()
+                .map(|domain| format!("postmaster@{domain}"))
+        })
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.hostname.is_empty() || !self.hostname.contains('.') {
-            bail!(
-                "hostname {:?} must be a fully qualified domain name",
-                self.hostname
-            );
-        }
+        self.check_wire_strings()?;
         let l = &self.listeners;
         if l.smtp.is_none() && l.submission.is_none() && l.submissions.is_none() {
             bail!("no listener configured: set at least one of smtp, submission, submissions");
+        }
+        if l.smtp.is_some() && self.postmaster().is_none() {
+            bail!(
+                "postmaster: the smtp listener must accept mail for postmaster (RFC 5321 \
+                 §4.5.1); set postmaster, or domains so that it is postmaster@<first domain>"
+            );
         }
         self.auth.socket_mode()?;
         if self.limits.max_message_size == 0 || self.limits.max_recipients == 0 {
@@ -668,6 +686,33 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
         let mut c = c;
         c.limits.max_connections_per_network = Some(0);
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn postmaster_comes_from_the_mailserver_spec() {
+        let spec: MailServerSpec = serde_saphyr::from_str(
+            "hostname: mail.example.com\ndomains: [example.com]\nusers: {secretName: users}\n\
+             postmaster: hostmaster@example.org\n",
+        )
+        .unwrap();
+        let file = PathBuf::from;
+        let layout = FileLayout {
+            cert: file("/tls/tls.crt"),
+            key: file("/tls/tls.key"),
+            passwd: file("/users/passwd"),
+            sender_login_map: file("/users/senders"),
+            spool: file("/spool"),
+            maildir_root: file("/mail"),
+            relay_credentials: None,
+            dkim_key: file("/dkim/key"),
+        };
+        let config = Config::for_mailserver(&spec, &layout).unwrap();
+        assert_eq!(config.postmaster(), Some("hostmaster@example.org".into()));
+        let yaml = config.to_yaml().unwrap();
+        assert!(
+            yaml.contains("postmaster: hostmaster@example.org"),
+            "{yaml}"
+        );
     }
 
     #[test]

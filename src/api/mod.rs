@@ -6,7 +6,7 @@ mod crd;
 mod manifest;
 mod spec;
 mod status;
-mod validate;
+pub(crate) mod validate;
 
 pub use crd::crd_yaml;
 pub use manifest::load_manifest;

@@ -75,6 +75,13 @@ pub struct MailServerSpec {
     )]
     pub domains: Vec<String>,
 
+    /// Where mail to `postmaster` and `postmaster@<each domain>` goes, in any letter
+    /// case; it is accepted on port 25 even when no such user exists (RFC 5321 §4.5.1).
+    /// Defaults to postmaster@<first domain>.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 254))]
+    pub postmaster: Option<String>,
+
     /// Mail server pods to run.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]

@@ -79,7 +79,7 @@ pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
 }
 
 /// A DNS name of one or more labels (letters, digits, '-'), without a trailing dot.
-fn check_dns_name(s: &str) -> Result<(), String> {
+pub(crate) fn check_dns_name(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("is empty".into());
     }
@@ -115,7 +115,7 @@ fn check_dns_name(s: &str) -> Result<(), String> {
 }
 
 /// A fully qualified domain name: at least two labels, the last one not numeric.
-fn check_fqdn(s: &str) -> Result<(), String> {
+pub(crate) fn check_fqdn(s: &str) -> Result<(), String> {
     check_dns_name(s)?;
     let last = s.rsplit('.').next().unwrap_or(s);
     if !s.contains('.') {
@@ -134,7 +134,7 @@ fn check_fqdn(s: &str) -> Result<(), String> {
 /// A mail address as used in logins and the sender login map: `local@domain`, the
 /// domain fully qualified, the local part free of spaces and of the characters that
 /// delimit addresses and map entries.
-fn check_address(s: &str) -> Result<(), String> {
+pub(crate) fn check_address(s: &str) -> Result<(), String> {
     let Some((local, domain)) = s.rsplit_once('@') else {
         return Err(format!(
             "{s:?} is not a mail address: expected local-part@domain, e.g. alice@example.com"
@@ -271,6 +271,10 @@ impl MailServerSpec {
                     format_args!("{domain:?} is listed more than once"),
                 );
             }
+        }
+
+        if let Some(postmaster) = &self.postmaster {
+            p.check("spec.postmaster", check_address(postmaster));
         }
 
         if self.replicas < 0 {
@@ -636,6 +640,16 @@ mod tests {
                 |s| s.users.key = "pass wd".into(),
                 "spec.users.key",
                 "not a valid Secret key",
+            ),
+            (
+                |s| s.postmaster = Some("admin@example.com\r\n250 injected".into()),
+                "spec.postmaster",
+                "contains '\\r'",
+            ),
+            (
+                |s| s.postmaster = Some("postmaster".into()),
+                "spec.postmaster",
+                "not a mail address",
             ),
             (
                 |s| s.sender_logins[0].address = "info".into(),

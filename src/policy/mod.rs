@@ -1,6 +1,7 @@
 //! Access policy, evaluated at RCPT time like Postfix with `smtpd_delay_reject = yes`:
 //! client restrictions, then the sender login check, then recipient restrictions.
 
+mod postmaster;
 pub mod recipient;
 pub mod sender;
 
@@ -37,6 +38,8 @@ pub struct Policy {
     senders: Option<Arc<Watched<SenderLoginMap>>>,
     domains: DomainChecker,
     local_domains: Vec<String>,
+    /// Where mail for postmaster goes; see `postmaster_for`.
+    postmaster: Option<String>,
 }
 
 impl Policy {
@@ -58,6 +61,7 @@ impl Policy {
                 .iter()
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
+            postmaster: config.postmaster(),
         })
     }
 
@@ -80,28 +84,15 @@ impl Policy {
         rcpt: &str,
         auth: &Authenticator,
     ) -> Result<(), Reject> {
+        if self.postmaster_for(rcpt).is_some() {
+            return match ctx.kind {
+                ListenerKind::Smtp => Ok(()),
+                ListenerKind::Submission | ListenerKind::Submissions => self.check_submitter(ctx),
+            };
+        }
         match ctx.kind {
             ListenerKind::Submission | ListenerKind::Submissions => {
-                // smtpd_client_restrictions = permit_sasl_authenticated, reject
-                let Some(login) = ctx.login else {
-                    return reject(
-                        "client_rejected",
-                        format!(
-                            "554 5.7.1 <{}>: Client host rejected: Access denied",
-                            ctx.client
-                        ),
-                    );
-                };
-                // smtpd_sender_restrictions = reject_sender_login_mismatch
-                if !self.may_send(login, ctx.sender) {
-                    return reject(
-                        "sender_mismatch",
-                        format!(
-                            "553 5.7.1 <{}>: Sender address rejected: not owned by user {login}",
-                            ctx.sender
-                        ),
-                    );
-                }
+                self.check_submitter(ctx)?;
                 // reject_non_fqdn_recipient, reject_unknown_recipient_domain,
                 // permit_sasl_authenticated
                 self.check_fqdn(rcpt)?;
@@ -119,6 +110,32 @@ impl Policy {
                 self.check_domain_or_user(rcpt, auth).await
             }
         }
+    }
+
+    /// Submission's client and sender rules: an authenticated client, sending as an
+    /// address its login owns.
+    fn check_submitter(&self, ctx: &RcptContext<'_>) -> Result<(), Reject> {
+        // smtpd_client_restrictions = permit_sasl_authenticated, reject
+        let Some(login) = ctx.login else {
+            return reject(
+                "client_rejected",
+                format!(
+                    "554 5.7.1 <{}>: Client host rejected: Access denied",
+                    ctx.client
+                ),
+            );
+        };
+        // smtpd_sender_restrictions = reject_sender_login_mismatch
+        if !self.may_send(login, ctx.sender) {
+            return reject(
+                "sender_mismatch",
+                format!(
+                    "553 5.7.1 <{}>: Sender address rejected: not owned by user {login}",
+                    ctx.sender
+                ),
+            );
+        }
+        Ok(())
     }
 
     fn check_fqdn(&self, rcpt: &str) -> Result<(), Reject> {

@@ -1,10 +1,12 @@
 //! The SMTP side: listeners, connection limits, and the session state machine.
 
 mod deadline;
+mod duplicates;
 mod limits;
 mod proxy;
 mod received;
 mod session;
+mod size_param;
 mod stream;
 
 use std::net::SocketAddr;

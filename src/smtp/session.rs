@@ -17,8 +17,10 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::deadline::Deadline;
+use super::duplicates::DuplicateFilter;
 use super::limits::{Refused, Slot};
 use super::received::Trace;
+use super::size_param::{DeclaredSize, declared_size};
 use super::stream::Stream;
 use super::{ListenerKind, Server, client_name, printable};
 use crate::auth::sasl;
@@ -65,7 +67,11 @@ enum AuthStep {
 
 struct Transaction {
     from: MailFrom<String>,
+    /// Recipients as given, without duplicates.
     rcpts: Vec<RcptTo<String>>,
+    /// RCPT commands accepted, duplicates included (Postfix's `rcpt_count`).
+    accepted: usize,
+    duplicates: DuplicateFilter,
     /// Received header, then the content as it arrives.
     message: Vec<u8>,
     id: Option<QueueId>,
@@ -446,7 +452,31 @@ impl Session {
             return Action::Continue;
         }
         match Request::parse(&mut line.iter()).map(Request::into_owned) {
-            Ok(request) => self.command(request).await,
+            // smtp-proto reads both `<>` and `<postmaster>` as "".
+            Ok(Request::Rcpt { mut to }) if to.address.is_empty() => match bare_local_part(line) {
+                Some(typed) => {
+                    to.address = typed;
+                    self.command(Request::Rcpt { to }, line).await
+                }
+                None => {
+                    self.parse_error(ParseError::InvalidRecipientAddress);
+                    Action::Continue
+                }
+            },
+            Ok(request) => self.command(request, line).await,
+            Err(ParseError::InvalidParameter { param: "SIZE" }) => {
+                let limit = self.server.config.limits.max_message_size;
+                match declared_size(line).refusal(limit) {
+                    Some(reply) if reply.starts_with("552") => {
+                        self.server
+                            .metrics
+                            .message_rejected(self.kind.name(), "size");
+                        self.error(reply);
+                    }
+                    _ => self.error("501 5.5.4 Bad message size syntax"),
+                }
+                Action::Continue
+            }
             Err(ParseError::InvalidRecipientAddress) => {
                 // smtp-proto insists on local@domain, but `RCPT TO:<bob>` is valid
                 // syntax that reject_non_fqdn_recipient answers with 504.
@@ -458,7 +488,7 @@ impl Session {
                             rrvs: 0,
                             flags: 0,
                         };
-                        self.command(Request::Rcpt { to }).await
+                        self.command(Request::Rcpt { to }, line).await
                     }
                     None => {
                         self.parse_error(ParseError::InvalidRecipientAddress);
@@ -506,7 +536,8 @@ impl Session {
         self.error(&reply);
     }
 
-    async fn command(&mut self, request: Request<String>) -> Action {
+    /// One parsed command; `line` is its raw text.
+    async fn command(&mut self, request: Request<String>, line: &[u8]) -> Action {
         if self.kind.tls_required()
             && self.tls.is_none()
             && !matches!(
@@ -530,7 +561,7 @@ impl Session {
                 mechanism,
                 initial_response,
             } => self.auth(mechanism, initial_response).await,
-            Request::Mail { from } => self.mail(from),
+            Request::Mail { from } => self.mail(from, declared_size(line)),
             Request::Rcpt { to } => self.rcpt(to).await,
             Request::Data => self.data(),
             Request::Bdat {
@@ -700,39 +731,36 @@ impl Session {
         }
     }
 
-    fn mail(&mut self, from: MailFrom<String>) {
+    fn mail(&mut self, from: MailFrom<String>, size: DeclaredSize) {
         if self.helo.is_none() {
             return self.error("503 5.5.1 Error: send HELO/EHLO first");
         }
         if self.txn.is_some() {
             return self.error("503 5.5.1 Error: nested MAIL command");
         }
-        if from.size > self.server.config.limits.max_message_size {
+        // The size as declared, not smtp-proto's reading of it (see `size_param`).
+        if let Some(reply) = size.refusal(self.server.config.limits.max_message_size) {
             self.server
                 .metrics
                 .message_rejected(self.kind.name(), "size");
-            return self.error("552 5.3.4 Message size exceeds fixed limit");
+            return self.error(reply);
         }
         self.txn = Some(Transaction {
             from,
             rcpts: Vec::new(),
+            accepted: 0,
+            duplicates: DuplicateFilter::default(),
             message: Vec::new(),
             id: None,
         });
         self.reply("250 2.1.0 Ok");
     }
 
-    async fn rcpt(&mut self, mut to: RcptTo<String>) {
-        if to.address.is_empty() {
-            // `RCPT TO:<postmaster>` without a domain (RFC 5321 §4.5.1) must be accepted.
-            let config = &self.server.config;
-            let domain = config.domains.first().unwrap_or(&config.hostname);
-            to.address = format!("postmaster@{domain}");
-        }
+    async fn rcpt(&mut self, to: RcptTo<String>) {
         let Some(txn) = &self.txn else {
             return self.error("503 5.5.1 Error: need MAIL command");
         };
-        if txn.rcpts.len() >= self.server.config.limits.max_recipients {
+        if txn.accepted >= self.server.config.limits.max_recipients {
             // Not counted as an error: the client is told to send the rest later.
             return self.reply("452 4.5.3 Error: too many recipients");
         }
@@ -750,7 +778,10 @@ impl Session {
         {
             Ok(()) => {
                 if let Some(txn) = self.txn.as_mut() {
-                    txn.rcpts.push(to);
+                    txn.accepted += 1;
+                    if txn.duplicates.is_new(&to) {
+                        txn.rcpts.push(to);
+                    }
                 }
                 self.reply("250 2.1.5 Ok");
             }
@@ -791,7 +822,7 @@ impl Session {
                 esmtp: self.esmtp,
                 id: &id.to_string(),
                 single_recipient: match txn.rcpts.as_slice() {
-                    [one] => Some(one.address.as_str()),
+                    [one] if txn.accepted == 1 => Some(one.address.as_str()),
                     _ => None,
                 },
             }
@@ -850,7 +881,11 @@ impl Session {
             smtputf8: txn.from.flags & smtp_proto::MAIL_SMTPUTF8 != 0,
             ret: ret_type(txn.from.flags),
             envid: txn.from.env_id.clone(),
-            recipients: txn.rcpts.iter().map(recipient).collect(),
+            recipients: txn
+                .rcpts
+                .iter()
+                .map(|to| recipient(to, self.server.policy.postmaster_for(&to.address)))
+                .collect(),
             login: self.login.clone(),
             client_addr: self.peer,
             client_helo: self.helo.clone().unwrap_or_default(),
@@ -919,10 +954,18 @@ fn ret_type(flags: u64) -> Option<Ret> {
     }
 }
 
-/// RCPT TO with its DSN parameters (RFC 3461), as the envelope keeps them.
-fn recipient(to: &RcptTo<String>) -> Recipient {
-    let mut rcpt = Recipient::new(to.address.clone());
-    rcpt.orcpt = to.orcpt.clone();
+/// RCPT TO with its DSN parameters (RFC 3461), as the envelope keeps them; mail for
+/// postmaster goes to `postmaster`, and when that rewrites the address, the address as
+/// given is kept in ORCPT (RFC 3461 §4.2).
+fn recipient(to: &RcptTo<String>, postmaster: Option<&str>) -> Recipient {
+    let rewritten = postmaster.filter(|target| *target != to.address);
+    let mut rcpt = Recipient::new(rewritten.unwrap_or(&to.address));
+    // smtp-proto keeps the ORCPT address without its type, which it requires be rfc822.
+    rcpt.orcpt = to
+        .orcpt
+        .as_deref()
+        .or(rewritten.map(|_| to.address.as_str()))
+        .map(|address| format!("rfc822;{address}"));
     rcpt.notify = [
         (smtp_proto::RCPT_NOTIFY_SUCCESS, Notify::Success),
         (smtp_proto::RCPT_NOTIFY_FAILURE, Notify::Failure),
@@ -947,4 +990,52 @@ fn bare_local_part(line: &[u8]) -> Option<String> {
             .chars()
             .all(|c| !c.is_control() && !c.is_whitespace() && !"<>@,;:\\\"[]()".contains(c));
     valid.then(|| address.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to(address: &str, orcpt: Option<&str>) -> RcptTo<String> {
+        RcptTo {
+            address: address.into(),
+            orcpt: orcpt.map(String::from),
+            rrvs: 0,
+            flags: smtp_proto::RCPT_NOTIFY_FAILURE,
+        }
+    }
+
+    #[test]
+    fn envelope_recipient_keeps_orcpt_with_its_type() {
+        let rcpt = recipient(&to("bob@example.com", Some("Bob@Example.COM")), None);
+        assert_eq!(rcpt.address, "bob@example.com");
+        assert_eq!(rcpt.orcpt.as_deref(), Some("rfc822;Bob@Example.COM"));
+        assert_eq!(rcpt.notify, [Notify::Failure]);
+        assert_eq!(recipient(&to("bob@example.com", None), None).orcpt, None);
+    }
+
+    #[test]
+    fn postmaster_goes_to_its_address_with_the_original_in_orcpt() {
+        let admin = Some("admin@example.net");
+        let rcpt = recipient(&to("PostMaster", None), admin);
+        assert_eq!(rcpt.address, "admin@example.net");
+        assert_eq!(rcpt.orcpt.as_deref(), Some("rfc822;PostMaster"));
+        let rcpt = recipient(&to("postmaster@example.com", Some("pm@example.org")), admin);
+        assert_eq!(rcpt.address, "admin@example.net");
+        assert_eq!(rcpt.orcpt.as_deref(), Some("rfc822;pm@example.org"));
+        // Nothing rewritten, nothing to remember.
+        let same = Some("postmaster@example.com");
+        let rcpt = recipient(&to("postmaster@example.com", None), same);
+        assert_eq!(rcpt.address, "postmaster@example.com");
+        assert_eq!(rcpt.orcpt, None);
+    }
+
+    #[test]
+    fn bare_local_part_tells_postmaster_from_the_null_path() {
+        assert_eq!(
+            bare_local_part(b"RCPT TO:<PostMaster> NOTIFY=NEVER\r\n").as_deref(),
+            Some("PostMaster")
+        );
+        assert_eq!(bare_local_part(b"RCPT TO:<>\r\n"), None);
+    }
 }

@@ -48,11 +48,17 @@ pub enum Port {
 /// Config knobs a test may change; everything else is fixed by the harness.
 pub struct Builder {
     limits: BTreeMap<String, String>,
-    /// Top-level YAML lines appended to the config file.
-    extra: String,
+    /// Top-level config entries (camelCase key, YAML value) besides the harness's own.
+    settings: BTreeMap<String, String>,
 }
 
 impl Builder {
+    /// Sets a top-level config entry, e.g. `postmaster`, or replaces `domains`.
+    pub fn config(mut self, key: &str, value: impl ToString) -> Self {
+        self.settings.insert(key.to_string(), value.to_string());
+        self
+    }
+
     /// Overrides one `limits:` entry (camelCase key, YAML value).
     pub fn limit(mut self, key: &str, value: impl ToString) -> Self {
         self.limits.insert(key.to_string(), value.to_string());
@@ -60,9 +66,8 @@ impl Builder {
     }
 
     /// Networks whose connections must start with a PROXY protocol header.
-    pub fn proxy_trusted(mut self, cidrs: &[&str]) -> Self {
-        writeln!(self.extra, "proxyProtocol: {{trustedCidrs: {cidrs:?}}}").unwrap();
-        self
+    pub fn proxy_trusted(self, cidrs: &[&str]) -> Self {
+        self.config("proxyProtocol", format!("{{trustedCidrs: {cidrs:?}}}"))
     }
 
     pub fn start(self) -> Server {
@@ -98,7 +103,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            extra: String::new(),
+            settings: BTreeMap::new(),
         }
     }
 
@@ -106,7 +111,7 @@ impl Server {
         Self::builder().start()
     }
 
-    fn start_with(builder: Builder) -> Server {
+    fn start_with(mut builder: Builder) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
         let dns = Dnsmasq::start();
@@ -126,10 +131,18 @@ impl Server {
         for (k, v) in &builder.limits {
             write!(limits, "{k}: {v}, ").unwrap();
         }
+        let domains = builder
+            .settings
+            .remove("domains")
+            .unwrap_or_else(|| "[example.com]".into());
+        let mut settings = String::new();
+        for (k, v) in &builder.settings {
+            writeln!(settings, "{k}: {v}").unwrap();
+        }
         let d = root.display();
         let config = format!(
             "hostname: {HOSTNAME}\n\
-             domains: [example.com]\n\
+             domains: {domains}\n\
              listeners: {{smtp: \"127.0.0.1:0\", submission: \"127.0.0.1:0\", submissions: \"127.0.0.1:0\"}}\n\
              metrics: \"127.0.0.1:0\"\n\
              tls: {{cert: {d}/tls/tls.crt, key: {d}/tls/tls.key}}\n\
@@ -138,10 +151,10 @@ impl Server {
              dns: {{nameservers: [\"127.0.0.1:{}\"]}}\n\
              spool: {{directory: {d}/spool, maildirRoot: {d}/mail}}\n\
              limits: {{{}}}\n\
-             reloadInterval: 200ms\n{}",
+             reloadInterval: 200ms\n\
+             {settings}",
             dns.port,
             limits.trim_end_matches([',', ' ']),
-            builder.extra
         );
         std::fs::write(root.join("config.yaml"), config).unwrap();
 

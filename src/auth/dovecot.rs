@@ -4,8 +4,9 @@
 //! One request at a time per connection, as Postfix's smtpd sends them; each failure
 //! waits the authenticator's failure delay, which holds back only that connection.
 //! Failed logins are throttled per `rip` (the SMTP client's address) as on the SMTP
-//! listeners; a throttled request fails with `code=temp_fail`, which Postfix answers
-//! with 454. A client must start with `VERSION`, as Dovecot requires.
+//! listeners; a throttled request fails with Dovecot's `code=temp_fail` and a reason
+//! (Postfix 3.7 treats every FAIL alike: 535 with that reason). A client must start
+//! with `VERSION`, as Dovecot requires.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -48,12 +48,19 @@ pub enum Port {
 /// Config knobs a test may change; everything else is fixed by the harness.
 pub struct Builder {
     limits: BTreeMap<String, String>,
+    auth: BTreeMap<String, String>,
 }
 
 impl Builder {
     /// Overrides one `limits:` entry (camelCase key, YAML value).
     pub fn limit(mut self, key: &str, value: impl ToString) -> Self {
         self.limits.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Adds or overrides one `auth:` entry; `$DIR` in the value is the server's directory.
+    pub fn auth(mut self, key: &str, value: impl ToString) -> Self {
+        self.auth.insert(key.to_string(), value.to_string());
         self
     }
 
@@ -90,6 +97,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            auth: BTreeMap::from([("failureDelay".to_string(), "200ms".to_string())]),
         }
     }
 
@@ -118,13 +126,17 @@ impl Server {
             write!(limits, "{k}: {v}, ").unwrap();
         }
         let d = root.display();
+        let mut auth = String::new();
+        for (k, v) in &builder.auth {
+            write!(auth, ", {k}: {}", v.replace("$DIR", &d.to_string())).unwrap();
+        }
         let config = format!(
             "hostname: {HOSTNAME}\n\
              domains: [example.com]\n\
              listeners: {{smtp: \"127.0.0.1:0\", submission: \"127.0.0.1:0\", submissions: \"127.0.0.1:0\"}}\n\
              metrics: \"127.0.0.1:0\"\n\
              tls: {{cert: {d}/tls/tls.crt, key: {d}/tls/tls.key}}\n\
-             auth: {{passwdFile: {d}/passwd, failureDelay: 200ms}}\n\
+             auth: {{passwdFile: {d}/passwd{auth}}}\n\
              senderLoginMap: {d}/senders\n\
              dns: {{nameservers: [\"127.0.0.1:{}\"]}}\n\
              spool: {{directory: {d}/spool, maildirRoot: {d}/mail}}\n\

@@ -549,6 +549,17 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
             DEFAULT_SUBMISSION_PORT
         );
         assert_eq!(c.auth.failure_delay, Duration::from_secs(2));
+        assert_eq!(c.auth.max_failure_delay, Duration::from_secs(15));
+        assert_eq!(
+            (
+                c.auth.max_failures_per_address,
+                c.auth.max_failures_per_login
+            ),
+            (10, 30)
+        );
+        assert_eq!(c.auth.throttle_window, Duration::from_secs(600));
+        assert_eq!(c.auth.throttle_tracked_keys, 10_000);
+        assert_eq!(c.auth.dovecot_socket_owner, None);
         assert!(!c.auth.allow_plaintext);
         assert_eq!(c.limits.max_message_size, 25 * 1024 * 1024);
         assert_eq!(c.dkim, None);

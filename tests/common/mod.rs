@@ -97,7 +97,16 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            auth: BTreeMap::from([("failureDelay".to_string(), "200ms".to_string())]),
+            // Short delays, and no throttling for tests that are not about it.
+            auth: [
+                ("failureDelay", "200ms"),
+                ("maxFailureDelay", "200ms"),
+                ("maxFailuresPerAddress", "0"),
+                ("maxFailuresPerLogin", "0"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         }
     }
 

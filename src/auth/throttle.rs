@@ -196,7 +196,7 @@ impl Attempt<'_> {
                 entries.pop(key);
             }
         }
-        // The delay follows the client's own failures; without an address, the login's.
+        // The delay follows the client's own failures; with no address tracked, the login's.
         let failures = if self.keys[0].is_some() {
             counts[0]
         } else {

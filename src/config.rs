@@ -127,6 +127,33 @@ pub struct AuthConfig {
     /// `unix_listener { mode = 0600 }`.
     #[serde(default = "default_socket_mode")]
     pub dovecot_socket_mode: String,
+    /// Owner of that socket (a user name or a numeric uid), as Dovecot's
+    /// `unix_listener { user = postfix }`; unset: the server's own user.
+    #[serde(default)]
+    pub dovecot_socket_owner: Option<String>,
+    /// Group of that socket (a group name or a numeric gid); unset: the server's group.
+    #[serde(default)]
+    pub dovecot_socket_group: Option<String>,
+    /// Failed logins per client address (IPv6: per /64) in `throttleWindow` before AUTH
+    /// gets a temporary 454 without the password being checked. 0: no limit.
+    #[serde(default = "default_failures_per_address")]
+    pub max_failures_per_address: usize,
+    /// Failed logins per login name, from any address, in `throttleWindow`. Higher than
+    /// the per-address limit: it stops guessing spread over many addresses, but also
+    /// locks the real user out while it lasts. 0: no limit.
+    #[serde(default = "default_failures_per_login")]
+    pub max_failures_per_login: usize,
+    /// The sliding window failed logins are counted in.
+    #[serde(default = "default_throttle_window", with = "humantime_serde")]
+    pub throttle_window: Duration,
+    /// `failureDelay` doubles with each failure from an address up to this
+    /// (Dovecot's auth penalty).
+    #[serde(default = "default_max_failure_delay", with = "humantime_serde")]
+    pub max_failure_delay: Duration,
+    /// Addresses and logins remembered for throttling; the least recently seen is
+    /// forgotten first.
+    #[serde(default = "default_throttle_tracked_keys")]
+    pub throttle_tracked_keys: usize,
 }
 
 impl AuthConfig {
@@ -140,6 +167,13 @@ impl AuthConfig {
             max_concurrent_verifications: default_verify_concurrency(),
             dovecot_socket: None,
             dovecot_socket_mode: default_socket_mode(),
+            dovecot_socket_owner: None,
+            dovecot_socket_group: None,
+            max_failures_per_address: default_failures_per_address(),
+            max_failures_per_login: default_failures_per_login(),
+            throttle_window: default_throttle_window(),
+            max_failure_delay: default_max_failure_delay(),
+            throttle_tracked_keys: default_throttle_tracked_keys(),
         }
     }
 
@@ -167,6 +201,21 @@ fn default_verify_concurrency() -> usize {
 }
 fn default_socket_mode() -> String {
     "0600".into()
+}
+fn default_failures_per_address() -> usize {
+    10
+}
+fn default_failures_per_login() -> usize {
+    30
+}
+fn default_throttle_window() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_failure_delay() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_throttle_tracked_keys() -> usize {
+    10_000
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -525,6 +574,9 @@ impl Config {
             );
         }
         self.auth.socket_mode()?;
+        if self.auth.throttle_tracked_keys == 0 || self.auth.throttle_window.is_zero() {
+            bail!("auth.throttleTrackedKeys and auth.throttleWindow must be positive");
+        }
         if self.limits.max_message_size == 0 || self.limits.max_recipients == 0 {
             bail!("limits.maxMessageSize and limits.maxRecipients must be positive");
         }
@@ -566,6 +618,17 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
             DEFAULT_SUBMISSION_PORT
         );
         assert_eq!(c.auth.failure_delay, Duration::from_secs(2));
+        assert_eq!(c.auth.max_failure_delay, Duration::from_secs(15));
+        assert_eq!(
+            (
+                c.auth.max_failures_per_address,
+                c.auth.max_failures_per_login
+            ),
+            (10, 30)
+        );
+        assert_eq!(c.auth.throttle_window, Duration::from_secs(600));
+        assert_eq!(c.auth.throttle_tracked_keys, 10_000);
+        assert_eq!(c.auth.dovecot_socket_owner, None);
         assert!(!c.auth.allow_plaintext);
         assert_eq!(c.limits.max_message_size, 25 * 1024 * 1024);
         assert_eq!(c.dkim, None);

@@ -176,7 +176,7 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
         .map(|(kind, listener)| tokio::spawn(smtp::serve(server.clone(), kind, listener)))
         .collect();
     if let Some(path) = &server.config.auth.dovecot_socket {
-        let listener = crate::auth::dovecot::bind(path, server.config.auth.socket_mode()?)?;
+        let listener = crate::auth::dovecot::bind(path, &server.config.auth)?;
         tokio::spawn(crate::auth::dovecot::serve(
             listener,
             server.auth.clone(),

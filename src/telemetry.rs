@@ -126,6 +126,8 @@ pub struct Metrics {
     connections_rejected: Family<ReasonLabels, Counter>,
     tls_handshakes: Family<ResultLabels, Counter>,
     auth_attempts: Family<AuthLabels, Counter>,
+    auth_throttled: Family<ListenerLabels, Counter>,
+    auth_throttle_keys: Gauge<u64, AtomicU64>,
     messages_accepted: Family<ListenerLabels, Counter>,
     messages_rejected: Family<ReasonLabels, Counter>,
     message_bytes_accepted: Family<ListenerLabels, Counter>,
@@ -176,6 +178,18 @@ impl Metrics {
             "auth_attempts",
             "SASL authentication attempts by mechanism and result (success, failure)",
             Family::clone(&auth_attempts),
+        );
+        let auth_throttled = Family::default();
+        registry.register(
+            "auth_throttled",
+            "SASL attempts refused with 454 unchecked: too many recent failed logins",
+            Family::clone(&auth_throttled),
+        );
+        let auth_throttle_keys = Gauge::default();
+        registry.register(
+            "auth_throttle_tracked_keys",
+            "Client addresses and logins the failed-login throttle remembers",
+            Gauge::clone(&auth_throttle_keys),
         );
         let messages_accepted = Family::default();
         registry.register(
@@ -240,6 +254,8 @@ impl Metrics {
             connections_rejected,
             tls_handshakes,
             auth_attempts,
+            auth_throttled,
+            auth_throttle_keys,
             messages_accepted,
             messages_rejected,
             message_bytes_accepted,
@@ -287,6 +303,18 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// An attempt the throttle refused.
+    pub fn auth_throttled(&self, listener: &'static str) {
+        self.auth_throttled
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+    }
+
+    pub fn set_auth_throttle_keys(&self, keys: usize) {
+        self.auth_throttle_keys
+            .set(u64::try_from(keys).unwrap_or(u64::MAX));
     }
 
     pub fn message_accepted(&self, listener: &'static str, bytes: u64) {
@@ -411,6 +439,8 @@ mod tests {
         m.tls_handshake("submissions", false);
         m.auth_attempt("submission", "PLAIN", true);
         m.auth_attempt("submission", "LOGIN", false);
+        m.auth_throttled("dovecot-auth");
+        m.set_auth_throttle_keys(7);
         m.message_accepted("submission", 4096);
         m.message_accepted("submission", 100);
         m.message_rejected("smtp", "relay_denied");
@@ -432,6 +462,8 @@ mod tests {
             r#"posthorn_tls_handshakes_total{listener="submissions",result="failed"} 2"#,
             r#"posthorn_auth_attempts_total{listener="submission",mechanism="PLAIN",result="success"} 1"#,
             r#"posthorn_auth_attempts_total{listener="submission",mechanism="LOGIN",result="failure"} 1"#,
+            r#"posthorn_auth_throttled_total{listener="dovecot-auth"} 1"#,
+            "posthorn_auth_throttle_tracked_keys 7",
             r#"posthorn_messages_accepted_total{listener="submission"} 2"#,
             r#"posthorn_message_bytes_accepted_total{listener="submission"} 4196"#,
             r#"posthorn_messages_rejected_total{listener="smtp",reason="relay_denied"} 1"#,

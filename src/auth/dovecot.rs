@@ -3,6 +3,10 @@
 //!
 //! One request at a time per connection, as Postfix's smtpd sends them; each failure
 //! waits the authenticator's failure delay, which holds back only that connection.
+//! Failed logins are throttled per `rip` (the SMTP client's address) as on the SMTP
+//! listeners; a throttled request fails with Dovecot's `code=temp_fail` and a reason
+//! (Postfix 3.7 treats every FAIL alike: 535 with that reason). A client must start
+//! with `VERSION`, as Dovecot requires.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,16 +20,31 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::Instrument;
 
-use super::Authenticator;
 use super::sasl::{self, SaslError};
+use super::{Authenticator, THROTTLED_REASON, Verdict};
+use crate::config::AuthConfig;
 use crate::telemetry::Metrics;
 
 /// Longest line either side may send.
 const MAX_LINE: u64 = 16384;
 const LISTENER: &str = "dovecot-auth";
 
-/// Binds the socket (replacing a stale one) with the given permissions.
-pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+/// Binds the socket (replacing a stale one) with the configured permissions, owner and
+/// group.
+pub fn bind(path: &Path, cfg: &AuthConfig) -> anyhow::Result<UnixListener> {
+    let mode = cfg.socket_mode()?;
+    let owner = cfg
+        .dovecot_socket_owner
+        .as_deref()
+        .map(uid)
+        .transpose()
+        .context("auth.dovecotSocketOwner")?;
+    let group = cfg
+        .dovecot_socket_group
+        .as_deref()
+        .map(gid)
+        .transpose()
+        .context("auth.dovecotSocketGroup")?;
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -36,7 +55,35 @@ pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     let listener = UnixListener::bind(path)
         .with_context(|| format!("binding the Dovecot auth socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if owner.is_some() || group.is_some() {
+        std::os::unix::fs::chown(path, owner, group)
+            .with_context(|| format!("changing the owner of {}", path.display()))?;
+    }
     Ok(listener)
+}
+
+/// A user name or a numeric uid.
+fn uid(user: &str) -> anyhow::Result<u32> {
+    if let Ok(id) = user.parse() {
+        return Ok(id);
+    }
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(found)) => Ok(found.uid.as_raw()),
+        Ok(None) => anyhow::bail!("no user named {user:?}"),
+        Err(err) => Err(err).with_context(|| format!("looking up user {user:?}")),
+    }
+}
+
+/// A group name or a numeric gid.
+fn gid(group: &str) -> anyhow::Result<u32> {
+    if let Ok(id) = group.parse() {
+        return Ok(id);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(found)) => Ok(found.gid.as_raw()),
+        Ok(None) => anyhow::bail!("no group named {group:?}"),
+        Err(err) => Err(err).with_context(|| format!("looking up group {group:?}")),
+    }
 }
 
 pub async fn serve(listener: UnixListener, auth: Arc<Authenticator>, metrics: Arc<Metrics>) {
@@ -78,6 +125,13 @@ impl Mechanism {
     }
 }
 
+/// What a client sent to log in with.
+struct Credentials<'a> {
+    authzid: &'a str,
+    authcid: &'a str,
+    password: &'a [u8],
+}
+
 /// A request waiting for the client's next `CONT`.
 enum Pending {
     PlainResponse,
@@ -88,7 +142,10 @@ enum Pending {
 struct Connection {
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
-    pending: HashMap<String, Pending>,
+    /// Set by the client's `VERSION` line, which must come first.
+    versioned: bool,
+    /// Requests waiting for a `CONT`, with their `rip`.
+    pending: HashMap<String, (Pending, Option<IpAddr>)>,
     out: Vec<u8>,
 }
 
@@ -103,6 +160,7 @@ impl Connection {
         Connection {
             auth,
             metrics,
+            versioned: false,
             pending: HashMap::new(),
             out: Vec::new(),
         }
@@ -150,8 +208,13 @@ impl Connection {
     async fn handle(&mut self, line: &str) -> Next {
         let fields: Vec<&str> = line.split('\t').collect();
         match fields.as_slice() {
-            ["VERSION", major, ..] if *major == "1" => Next::Continue,
+            ["VERSION", major, ..] if *major == "1" => {
+                self.versioned = true;
+                Next::Continue
+            }
             ["VERSION", ..] => Next::Disconnect("unsupported protocol version"),
+            // Dovecot drops a client whose first line is not VERSION.
+            _ if !self.versioned => Next::Disconnect("no VERSION handshake"),
             ["CPID", ..] => Next::Continue,
             ["AUTH", id, mechanism, params @ ..] => self.auth(id, mechanism, params).await,
             ["CONT", id, data] => self.cont(id, data).await,
@@ -187,28 +250,35 @@ impl Connection {
             return Next::Continue;
         }
         match (mechanism, response) {
-            (Mechanism::Plain, Some(resp)) => self.plain(id, resp.as_bytes()).await,
-            (Mechanism::Plain, None) => self.ask(id, "", Pending::PlainResponse),
-            (Mechanism::Login, Some(resp)) => self.login_user(id, resp.as_bytes()),
-            (Mechanism::Login, None) => {
-                self.ask(id, sasl::LOGIN_USERNAME_CHALLENGE, Pending::LoginUser)
-            }
+            (Mechanism::Plain, Some(resp)) => self.plain(id, remote, resp.as_bytes()).await,
+            (Mechanism::Plain, None) => self.ask(id, "", Pending::PlainResponse, remote),
+            (Mechanism::Login, Some(resp)) => self.login_user(id, remote, resp.as_bytes()),
+            (Mechanism::Login, None) => self.ask(
+                id,
+                sasl::LOGIN_USERNAME_CHALLENGE,
+                Pending::LoginUser,
+                remote,
+            ),
         }
         Next::Continue
     }
 
     async fn cont(&mut self, id: &str, data: &str) -> Next {
-        let Some(pending) = self.pending.remove(id) else {
+        let Some((pending, remote)) = self.pending.remove(id) else {
             self.fail(id, "reason=Unexpected continuation");
             return Next::Continue;
         };
         match pending {
-            Pending::PlainResponse => self.plain(id, data.as_bytes()).await,
-            Pending::LoginUser => self.login_user(id, data.as_bytes()),
+            Pending::PlainResponse => self.plain(id, remote, data.as_bytes()).await,
+            Pending::LoginUser => self.login_user(id, remote, data.as_bytes()),
             Pending::LoginPassword(user) => match sasl::decode_login_password(data.as_bytes()) {
                 Ok(password) => {
-                    self.verify(id, &Mechanism::Login, "", &user, password.as_bytes())
-                        .await
+                    let creds = Credentials {
+                        authzid: "",
+                        authcid: &user,
+                        password: password.as_bytes(),
+                    };
+                    self.verify(id, remote, &Mechanism::Login, creds).await
                 }
                 Err(err) => self.decode_failed(id, err),
             },
@@ -216,35 +286,33 @@ impl Connection {
         Next::Continue
     }
 
-    fn ask(&mut self, id: &str, challenge: &str, pending: Pending) {
+    fn ask(&mut self, id: &str, challenge: &str, pending: Pending, remote: Option<IpAddr>) {
         self.out
             .extend_from_slice(format!("CONT\t{id}\t{challenge}\n").as_bytes());
-        self.pending.insert(id.to_string(), pending);
+        self.pending.insert(id.to_string(), (pending, remote));
     }
 
-    async fn plain(&mut self, id: &str, response: &[u8]) {
+    async fn plain(&mut self, id: &str, remote: Option<IpAddr>, response: &[u8]) {
         match sasl::decode_plain(response) {
             Ok(creds) => {
-                let password = creds.password.as_bytes();
-                self.verify(
-                    id,
-                    &Mechanism::Plain,
-                    &creds.authzid,
-                    &creds.authcid,
-                    password,
-                )
-                .await
+                let creds = Credentials {
+                    authzid: &creds.authzid,
+                    authcid: &creds.authcid,
+                    password: creds.password.as_bytes(),
+                };
+                self.verify(id, remote, &Mechanism::Plain, creds).await
             }
             Err(err) => self.decode_failed(id, err),
         }
     }
 
-    fn login_user(&mut self, id: &str, response: &[u8]) {
+    fn login_user(&mut self, id: &str, remote: Option<IpAddr>, response: &[u8]) {
         match sasl::decode_login_username(response) {
             Ok(user) => self.ask(
                 id,
                 sasl::LOGIN_PASSWORD_CHALLENGE,
                 Pending::LoginPassword(user),
+                remote,
             ),
             Err(err) => self.decode_failed(id, err),
         }
@@ -261,23 +329,35 @@ impl Connection {
     async fn verify(
         &mut self,
         id: &str,
+        remote: Option<IpAddr>,
         mechanism: &Mechanism,
-        authzid: &str,
-        authcid: &str,
-        password: &[u8],
+        creds: Credentials<'_>,
     ) {
-        let outcome = self.auth.authenticate(authzid, authcid, password).await;
+        let verdict = self
+            .auth
+            .authenticate(remote, creds.authzid, creds.authcid, creds.password)
+            .await;
         self.metrics
-            .auth_attempt(LISTENER, mechanism.name(), outcome.is_some());
-        match outcome {
-            Some(login) => {
+            .set_auth_throttle_keys(self.auth.throttle_tracked_keys());
+        match verdict {
+            Verdict::Authenticated(login) => {
+                self.metrics.auth_attempt(LISTENER, mechanism.name(), true);
                 tracing::info!(sasl_method = mechanism.name(), sasl_username = %login, "authenticated");
                 self.out
                     .extend_from_slice(format!("OK\t{id}\tuser={}\n", escape(&login)).as_bytes());
             }
-            None => {
-                let user = format!("user={}", escape(authcid));
+            Verdict::Failed => {
+                self.metrics.auth_attempt(LISTENER, mechanism.name(), false);
+                let user = format!("user={}", escape(creds.authcid));
                 self.fail(id, &user);
+            }
+            Verdict::Throttled => {
+                self.metrics.auth_throttled(LISTENER);
+                let detail = format!(
+                    "user={}\tcode=temp_fail\treason={THROTTLED_REASON}",
+                    escape(creds.authcid)
+                );
+                self.fail(id, &detail);
             }
         }
     }
@@ -333,9 +413,10 @@ mod tests {
     use base64::engine::general_purpose::STANDARD;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
     use crate::auth::scheme::{Scheme, hash_password};
-    use crate::config::AuthConfig;
 
     struct Client {
         reader: BufReader<tokio::net::unix::OwnedReadHalf>,
@@ -360,28 +441,38 @@ mod tests {
         }
     }
 
-    /// A server with alice@example.com / secret, and a client past the handshake that
-    /// checked the server's half of it.
-    async fn connect(dir: &tempfile::TempDir) -> Client {
+    /// A server with alice@example.com / secret, at most 3 failures per address; the
+    /// socket's path.
+    async fn server(dir: &tempfile::TempDir) -> std::path::PathBuf {
         let passwd = dir.path().join("passwd");
         let hash = hash_password(Scheme::Sha512Crypt, "secret").unwrap();
         std::fs::write(&passwd, format!("alice@example.com:{hash}\n")).unwrap();
         let cfg = AuthConfig {
             failure_delay: Duration::from_millis(200),
+            max_failure_delay: Duration::from_millis(200),
+            max_failures_per_address: 3,
             ..AuthConfig::new(passwd)
         };
         let auth = Authenticator::new(&cfg, "example.com".into(), Duration::from_secs(60)).unwrap();
         let path = dir.path().join("auth");
-        let listener = bind(&path, 0o600).unwrap();
+        let listener = bind(&path, &cfg).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         tokio::spawn(serve(listener, auth, Arc::new(Metrics::new())));
+        path
+    }
 
-        let (read, writer) = UnixStream::connect(&path).await.unwrap().into_split();
-        let mut client = Client {
+    async fn open(path: &Path) -> Client {
+        let (read, writer) = UnixStream::connect(path).await.unwrap().into_split();
+        Client {
             reader: BufReader::new(read),
             writer,
-        };
+        }
+    }
+
+    /// A client past the handshake that checked the server's half of it.
+    async fn connect(dir: &tempfile::TempDir) -> Client {
+        let mut client = open(&server(dir).await).await;
         // What Postfix's xsasl_dovecot_server sends.
         client.send("VERSION\t1\t0").await;
         client.send(&format!("CPID\t{}", std::process::id())).await;
@@ -403,6 +494,98 @@ mod tests {
             "{lines:?}"
         );
         client
+    }
+
+    #[tokio::test]
+    async fn auth_before_version_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = server(&dir).await;
+        for first in ["CPID\t42", "CONT\t1\tAAAA"] {
+            let mut c = open(&path).await;
+            c.send(first).await;
+            while c.line().await.is_some() {}
+        }
+        let mut c = open(&path).await;
+        let resp = b64("\0alice@example.com\0secret");
+        c.send(&format!(
+            "AUTH\t1\tPLAIN\tservice=smtp\tsecured\tresp={resp}"
+        ))
+        .await;
+        // The server's handshake, then the end: never an OK.
+        let mut lines = Vec::new();
+        while let Some(line) = c.line().await {
+            lines.push(line);
+        }
+        assert_eq!(lines.last().map(String::as_str), Some("DONE"), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn throttles_per_rip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = connect(&dir).await;
+        let auth = |id: u32, rip: &str, password: &str| {
+            let resp = b64(&format!("\0alice@example.com\0{password}"));
+            format!("AUTH\t{id}\tPLAIN\tservice=smtp\trip={rip}\tsecured\tresp={resp}")
+        };
+        for id in 1..=3 {
+            c.send(&auth(id, "192.0.2.9", "wrong")).await;
+            assert_eq!(
+                c.line().await.unwrap(),
+                format!("FAIL\t{id}\tuser=alice@example.com")
+            );
+        }
+        // The right password from the same rip is refused unchecked, as temporary.
+        c.send(&auth(4, "192.0.2.9", "secret")).await;
+        assert_eq!(
+            c.line().await.unwrap(),
+            "FAIL\t4\tuser=alice@example.com\tcode=temp_fail\treason=Too many failed logins, try again later"
+        );
+        c.send(&auth(5, "192.0.2.10", "secret")).await;
+        assert_eq!(c.line().await.unwrap(), "OK\t5\tuser=alice@example.com");
+    }
+
+    #[test]
+    fn socket_owner_and_group_by_name_or_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth");
+        let postfix = nix::unistd::User::from_name("postfix")
+            .unwrap()
+            .expect("a postfix user (e2e/setup.sh installs Postfix)");
+        let mut cfg = AuthConfig::new(dir.path().join("passwd"));
+        cfg.dovecot_socket_owner = Some("postfix".into());
+        cfg.dovecot_socket_group = Some("postfix".into());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        drop(bind(&path, &cfg).unwrap());
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (postfix.uid.as_raw(), postfix.gid.as_raw())
+        );
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+        cfg.dovecot_socket_owner = Some("4242".into());
+        cfg.dovecot_socket_group = Some("4343".into());
+        drop(bind(&path, &cfg).unwrap());
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
+
+        cfg.dovecot_socket_owner = Some("no-such-user".into());
+        let err = format!("{:#}", bind(&path, &cfg).unwrap_err());
+        assert_eq!(
+            err,
+            "auth.dovecotSocketOwner: no user named \"no-such-user\""
+        );
+        cfg.dovecot_socket_owner = None;
+        cfg.dovecot_socket_group = Some("no-such-group".into());
+        let err = format!("{:#}", bind(&path, &cfg).unwrap_err());
+        assert_eq!(
+            err,
+            "auth.dovecotSocketGroup: no group named \"no-such-group\""
+        );
     }
 
     fn b64(s: &str) -> String {

@@ -3,14 +3,17 @@
 //!
 //! A failed login costs the same time and gets the same answer whether or not the user
 //! exists: unknown users are verified against a dummy hash, and every failure waits
-//! `failure_delay` in the failing session only.
+//! `failure_delay` (growing with repeated failures) in the failing session only.
+//! Past the failure limits of [`throttle`], attempts are refused before any hashing.
 
 mod cache;
 pub mod dovecot;
 pub mod sasl;
 pub mod scheme;
+mod throttle;
 pub mod userdb;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,17 +21,31 @@ use tokio::sync::Semaphore;
 
 use crate::config::AuthConfig;
 use crate::reload::{self, Watched};
+use throttle::{Limits, Throttle};
 use userdb::{UserDb, canonical_login};
 
 /// Longer passwords are refused without hashing: SHA-crypt's cost grows with the
 /// password length times the rounds.
 const MAX_PASSWORD_LEN: usize = 1024;
 
+/// Why a throttled attempt is refused, in the SMTP reply and on the Dovecot socket.
+pub const THROTTLED_REASON: &str = "Too many failed logins, try again later";
+
 pub struct Authenticator {
     users: Arc<Watched<UserDb>>,
     local_domain: String,
-    failure_delay: Duration,
+    throttle: Throttle,
     verifications: Arc<Semaphore>,
+}
+
+/// The answer to a login attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The canonical login.
+    Authenticated(String),
+    Failed,
+    /// Refused without checking the password: too many recent failures.
+    Throttled,
 }
 
 enum Outcome {
@@ -57,7 +74,7 @@ impl Authenticator {
         Ok(Arc::new(Authenticator {
             users,
             local_domain,
-            failure_delay: cfg.failure_delay,
+            throttle: Throttle::new(Limits::from_config(cfg)),
             verifications: Arc::new(Semaphore::new(cfg.max_concurrent_verifications.max(1))),
         }))
     }
@@ -72,16 +89,26 @@ impl Authenticator {
         self.users.get().user_exists(address)
     }
 
-    /// Checks a SASL login. Returns the canonical login on success. On any failure
-    /// (unknown user, wrong password, an `authzid` other than the `authcid`) it waits
-    /// `failure_delay`, then returns `None`.
+    /// Checks a SASL login from `client` (None: unknown, e.g. no `rip` on the Dovecot
+    /// socket). On any failure (unknown user, wrong password, an `authzid` other than
+    /// the `authcid`) it waits the failure delay first; throttled attempts wait the
+    /// longest delay and are not checked at all.
     pub async fn authenticate(
         &self,
+        client: Option<IpAddr>,
         authzid: &str,
         authcid: &str,
         password: &[u8],
-    ) -> Option<String> {
+    ) -> Verdict {
         let login = self.qualify(authcid);
+        let attempt = match self.throttle.admit(client, &login) {
+            Ok(attempt) => attempt,
+            Err(delay) => {
+                tracing::warn!(login, "too many failed logins; attempt refused unchecked");
+                tokio::time::sleep(delay).await;
+                return Verdict::Throttled;
+            }
+        };
         let outcome = if authcid.is_empty() {
             Outcome::Refused("empty user name")
         } else if !authzid.is_empty() && self.qualify(authzid) != login {
@@ -94,20 +121,27 @@ impl Authenticator {
         };
         let reason = match outcome {
             Outcome::Verified | Outcome::Cached => {
+                attempt.succeeded();
                 tracing::debug!(
                     login,
                     cached = matches!(outcome, Outcome::Cached),
                     "authenticated"
                 );
-                return Some(login);
+                return Verdict::Authenticated(login);
             }
             Outcome::WrongPassword => "password mismatch",
             Outcome::UnknownUser => "unknown user or no usable password",
             Outcome::Refused(reason) => reason,
         };
+        let delay = attempt.failed();
         tracing::info!(login, reason, "authentication failed");
-        tokio::time::sleep(self.failure_delay).await;
-        None
+        tokio::time::sleep(delay).await;
+        Verdict::Failed
+    }
+
+    /// Addresses and logins the throttle remembers now.
+    pub fn throttle_tracked_keys(&self) -> usize {
+        self.throttle.tracked_keys()
     }
 
     async fn check_password(&self, login: &str, password: &[u8]) -> Outcome {
@@ -165,6 +199,8 @@ mod tests {
     fn config(path: &Path, cache_size: usize) -> AuthConfig {
         AuthConfig {
             failure_delay: DELAY,
+            max_failure_delay: DELAY,
+            max_failures_per_address: 4,
             cache_size,
             max_concurrent_verifications: 2,
             ..AuthConfig::new(path.to_path_buf())
@@ -194,21 +230,35 @@ mod tests {
         (dir, auth)
     }
 
+    /// A login from no particular address, as the Dovecot socket without `rip`.
+    async fn login(
+        auth: &Authenticator,
+        authzid: &str,
+        authcid: &str,
+        password: &[u8],
+    ) -> Option<String> {
+        match auth.authenticate(None, authzid, authcid, password).await {
+            Verdict::Authenticated(login) => Some(login),
+            Verdict::Failed => None,
+            Verdict::Throttled => panic!("throttled"),
+        }
+    }
+
     #[tokio::test]
     async fn accepts_the_right_password_and_qualifies_bare_logins() {
         let (_dir, auth) = authenticator(&line("alice@example.com", "pw"), 16).await;
         assert_eq!(
-            auth.authenticate("", "alice", b"pw").await.as_deref(),
+            login(&auth, "", "alice", b"pw").await.as_deref(),
             Some("alice@example.com")
         );
         assert_eq!(
-            auth.authenticate("", "ALICE@example.COM", b"pw")
+            login(&auth, "", "ALICE@example.COM", b"pw")
                 .await
                 .as_deref(),
             Some("alice@example.com")
         );
         assert_eq!(
-            auth.authenticate("alice", "alice@example.com", b"pw")
+            login(&auth, "alice", "alice@example.com", b"pw")
                 .await
                 .as_deref(),
             Some("alice@example.com")
@@ -232,7 +282,7 @@ mod tests {
         for (authzid, authcid, password) in failures {
             let start = Instant::now();
             assert_eq!(
-                auth.authenticate(authzid, authcid, password).await,
+                login(&auth, authzid, authcid, password).await,
                 None,
                 "{authcid}"
             );
@@ -244,12 +294,12 @@ mod tests {
     async fn caches_successes_only() {
         let (_dir, auth) = authenticator(&line("alice@example.com", "pw"), 16).await;
         let db = auth.users.get();
-        assert!(auth.authenticate("", "alice", b"bad").await.is_none());
+        assert!(login(&auth, "", "alice", b"bad").await.is_none());
         assert!(
             !db.cache
                 .contains(&db.cache.key("alice@example.com", b"bad"))
         );
-        assert!(auth.authenticate("", "alice", b"pw").await.is_some());
+        assert!(login(&auth, "", "alice", b"pw").await.is_some());
         assert!(db.cache.contains(&db.cache.key("alice@example.com", b"pw")));
         assert!(matches!(
             auth.check_password("alice@example.com", b"pw").await,
@@ -257,7 +307,7 @@ mod tests {
         ));
 
         let (_dir, uncached) = authenticator(&line("alice@example.com", "pw"), 0).await;
-        assert!(uncached.authenticate("", "alice", b"pw").await.is_some());
+        assert!(login(&uncached, "", "alice", b"pw").await.is_some());
         assert!(matches!(
             uncached.check_password("alice@example.com", b"pw").await,
             Outcome::Verified
@@ -267,7 +317,7 @@ mod tests {
     #[tokio::test]
     async fn reload_replaces_users_and_drops_the_cache() {
         let (dir, auth) = authenticator(&line("alice@example.com", "old"), 16).await;
-        assert!(auth.authenticate("", "alice", b"old").await.is_some());
+        assert!(login(&auth, "", "alice", b"old").await.is_some());
 
         let path = dir.path().join("passwd");
         let text = line("alice@example.com", "new") + &line("bob@example.com", "bob");
@@ -280,10 +330,40 @@ mod tests {
         }
         assert!(auth.user_exists("bob@example.com"), "file not reloaded");
         assert!(
-            auth.authenticate("", "alice", b"old").await.is_none(),
+            login(&auth, "", "alice", b"old").await.is_none(),
             "stale cache entry used"
         );
-        assert!(auth.authenticate("", "alice", b"new").await.is_some());
+        assert!(login(&auth, "", "alice", b"new").await.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn throttles_parallel_bursts_and_refuses_unchecked() {
+        let (_dir, auth) = authenticator(&line("alice@example.com", "pw"), 0).await;
+        let client: Option<IpAddr> = Some("192.0.2.1".parse().unwrap());
+        let burst = (0..12).map(|i| {
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let user = format!("guess{i}");
+                auth.authenticate(client, "", &user, b"wrong").await
+            })
+        });
+        let mut verdicts = Vec::new();
+        for task in burst.collect::<Vec<_>>() {
+            verdicts.push(task.await.unwrap());
+        }
+        let failed = verdicts.iter().filter(|v| **v == Verdict::Failed).count();
+        assert_eq!(failed, 4, "{verdicts:?}");
+        assert_eq!(verdicts.len() - failed, 8, "{verdicts:?}");
+        // Past the limit even the right password is refused: it is never checked.
+        assert_eq!(
+            auth.authenticate(client, "", "alice", b"pw").await,
+            Verdict::Throttled
+        );
+        let other: Option<IpAddr> = Some("192.0.2.2".parse().unwrap());
+        assert_eq!(
+            auth.authenticate(other, "", "alice", b"pw").await,
+            Verdict::Authenticated("alice@example.com".into())
+        );
     }
 
     #[tokio::test]

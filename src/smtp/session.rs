@@ -23,7 +23,7 @@ use super::received::Trace;
 use super::size_param::{DeclaredSize, declared_size};
 use super::stream::Stream;
 use super::{ListenerKind, Server, client_name, printable};
-use crate::auth::sasl;
+use crate::auth::{Verdict, sasl};
 use crate::policy::RcptContext;
 use crate::spool::{self, BodyType, Envelope, Notify, QueueId, Recipient, Ret, Spool, TlsInfo};
 
@@ -714,19 +714,31 @@ impl Session {
         password: &[u8],
     ) {
         let auth = self.server.auth.clone();
-        let outcome = auth.authenticate(authzid, authcid, password).await;
-        self.server
-            .metrics
-            .auth_attempt(self.kind.name(), mechanism, outcome.is_some());
-        match outcome {
-            Some(login) => {
+        let verdict = auth
+            .authenticate(Some(self.peer.ip()), authzid, authcid, password)
+            .await;
+        let metrics = &self.server.metrics;
+        metrics.set_auth_throttle_keys(auth.throttle_tracked_keys());
+        match verdict {
+            Verdict::Authenticated(login) => {
+                metrics.auth_attempt(self.kind.name(), mechanism, true);
                 tracing::info!(sasl_method = mechanism, sasl_username = %login, "authenticated");
                 self.login = Some(login);
                 self.reply("235 2.7.0 Authentication successful");
             }
-            None => {
+            Verdict::Failed => {
+                metrics.auth_attempt(self.kind.name(), mechanism, false);
                 tracing::warn!(sasl_method = mechanism, "SASL authentication failed");
                 self.error("535 5.7.8 Error: authentication failed: authentication failure");
+            }
+            Verdict::Throttled => {
+                metrics.auth_throttled(self.kind.name());
+                tracing::warn!(sasl_method = mechanism, "SASL authentication throttled");
+                // Postfix's reply to a temporary failure of its SASL backend.
+                let reason = crate::auth::THROTTLED_REASON;
+                self.error(&format!(
+                    "454 4.7.0 Temporary authentication failure: {reason}"
+                ));
             }
         }
     }

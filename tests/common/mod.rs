@@ -50,6 +50,7 @@ pub struct Builder {
     limits: BTreeMap<String, String>,
     /// Top-level config entries (camelCase key, YAML value) besides the harness's own.
     settings: BTreeMap<String, String>,
+    auth: BTreeMap<String, String>,
 }
 
 impl Builder {
@@ -68,6 +69,12 @@ impl Builder {
     /// Networks whose connections must start with a PROXY protocol header.
     pub fn proxy_trusted(self, cidrs: &[&str]) -> Self {
         self.config("proxyProtocol", format!("{{trustedCidrs: {cidrs:?}}}"))
+    }
+
+    /// Adds or overrides one `auth:` entry; `$DIR` in the value is the server's directory.
+    pub fn auth(mut self, key: &str, value: impl ToString) -> Self {
+        self.auth.insert(key.to_string(), value.to_string());
+        self
     }
 
     pub fn start(self) -> Server {
@@ -104,6 +111,16 @@ impl Server {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             settings: BTreeMap::new(),
+            // Short delays, and no throttling for tests that are not about it.
+            auth: [
+                ("failureDelay", "200ms"),
+                ("maxFailureDelay", "200ms"),
+                ("maxFailuresPerAddress", "0"),
+                ("maxFailuresPerLogin", "0"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         }
     }
 
@@ -140,13 +157,17 @@ impl Server {
             writeln!(settings, "{k}: {v}").unwrap();
         }
         let d = root.display();
+        let mut auth = String::new();
+        for (k, v) in &builder.auth {
+            write!(auth, ", {k}: {}", v.replace("$DIR", &d.to_string())).unwrap();
+        }
         let config = format!(
             "hostname: {HOSTNAME}\n\
              domains: {domains}\n\
              listeners: {{smtp: \"127.0.0.1:0\", submission: \"127.0.0.1:0\", submissions: \"127.0.0.1:0\"}}\n\
              metrics: \"127.0.0.1:0\"\n\
              tls: {{cert: {d}/tls/tls.crt, key: {d}/tls/tls.key}}\n\
-             auth: {{passwdFile: {d}/passwd, failureDelay: 200ms}}\n\
+             auth: {{passwdFile: {d}/passwd{auth}}}\n\
              senderLoginMap: {d}/senders\n\
              dns: {{nameservers: [\"127.0.0.1:{}\"]}}\n\
              spool: {{directory: {d}/spool, maildirRoot: {d}/mail}}\n\

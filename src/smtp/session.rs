@@ -1,8 +1,9 @@
 //! One SMTP session: the state machine from greeting to QUIT.
 //!
-//! Input is read into a fixed buffer and fed to smtp-proto's incremental parsers; replies
-//! are collected and written once per read, which is what PIPELINING needs. All policy
-//! decisions are made at RCPT (`smtpd_delay_reject = yes`).
+//! Input is read into a fixed buffer and fed to incremental parsers (smtp-proto's, and
+//! [`super::data`] for DATA, which decides where a message ends); replies are collected
+//! and written once per read, which is what PIPELINING needs. All policy decisions are
+//! made at RCPT (`smtpd_delay_reject = yes`).
 
 use std::net::SocketAddr;
 use std::slice::Iter;
@@ -286,6 +287,8 @@ impl Session {
         while !bytes.as_slice().is_empty() {
             let action = match &mut self.state {
                 State::Command => {
+                    // A command ends at LF, CR or not before it, as with Postfix's
+                    // `smtpd_forbid_bare_newline = normalize`.
                     let rest = bytes.as_slice();
                     let Some(end) = rest.iter().position(|&b| b == b'\n') else {
                         // An incomplete line: keep it for the next read, within bounds.

@@ -343,7 +343,7 @@ pub fn xtext(value: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -362,10 +362,17 @@ mod tests {
         );
     }
 
-    /// A next hop that accepts everything and records the bytes it got.
-    async fn next_hop(io: tokio::io::DuplexStream) -> Vec<u8> {
+    /// A next hop (SMTP, or LMTP with one recipient) that accepts everything and records
+    /// the bytes it got.
+    pub async fn next_hop(io: impl AsyncRead + AsyncWrite, greet: bool) -> Vec<u8> {
         use tokio::io::AsyncBufReadExt;
         let (read, mut write) = tokio::io::split(io);
+        if greet {
+            write
+                .write_all(b"220 hop.example.net ESMTP\r\n")
+                .await
+                .unwrap();
+        }
         let mut read = tokio::io::BufReader::new(read);
         let (mut seen, mut in_data) = (Vec::new(), false);
         loop {
@@ -387,7 +394,7 @@ mod tests {
     #[tokio::test]
     async fn the_wire_gets_crlf_lines_whatever_the_spool_holds() {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        let hop = tokio::spawn(next_hop(theirs));
+        let hop = tokio::spawn(next_hop(theirs, false));
         let envelope = Envelope::sample("alice@example.com", &["bob@example.net"]);
         let message = b"Subject: x\r\n\r\nbare\nlf\rcr\n.\nMAIL FROM:<a@b>\r\n.\r\rend";
         let txn = Transaction {

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod crlf;
 pub mod delivery;
 pub mod operator;
 pub mod policy;

@@ -1,6 +1,6 @@
 //! The `posthorn` command: argument parsing and dispatch to the library.
 
-use posthorn::{api, auth, config, delivery, operator, serve, spool, telemetry, up};
+use posthorn::{api, auth, config, crlf, delivery, operator, serve, spool, telemetry, up};
 
 use std::io::{BufRead, IsTerminal};
 use std::net::{IpAddr, SocketAddr};
@@ -292,8 +292,8 @@ fn main() -> anyhow::Result<()> {
             let mut message = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut message)
                 .context("reading the message from stdin")?;
-            // A file edited by hand has bare LFs; on the wire every line ends in CRLF.
-            let message = delivery::dkim::crlf_lines(&message);
+            // A file edited by hand has bare LFs; what is signed is what goes on the wire.
+            let message = crlf::canonical(&message).unwrap_or(message);
             let domain = domain
                 .or_else(|| delivery::dkim::from_domain(&message))
                 .context("no --domain and no From header address")?;

@@ -263,6 +263,8 @@ where
 }
 
 /// `BDAT <len> LAST` and the bytes as they are (RFC 3030); the reply is read by the caller.
+/// Only BINARYMIME goes this way: its bytes must not change, and the length, not a line,
+/// ends the chunk.
 async fn send_bdat<S>(
     client: &mut SmtpClient<S>,
     message: &[u8],
@@ -308,10 +310,13 @@ fn lost(peer: &str, during: &str, error: &mail_send::Error) -> Attempt {
     ))
 }
 
-/// The message with every line starting with `.` doubled (RFC 5321 §4.5.2) and the
-/// end-of-data line after it; a last line without CRLF gets one.
+/// The message in canonical form ([`crate::crlf`]: a bare CR or LF in the spool never
+/// reaches a next hop, whose idea of the end of data may differ from ours), with every
+/// line starting with `.` doubled (RFC 5321 §4.5.2), and the end-of-data line after it.
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+    let fixed = crate::crlf::canonical(message);
+    let message = fixed.as_deref().unwrap_or(message);
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 3);
     let mut line_start = true;
     for &byte in message {
         if line_start && byte == b'.' {
@@ -319,9 +324,6 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
         }
         out.push(byte);
         line_start = byte == b'\n';
-    }
-    if !message.is_empty() && !message.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
     out
@@ -341,7 +343,7 @@ pub fn xtext(value: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -350,6 +352,74 @@ mod tests {
         assert_eq!(dot_stuff(b".x"), b"..x\r\n.\r\n");
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
         assert_eq!(dot_stuff(b""), b".\r\n");
+    }
+
+    #[test]
+    fn dot_stuffing_sends_no_bare_cr_or_lf() {
+        assert_eq!(
+            dot_stuff(b"a\n.\nMAIL\r.\r\nb\r\n.\r\r\nc"),
+            b"a\r\n..\r\nMAIL .\r\nb\r\n.. \r\nc\r\n.\r\n"
+        );
+    }
+
+    /// A next hop (SMTP, or LMTP with one recipient) that accepts everything and records
+    /// the bytes it got.
+    pub async fn next_hop(io: impl AsyncRead + AsyncWrite, greet: bool) -> Vec<u8> {
+        use tokio::io::AsyncBufReadExt;
+        let (read, mut write) = tokio::io::split(io);
+        if greet {
+            write
+                .write_all(b"220 hop.example.net ESMTP\r\n")
+                .await
+                .unwrap();
+        }
+        let mut read = tokio::io::BufReader::new(read);
+        let (mut seen, mut in_data) = (Vec::new(), false);
+        loop {
+            let mut line = Vec::new();
+            if read.read_until(b'\n', &mut line).await.unwrap() == 0 {
+                return seen;
+            }
+            seen.extend_from_slice(&line);
+            let reply: &[u8] = match (in_data, line.as_slice()) {
+                (false, b"DATA\r\n") => b"354 go ahead\r\n",
+                (false, _) | (true, b".\r\n") => b"250 2.0.0 Ok\r\n",
+                (true, _) => continue,
+            };
+            in_data = reply.starts_with(b"354");
+            write.write_all(reply).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_wire_gets_crlf_lines_whatever_the_spool_holds() {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let hop = tokio::spawn(next_hop(theirs, false));
+        let envelope = Envelope::sample("alice@example.com", &["bob@example.net"]);
+        let message = b"Subject: x\r\n\r\nbare\nlf\rcr\n.\nMAIL FROM:<a@b>\r\n.\r\rend";
+        let txn = Transaction {
+            envelope: &envelope,
+            recipients: &[0],
+            message,
+        };
+        let mut client = SmtpClient {
+            stream: ours,
+            timeout: std::time::Duration::from_secs(10),
+        };
+        let caps = EhloResponse::new("hop.example.net".to_string());
+        let outcome = send(&mut client, &caps, "hop", &txn, false).await;
+        assert!(matches!(outcome.results[..], [(0, Attempt::Delivered(_))]));
+        drop(client);
+        let seen = hop.await.unwrap();
+        let data = seen
+            .windows(6)
+            .position(|w| w == b"DATA\r\n")
+            .map(|at| &seen[at + 6..])
+            .unwrap();
+        assert_eq!(
+            data,
+            b"Subject: x\r\n\r\nbare\r\nlf cr\r\n..\r\nMAIL FROM:<a@b>\r\n..  end\r\n.\r\n"
+        );
     }
 
     #[test]

@@ -130,20 +130,6 @@ pub fn from_domain(message: &[u8]) -> Option<String> {
     Some(domain.trim_end_matches('.').to_ascii_lowercase())
 }
 
-/// `message` with every bare LF made a CRLF.
-pub fn crlf_lines(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 32);
-    let mut previous = 0;
-    for &byte in message {
-        if byte == b'\n' && previous != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(byte);
-        previous = byte;
-    }
-    out
-}
-
 /// The signed header names: each listed header the message has (once per occurrence, as
 /// the signer takes them), and `From` once more, so that an added `From` breaks it.
 fn headers_to_sign(message: &[u8]) -> Vec<&'static str> {
@@ -539,11 +525,6 @@ Hello Bob.\r\n";
             line.starts_with("s._domainkey.example.com. IN TXT ( \""),
             "{line}"
         );
-    }
-
-    #[test]
-    fn crlf_lines_fixes_bare_lfs_only() {
-        assert_eq!(crlf_lines(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
     }
 
     #[test]

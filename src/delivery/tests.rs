@@ -445,3 +445,46 @@ async fn flush_retries_deferred_messages_and_delete_removes_them() {
         .await
         .unwrap();
 }
+
+/// Whatever the spool holds (content from before canonical storage, say), the runner
+/// hands the next hop CRLF lines only: here LMTP, through the whole delivery path.
+#[tokio::test]
+async fn next_hop_gets_crlf_lines_only() {
+    let hop = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config: Config = serde_saphyr::from_str(&format!(
+        "hostname: mail.example.com
+domains: [example.com]
+tls: {{cert: /tls/tls.crt, key: /tls/tls.key}}
+auth: {{passwdFile: /users/passwd}}
+spool: {{directory: {d}/spool, maildirRoot: {d}/mail}}
+delivery: {{lmtp: '{addr}', connectTimeout: 2s}}
+",
+        d = dir.path().display(),
+        addr = hop.local_addr().unwrap()
+    ))
+    .unwrap();
+    let spool = Spool::open(&config.spool.directory).await.unwrap();
+    let envelope = Envelope::sample("alice@example.net", &["bob@example.com"]);
+    let stored = b"Subject: x\n\nbare\nlf\rcr\n.\nMAIL FROM:<a@b>\r\n.\r\rend";
+    spool
+        .commit(&envelope, Bytes::from_static(stored))
+        .await
+        .unwrap();
+    let handle = QueueRunner::start(spool.clone(), &config, Arc::new(Metrics::new())).unwrap();
+    handle.enqueue(envelope.id);
+    let (conn, _) = hop.accept().await.unwrap();
+    let hop = super::client::tests::next_hop(conn, true);
+    let seen = tokio::time::timeout(Duration::from_secs(30), hop)
+        .await
+        .expect("the next hop saw no end of data");
+    let data = seen
+        .windows(6)
+        .position(|w| w == b"DATA\r\n")
+        .map(|at| &seen[at + 6..])
+        .unwrap();
+    assert_eq!(
+        data,
+        &b"Subject: x\r\n\r\nbare\r\nlf cr\r\n..\r\nMAIL FROM:<a@b>\r\n..  end\r\n.\r\nQUIT\r\n"[..]
+    );
+}

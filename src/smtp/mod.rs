@@ -1,5 +1,6 @@
 //! The SMTP side: listeners, connection limits, and the session state machine.
 
+mod data;
 mod deadline;
 mod duplicates;
 mod limits;

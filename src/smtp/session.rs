@@ -1,21 +1,23 @@
 //! One SMTP session: the state machine from greeting to QUIT.
 //!
-//! Input is read into a fixed buffer and fed to smtp-proto's incremental parsers; replies
-//! are collected and written once per read, which is what PIPELINING needs. All policy
-//! decisions are made at RCPT (`smtpd_delay_reject = yes`).
+//! Input is read into a fixed buffer and fed to incremental parsers (smtp-proto's, and
+//! [`super::data`] for DATA, which decides where a message ends); replies are collected
+//! and written once per read, which is what PIPELINING needs. All policy decisions are
+//! made at RCPT (`smtpd_delay_reject = yes`).
 
 use std::net::SocketAddr;
 use std::slice::Iter;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver, LineReceiver};
+use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver, LineReceiver};
 use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::data::{DataReceiver, Discard};
 use super::deadline::Deadline;
 use super::duplicates::DuplicateFilter;
 use super::limits::{Refused, Slot};
@@ -45,8 +47,10 @@ enum State {
     /// Discarding the rest of an overlong or unparsable command line.
     SkipLine,
     Data(DataReceiver),
+    /// The rest of a DATA message that grew past the size limit: 552 at its end.
+    DataTooBig(DataReceiver),
     Bdat(BdatReceiver),
-    /// DATA or BDAT content that will be refused (too big, or no transaction).
+    /// BDAT content that will be refused (too big, or no transaction).
     Discard(DummyDataReceiver, Discarding),
     Auth(AuthStep, LineReceiver<()>),
 }
@@ -257,7 +261,7 @@ impl Session {
     fn receiving_content(&self) -> bool {
         matches!(
             self.state,
-            State::Data(_) | State::Bdat(_) | State::Discard(..)
+            State::Data(_) | State::DataTooBig(_) | State::Bdat(_) | State::Discard(..)
         )
     }
 
@@ -316,7 +320,7 @@ impl Session {
                 Some(t) if t.rcpts.is_empty() => "MAIL",
                 Some(_) => "RCPT",
             },
-            State::Data(_) => "DATA",
+            State::Data(_) | State::DataTooBig(_) => "DATA",
             State::Bdat(_) | State::Discard(..) => "BDAT",
             State::Auth(..) => "AUTH",
         }
@@ -338,6 +342,8 @@ impl Session {
         while !bytes.as_slice().is_empty() {
             let action = match &mut self.state {
                 State::Command => {
+                    // A command ends at LF, CR or not before it, as with Postfix's
+                    // `smtpd_forbid_bare_newline = normalize`.
                     let rest = bytes.as_slice();
                     let Some(end) = rest.iter().position(|&b| b == b'\n') else {
                         // An incomplete line: keep it for the next read, within bounds.
@@ -378,7 +384,14 @@ impl Session {
                 }
                 State::Data(receiver) => {
                     let txn = self.txn.as_mut().expect("DATA state has a transaction");
-                    let done = receiver.ingest(bytes, &mut txn.message);
+                    let rest = bytes.as_slice();
+                    let taken = receiver.ingest(rest, &mut txn.message);
+                    *bytes = rest[taken.unwrap_or(rest.len())..].iter();
+                    let done = taken.is_some();
+                    if done && receiver.saw_bare_lf() {
+                        // Postfix's `smtpd_forbid_bare_newline = note` would say so too.
+                        tracing::info!("bare <LF> received, stored as <CR><LF>");
+                    }
                     let too_big = txn.message.len() > self.server.config.limits.max_message_size;
                     if too_big {
                         txn.message = Vec::new();
@@ -392,10 +405,7 @@ impl Session {
                             self.state = State::Command;
                             self.too_big();
                         }
-                        (false, true) => {
-                            let discard = DummyDataReceiver::new_data(receiver);
-                            self.state = State::Discard(discard, Discarding::TooBig);
-                        }
+                        (false, true) => self.state = State::DataTooBig(*receiver),
                         (false, false) => {}
                     }
                     Action::Continue
@@ -411,6 +421,16 @@ impl Session {
                             let size = txn.message.len();
                             self.reply(&format!("250 2.0.0 Ok: {size} bytes"));
                         }
+                    }
+                    Action::Continue
+                }
+                State::DataTooBig(receiver) => {
+                    let rest = bytes.as_slice();
+                    let taken = receiver.ingest(rest, &mut Discard);
+                    *bytes = rest[taken.unwrap_or(rest.len())..].iter();
+                    if taken.is_some() {
+                        self.state = State::Command;
+                        self.too_big();
                     }
                     Action::Continue
                 }
@@ -908,13 +928,20 @@ impl Session {
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
         };
-        let size = txn.message.len();
-        match self
-            .server
-            .spool
-            .commit(&envelope, txn.message.into())
-            .await
+        let mut message = txn.message;
+        // BDAT content arrives as the client wrote it (DATA's is canonical already);
+        // only BINARYMIME must keep its bytes.
+        if envelope.body != Some(BodyType::BinaryMime)
+            && let Some(fixed) = crate::crlf::canonical(&message)
         {
+            message = fixed;
+        }
+        let size = message.len();
+        if size > self.server.config.limits.max_message_size {
+            // Bare LFs made CRLF can take it over the limit.
+            return self.too_big();
+        }
+        match self.server.spool.commit(&envelope, message.into()).await {
             Ok(()) => {
                 tracing::info!(
                     queue_id = %id,

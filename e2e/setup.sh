@@ -3,7 +3,8 @@
 # doveadm (dovecot-core), mkpasswd (whois), openssl; for the delivery tests Postfix (private
 # relay-host instances, smtp-sink) and Dovecot LMTP; python3 (load client; its `email`
 # package reads our bounces) with Debian's dkimpy (python3-dkim, the independent DKIM
-# verifier, with dnspython and PyNaCl for Ed25519); and cargo-nextest. The packages' own
+# verifier, with dnspython and PyNaCl for Ed25519); nmap and testssl.sh for the audits
+# (tests/audit.rs); and cargo-nextest. The packages' own
 # services are not used: tests run private instances. Idempotent: apt is only touched
 # when a package is missing. Needs root (or sudo) for apt on a fresh machine.
 set -euo pipefail
@@ -13,6 +14,7 @@ packages=(
   dnsmasq-base dovecot-core whois openssl ca-certificates
   postfix dovecot-lmtpd
   python3 python3-dkim python3-dnspython python3-nacl
+  nmap testssl.sh
 )
 
 missing=()
@@ -45,7 +47,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-for tool in swaks dnsmasq doveadm mkpasswd openssl postfix smtp-sink python3; do
+for tool in swaks dnsmasq doveadm mkpasswd openssl postfix smtp-sink python3 nmap testssl; do
   command -v "$tool" >/dev/null || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null || {
     echo "e2e/setup.sh: $tool still missing after install" >&2
     exit 1

@@ -14,11 +14,12 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, bail};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::crypto::ring::cipher_suite;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
-use rustls::{ProtocolVersion, ServerConnection};
+use rustls::{ProtocolVersion, ServerConnection, SupportedCipherSuite};
 
 use crate::reload::{self, Watched};
 
@@ -36,6 +37,30 @@ const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The suites the server offers, most preferred first; the server's order wins over the
+/// client's. Only AEAD suites with forward secrecy: TLS 1.3, then TLS 1.2 ECDHE (ECDSA for
+/// EC certificates, RSA for RSA ones; a handshake only sees those its key can sign).
+/// 256-bit ciphers come first, ChaCha20-Poly1305 before AES-128-GCM.
+const SERVER_CIPHER_SUITES: [SupportedCipherSuite; 9] = [
+    cipher_suite::TLS13_AES_256_GCM_SHA384,
+    cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    cipher_suite::TLS13_AES_128_GCM_SHA256,
+    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+];
+
+/// The ring provider restricted to `SERVER_CIPHER_SUITES`, in that order.
+fn server_provider() -> Arc<CryptoProvider> {
+    Arc::new(CryptoProvider {
+        cipher_suites: SERVER_CIPHER_SUITES.to_vec(),
+        ..rustls::crypto::ring::default_provider()
+    })
 }
 
 /// Reads a PEM certificate chain and private key (RSA, ECDSA P-256/P-384 or Ed25519; in
@@ -82,10 +107,11 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// The server TLS configuration: TLS 1.2 and 1.3, no client certificates, no ALPN,
-/// session resumption through a cache and rotating tickets. The certificate and key are
-/// re-read when either file changes (checked every `reload_interval`); a broken or
-/// mismatched pair keeps the previous certificate. At startup a broken pair is an error.
+/// The server TLS configuration: TLS 1.2 and 1.3 with the server's cipher order, no
+/// client certificates, no ALPN, session resumption through a cache and rotating tickets.
+/// The certificate and key are re-read when either file changes (checked every
+/// `reload_interval`); a broken or mismatched pair keeps the previous certificate. At
+/// startup a broken pair is an error.
 ///
 /// Must be called inside a tokio runtime (the reload runs as a task).
 pub fn server_config(
@@ -100,11 +126,12 @@ pub fn server_config(
         reload_interval,
         move || load_certified_key(&cert_path, &key_path),
     )?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(server_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(ReloadingCert { current }));
+    config.ignore_client_order = true;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     config.ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session tickets")?;
     Ok(Arc::new(config))
@@ -464,6 +491,61 @@ IpwR446loZjHrXqs//D2rv0ncIaTAaKnQSmGI7Xg8Ani/5tWmg==
             assert!(first.cipher.starts_with("TLS_ECDHE_"), "{}", first.cipher);
             let again = handshake(server, tls12).await.unwrap();
             assert!(again.resumed, "TLS 1.2 session was not resumed");
+        }
+    }
+
+    /// For each certificate type and version, a client offers the server's suites in
+    /// reverse order and drops each one once it was chosen: the server must pick them in
+    /// exactly the documented order, whatever the client prefers.
+    #[tokio::test]
+    async fn server_cipher_order_wins() {
+        use rustls::version::{TLS12, TLS13};
+        let tls13 = [
+            "TLS13_AES_256_GCM_SHA384",
+            "TLS13_CHACHA20_POLY1305_SHA256",
+            "TLS13_AES_128_GCM_SHA256",
+        ];
+        let ecdsa12 = [
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        ];
+        let rsa12 = [
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (generated(&rcgen::PKCS_ECDSA_P256_SHA256), &TLS13, tls13),
+            (generated(&rcgen::PKCS_ECDSA_P256_SHA256), &TLS12, ecdsa12),
+            (rsa_pkcs1(), &TLS13, tls13),
+            (rsa_pkcs1(), &TLS12, rsa12),
+        ];
+        for (pair, version, expected) in cases {
+            let (cert, key) = pair.write(dir.path());
+            let server = server_config(&cert, &key, Duration::from_secs(60)).unwrap();
+            let mut offered: Vec<SupportedCipherSuite> = rustls::crypto::ring::ALL_CIPHER_SUITES
+                .iter()
+                .rev()
+                .copied()
+                .collect();
+            for want in expected {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(pair.der()).unwrap();
+                let client_provider = CryptoProvider {
+                    cipher_suites: offered.clone(),
+                    ..rustls::crypto::ring::default_provider()
+                };
+                let client = rustls::ClientConfig::builder_with_provider(Arc::new(client_provider))
+                    .with_protocol_versions(&[version])
+                    .unwrap()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                let got = handshake(server.clone(), Arc::new(client)).await.unwrap();
+                assert_eq!(got.cipher, want, "client offered {offered:?}");
+                offered.retain(|suite| suite.suite().as_str() != Some(want));
+            }
         }
     }
 

@@ -21,7 +21,18 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Tls(s) => {
+                let read = Pin::new(s.as_mut()).poll_read(cx, buf);
+                // tokio-rustls sends TLS records only from poll_write/poll_flush, so an
+                // answer to what was just read (the TLS 1.2 no_renegotiation alert) would
+                // wait for our next reply while the client waits for it: send it now.
+                if s.get_ref().1.wants_write()
+                    && let Poll::Ready(Err(err)) = Pin::new(s.as_mut()).poll_flush(cx)
+                {
+                    return Poll::Ready(Err(err));
+                }
+                read
+            }
         }
     }
 }

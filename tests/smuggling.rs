@@ -116,3 +116,21 @@ fn bare_lf_commands_and_bdat_content_are_normalised() {
         "{text:?}"
     );
 }
+
+/// BINARYMIME is not offered, so no content may keep bare CRs or LFs: it is refused as
+/// Postfix refuses it, while the other BODY values are accepted.
+#[test]
+fn binarymime_is_refused() {
+    let s = Server::start();
+    let mut c = s.connect(Port::Smtp);
+    c.expect_code(220);
+    c.cmd_expect("EHLO client.example.org", 250);
+    c.send(b"MAIL FROM:<someone@example.net> BODY=BINARYMIME\r\n")
+        .unwrap();
+    assert_eq!(
+        c.reply().last(),
+        "555 5.5.4 Unsupported option: BODY=BINARYMIME"
+    );
+    c.cmd_expect("MAIL FROM:<someone@example.net> BODY=8BITMIME", 250);
+    c.cmd_expect("QUIT", 221);
+}

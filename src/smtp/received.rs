@@ -40,7 +40,7 @@ impl Trace<'_> {
             out,
             "Received: from {} (unknown [{}])\r\n",
             printable(self.helo),
-            self.ip
+            address_literal(self.ip)
         );
         if let Some((version, cipher)) = self.tls {
             let _ = write!(out, "\t(using {version} with cipher {cipher})\r\n");
@@ -56,6 +56,14 @@ impl Trace<'_> {
             let _ = write!(out, "\r\n\tfor <{}>", printable(rcpt));
         }
         let _ = write!(out, "; {date}\r\n");
+    }
+}
+
+/// RFC 5321 §4.1.3 address literal, as Postfix writes the client: IPv6 gets its tag.
+fn address_literal(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("IPv6:{v6}"),
     }
 }
 
@@ -84,5 +92,26 @@ mod tests {
         );
         assert!(text.ends_with("\r\n"));
         assert_eq!(text.matches("\r\n").count(), 4, "{text}");
+    }
+
+    #[test]
+    fn ipv6_client_is_tagged() {
+        let mut out = Vec::new();
+        Trace {
+            helo: "client.example",
+            ip: "2001:db8::7".parse().unwrap(),
+            tls: None,
+            hostname: "mail.example.com",
+            authenticated: false,
+            esmtp: true,
+            id: "4ABCDEF",
+            single_recipient: None,
+        }
+        .write(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("Received: from client.example (unknown [IPv6:2001:db8::7])\r\n\tby mail.example.com with ESMTP id 4ABCDEF; "),
+            "{text}"
+        );
     }
 }

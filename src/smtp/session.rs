@@ -770,6 +770,11 @@ impl Session {
         if self.txn.is_some() {
             return self.error("503 5.5.1 Error: nested MAIL command");
         }
+        // BINARYMIME is not offered (as in Postfix): content is always text with CRLF
+        // lines, so nothing but CRLF ever reaches a next hop.
+        if from.flags & smtp_proto::MAIL_BODY_BINARYMIME != 0 {
+            return self.error("555 5.5.4 Unsupported option: BODY=BINARYMIME");
+        }
         // The size as declared, not smtp-proto's reading of it (see `size_param`).
         if let Some(reply) = size.refusal(self.server.config.limits.max_message_size) {
             self.server
@@ -929,11 +934,8 @@ impl Session {
                 .unwrap_or_default(),
         };
         let mut message = txn.message;
-        // BDAT content arrives as the client wrote it (DATA's is canonical already);
-        // only BINARYMIME must keep its bytes.
-        if envelope.body != Some(BodyType::BinaryMime)
-            && let Some(fixed) = crate::crlf::canonical(&message)
-        {
+        // BDAT content arrives as the client wrote it (DATA's is canonical already).
+        if let Some(fixed) = crate::crlf::canonical(&message) {
             message = fixed;
         }
         let size = message.len();
@@ -974,8 +976,6 @@ impl Session {
 fn body_type(flags: u64) -> Option<BodyType> {
     if flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
         Some(BodyType::EightBitMime)
-    } else if flags & smtp_proto::MAIL_BODY_BINARYMIME != 0 {
-        Some(BodyType::BinaryMime)
     } else if flags & smtp_proto::MAIL_BODY_7BIT != 0 {
         Some(BodyType::SevenBit)
     } else {

@@ -437,8 +437,12 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let config: Config = serde_saphyr::from_str(&text)
-            .with_context(|| format!("parsing config file {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// The text of a config file, parsed and validated.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = serde_saphyr::from_str(text)?;
         config.validate()?;
         Ok(config)
     }
@@ -570,6 +574,14 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
             };
             assert!(relay.host_port().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parse_validates() {
+        assert_eq!(Config::parse(MINIMAL).unwrap().hostname, "mail.example.com");
+        let text = MINIMAL.replace("mail.example.com", "mail");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.to_string().contains("fully qualified"), "{err}");
     }
 
     #[test]

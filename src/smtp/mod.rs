@@ -2,7 +2,7 @@
 
 mod limits;
 mod received;
-mod session;
+pub mod session;
 mod stream;
 
 use std::net::SocketAddr;

@@ -396,27 +396,8 @@ impl Session {
             self.error("500 5.5.2 Error: line too long");
             return Action::Continue;
         }
-        match Request::parse(&mut line.iter()).map(Request::into_owned) {
+        match parse_command(line) {
             Ok(request) => self.command(request).await,
-            Err(ParseError::InvalidRecipientAddress) => {
-                // smtp-proto insists on local@domain, but `RCPT TO:<bob>` is valid
-                // syntax that reject_non_fqdn_recipient answers with 504.
-                match bare_local_part(line) {
-                    Some(address) => {
-                        let to = RcptTo {
-                            address,
-                            orcpt: None,
-                            rrvs: 0,
-                            flags: 0,
-                        };
-                        self.command(Request::Rcpt { to }).await
-                    }
-                    None => {
-                        self.parse_error(ParseError::InvalidRecipientAddress);
-                        Action::Continue
-                    }
-                }
-            }
             Err(err) => {
                 self.parse_error(err);
                 Action::Continue
@@ -763,7 +744,7 @@ impl Session {
         }
         self.begin_content();
         self.reply("354 End data with <CR><LF>.<CR><LF>");
-        self.state = State::Data(DataReceiver::new());
+        self.state = State::Data(data_receiver());
     }
 
     async fn bdat(&mut self, chunk_size: usize, is_last: bool) {
@@ -887,6 +868,33 @@ fn recipient(to: &RcptTo<String>) -> Recipient {
     rcpt
 }
 
+/// A receiver for DATA content. The CRLF that ended the DATA command starts the first
+/// line, so a `.` line right away ends an empty message.
+pub fn data_receiver() -> DataReceiver {
+    let mut receiver = DataReceiver::new();
+    receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
+    receiver
+}
+
+/// Parses one command line (LF included) as the session does.
+pub fn parse_command(line: &[u8]) -> Result<Request<String>, ParseError> {
+    match Request::parse(&mut line.iter()).map(Request::into_owned) {
+        // smtp-proto insists on local@domain, but `RCPT TO:<bob>` is valid syntax that
+        // reject_non_fqdn_recipient answers with 504.
+        Err(ParseError::InvalidRecipientAddress) => bare_local_part(line)
+            .map(|address| Request::Rcpt {
+                to: RcptTo {
+                    address,
+                    orcpt: None,
+                    rrvs: 0,
+                    flags: 0,
+                },
+            })
+            .ok_or(ParseError::InvalidRecipientAddress),
+        parsed => parsed,
+    }
+}
+
 /// `RCPT TO:<bob>`: the local part alone, when that is all there is.
 fn bare_local_part(line: &[u8]) -> Option<String> {
     let line = std::str::from_utf8(line).ok()?;
@@ -898,4 +906,43 @@ fn bare_local_part(line: &[u8]) -> Option<String> {
             .chars()
             .all(|c| !c.is_control() && !c.is_whitespace() && !"<>@,;:\\\"[]()".contains(c));
     valid.then(|| address.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` in one read; returns the message and the bytes left for commands.
+    fn receive(stream: &[u8]) -> (Vec<u8>, &[u8]) {
+        let mut bytes = stream.iter();
+        let mut message = Vec::new();
+        assert!(
+            data_receiver().ingest(&mut bytes, &mut message),
+            "end of data"
+        );
+        (message, bytes.as_slice())
+    }
+
+    #[test]
+    fn empty_message_ends_at_the_first_dot_line() {
+        // Found by fuzz/fuzz_targets/smtp_data.rs: the `.` line was taken as content and
+        // the commands after it with it.
+        assert_eq!(receive(b".\r\nQUIT\r\n"), (Vec::new(), &b"QUIT\r\n"[..]));
+        assert_eq!(
+            receive(b"..\r\nx\r\n.\r\nQUIT\r\n"),
+            (b".\r\nx\r\n".to_vec(), &b"QUIT\r\n"[..])
+        );
+    }
+
+    #[test]
+    fn parse_command_takes_a_bare_local_part() {
+        let Ok(Request::Rcpt { to }) = parse_command(b"RCPT TO:<bob>\r\n") else {
+            panic!("RCPT");
+        };
+        assert_eq!(to.address, "bob");
+        assert_eq!(
+            parse_command(b"RCPT TO:<b ob>\r\n").unwrap_err(),
+            ParseError::InvalidRecipientAddress
+        );
+    }
 }

@@ -3,7 +3,7 @@
 # from its checked-in corpus; fails if any target crashes. The crash input is left in
 # fuzz/artifacts/<target>/ and `cargo fuzz run -s none --dev <target> <file>` replays it.
 #
-#   bash fuzz/smoke.sh [SECONDS]     (default 5 per target)
+#   bash fuzz/smoke.sh [SECONDS [TARGET...]]     (default: 5 seconds, every target)
 #
 # Stable Rust: no sanitizer (`-s none`); Rust's own bounds and overflow checks still
 # turn memory and arithmetic bugs into crashes. Debug builds (`--dev`): they compile
@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-5}
+shift || true
 
 if ! command -v cargo-fuzz >/dev/null; then
   cargo install cargo-fuzz --locked
@@ -18,8 +19,12 @@ fi
 flags=(-s none --dev)
 cargo fuzz build "${flags[@]}"
 
+if (($# == 0)); then
+  mapfile -t targets < <(cargo fuzz list)
+  set -- "${targets[@]}"
+fi
 failed=()
-for target in $(cargo fuzz list); do
+for target in "$@"; do
   # New inputs go to a scratch directory: the checked-in corpus stays as it is.
   scratch=$(mktemp -d)
   echo "fuzz: $target for ${seconds}s"

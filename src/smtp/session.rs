@@ -891,6 +891,13 @@ pub fn parse_command(line: &[u8]) -> Result<Request<String>, ParseError> {
                 },
             })
             .ok_or(ParseError::InvalidRecipientAddress),
+        // Kept for the Received header and the queue file: as Postfix, `?` for controls.
+        Ok(Request::Ehlo { host }) => Ok(Request::Ehlo {
+            host: printable(&host),
+        }),
+        Ok(Request::Helo { host }) => Ok(Request::Helo {
+            host: printable(&host),
+        }),
         parsed => parsed,
     }
 }
@@ -944,5 +951,19 @@ mod tests {
             parse_command(b"RCPT TO:<b ob>\r\n").unwrap_err(),
             ParseError::InvalidRecipientAddress
         );
+    }
+
+    #[test]
+    fn parse_command_neuters_control_characters_in_the_helo_name() {
+        // Found by fuzz/fuzz_targets/smtp_command.rs.
+        let line = b"HELO CP\x01\x01\0T.\xb0.2.1]\r\n";
+        let Ok(Request::Helo { host }) = parse_command(line) else {
+            panic!("HELO");
+        };
+        assert_eq!(host, "CP???T.\u{fffd}.2.1]");
+        let Ok(Request::Ehlo { host }) = parse_command(b"EHLO a\x1bb\r\n") else {
+            panic!("EHLO");
+        };
+        assert_eq!(host, "a?b");
     }
 }

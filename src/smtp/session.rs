@@ -898,8 +898,26 @@ pub fn parse_command(line: &[u8]) -> Result<Request<String>, ParseError> {
         Ok(Request::Helo { host }) => Ok(Request::Helo {
             host: printable(&host),
         }),
+        // Addresses and DSN parameters reach the next hop: no control characters (the
+        // xtext of ORCPT and ENVID may decode to any byte).
+        Ok(Request::Mail { from }) if has_control(&from.address) => {
+            Err(ParseError::InvalidSenderAddress)
+        }
+        Ok(Request::Mail { from }) if from.env_id.as_deref().is_some_and(has_control) => {
+            Err(ParseError::InvalidParameter { param: "ENVID" })
+        }
+        Ok(Request::Rcpt { to }) if has_control(&to.address) => {
+            Err(ParseError::InvalidRecipientAddress)
+        }
+        Ok(Request::Rcpt { to }) if to.orcpt.as_deref().is_some_and(has_control) => {
+            Err(ParseError::InvalidParameter { param: "ORCPT" })
+        }
         parsed => parsed,
     }
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
 }
 
 /// `RCPT TO:<bob>`: the local part alone, when that is all there is.
@@ -965,5 +983,24 @@ mod tests {
             panic!("EHLO");
         };
         assert_eq!(host, "a?b");
+    }
+
+    #[test]
+    fn parse_command_refuses_control_characters_in_addresses_and_dsn_parameters() {
+        // Found by fuzz/fuzz_targets/smtp_command.rs: a DEL in ORCPT; and a CR as xtext.
+        for line in [
+            &b"RCPT TO:<bob@example.com> ORCPT=rfc822;bob@exa\rmple.c\x7fm\r\n"[..],
+            b"RCPT TO:<bob@example.com> ORCPT=rfc822;bob@exa+0Dmple.com\r\n",
+        ] {
+            assert_eq!(
+                parse_command(line).unwrap_err(),
+                ParseError::InvalidParameter { param: "ORCPT" }
+            );
+        }
+        assert_eq!(
+            parse_command(b"MAIL FROM:<a@example.com> ENVID=a+0Ab\r\n").unwrap_err(),
+            ParseError::InvalidParameter { param: "ENVID" }
+        );
+        assert!(parse_command(b"RCPT TO:<bob@example.com> ORCPT=rfc822;b+2Bob@x.y\r\n").is_ok());
     }
 }

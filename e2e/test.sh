@@ -12,6 +12,8 @@ bash e2e/setup.sh
 bash e2e/kube/build.sh >/dev/null
 # helm (v3 and v4) and kubernetes-validate for tests/chart.rs, cached the same way.
 bash e2e/chart/setup.sh
+# Every fuzz target for a few seconds over its corpus (installs cargo-fuzz if absent).
+bash fuzz/smoke.sh
 # dnsmasq lives in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
 exec cargo nextest run --no-fail-fast "$@"

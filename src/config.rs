@@ -541,8 +541,13 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let config: Config = serde_saphyr::from_str(&text)
-            .with_context(|| format!("parsing config file {}", path.display()))?;
+        // One line naming the file, then the key: `serve` exits with it as its only output.
+        Config::parse(&text).map_err(|err| anyhow::anyhow!("{}: {err:#}", path.display()))
+    }
+
+    /// The text of a config file, parsed and validated.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = serde_saphyr::from_str(text)?;
         config.validate()?;
         Ok(config)
     }
@@ -776,6 +781,14 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
             yaml.contains("postmaster: hostmaster@example.org"),
             "{yaml}"
         );
+    }
+
+    #[test]
+    fn parse_validates() {
+        assert_eq!(Config::parse(MINIMAL).unwrap().hostname, "mail.example.com");
+        let text = MINIMAL.replace("mail.example.com", "mail");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.to_string().contains("fully qualified"), "{err}");
     }
 
     #[test]

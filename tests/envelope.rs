@@ -298,8 +298,12 @@ fn serve_refuses_a_hostname_with_crlf_naming_the_key() {
     assert!(!out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "Error: hostname: \"mail.example.com\\r\\n250 injected\" contains '\\r': only letters, \
-         digits, '-' and '.' are allowed (write international names in their xn-- form)\n"
+        format!(
+            "Error: {}: hostname: \"mail.example.com\\r\\n250 injected\" contains '\\r': only \
+             letters, digits, '-' and '.' are allowed (write international names in their xn-- \
+             form)\n",
+            config.display()
+        )
     );
     assert!(out.stdout.is_empty(), "{out:?}");
 }

@@ -111,7 +111,8 @@ pub async fn serve(listener: UnixListener, auth: Arc<Authenticator>, metrics: Ar
     }
 }
 
-enum Mechanism {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
     Plain,
     Login,
 }
@@ -130,6 +131,71 @@ struct Credentials<'a> {
     authzid: &'a str,
     authcid: &'a str,
     password: &'a [u8],
+}
+
+/// One client line (without its LF), parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// `VERSION major minor`: only major version 1 is spoken.
+    Version {
+        supported: bool,
+    },
+    Cpid,
+    Auth(AuthRequest<'a>),
+    Cont {
+        id: &'a str,
+        data: &'a str,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct AuthRequest<'a> {
+    pub id: &'a str,
+    /// `None`: a mechanism that was not advertised.
+    pub mechanism: Option<Mechanism>,
+    /// `secured`: the client's connection is protected by TLS.
+    pub secured: bool,
+    /// `rip`: the client's address.
+    pub remote: Option<IpAddr>,
+    /// `resp`: the initial response, base64.
+    pub response: Option<&'a str>,
+}
+
+/// Parses a client line; `None` if it is no command a client may send.
+pub fn parse(line: &str) -> Option<Request<'_>> {
+    let fields: Vec<&str> = line.split('\t').collect();
+    Some(match fields.as_slice() {
+        ["VERSION", major, ..] => Request::Version {
+            supported: *major == "1",
+        },
+        ["VERSION"] => Request::Version { supported: false },
+        ["CPID", ..] => Request::Cpid,
+        ["AUTH", id, mechanism, params @ ..] => {
+            let mechanism = match mechanism.to_ascii_uppercase().as_str() {
+                "PLAIN" => Some(Mechanism::Plain),
+                "LOGIN" => Some(Mechanism::Login),
+                _ => None,
+            };
+            let mut request = AuthRequest {
+                id,
+                mechanism,
+                secured: false,
+                remote: None,
+                response: None,
+            };
+            for param in params {
+                match param.split_once('=') {
+                    Some(("rip", ip)) => request.remote = unescape(ip).parse().ok(),
+                    Some(("resp", value)) => request.response = Some(value),
+                    None if *param == "secured" => request.secured = true,
+                    _ => {}
+                }
+            }
+            Request::Auth(request)
+        }
+        ["CONT", id, data] => Request::Cont { id, data },
+        _ => return None,
+    })
 }
 
 /// A request waiting for the client's next `CONT`.
@@ -206,40 +272,36 @@ impl Connection {
     }
 
     async fn handle(&mut self, line: &str) -> Next {
-        let fields: Vec<&str> = line.split('\t').collect();
-        match fields.as_slice() {
-            ["VERSION", major, ..] if *major == "1" => {
+        let request = parse(line);
+        match request {
+            Some(Request::Version { supported: true }) => {
                 self.versioned = true;
                 Next::Continue
             }
-            ["VERSION", ..] => Next::Disconnect("unsupported protocol version"),
+            Some(Request::Version { supported: false }) => {
+                Next::Disconnect("unsupported protocol version")
+            }
             // Dovecot drops a client whose first line is not VERSION.
             _ if !self.versioned => Next::Disconnect("no VERSION handshake"),
-            ["CPID", ..] => Next::Continue,
-            ["AUTH", id, mechanism, params @ ..] => self.auth(id, mechanism, params).await,
-            ["CONT", id, data] => self.cont(id, data).await,
-            _ => Next::Disconnect("unexpected command"),
+            Some(Request::Cpid) => Next::Continue,
+            Some(Request::Auth(request)) => self.auth(request).await,
+            Some(Request::Cont { id, data }) => self.cont(id, data).await,
+            None => Next::Disconnect("unexpected command"),
         }
     }
 
-    async fn auth(&mut self, id: &str, mechanism: &str, params: &[&str]) -> Next {
-        let mechanism = match mechanism.to_ascii_uppercase().as_str() {
-            "PLAIN" => Mechanism::Plain,
-            "LOGIN" => Mechanism::Login,
-            // Dovecot drops a client asking for a mechanism it did not advertise.
-            _ => return Next::Disconnect("unadvertised mechanism"),
+    async fn auth(&mut self, request: AuthRequest<'_>) -> Next {
+        let AuthRequest {
+            id,
+            mechanism,
+            secured,
+            remote,
+            response,
+        } = request;
+        // Dovecot drops a client asking for a mechanism it did not advertise.
+        let Some(mechanism) = mechanism else {
+            return Next::Disconnect("unadvertised mechanism");
         };
-        let mut secured = false;
-        let mut remote: Option<IpAddr> = None;
-        let mut response: Option<&str> = None;
-        for param in params {
-            match param.split_once('=') {
-                Some(("rip", ip)) => remote = unescape(ip).parse().ok(),
-                Some(("resp", value)) => response = Some(value),
-                None if *param == "secured" => secured = true,
-                _ => {}
-            }
-        }
         // Dovecot's disable_plaintext_auth: PLAIN and LOGIN only under TLS or from the
         // machine itself.
         if !secured && !remote.is_some_and(|ip| ip.is_loopback()) {
@@ -369,7 +431,7 @@ impl Connection {
 }
 
 /// Protocol v1.2 value escaping with \001.
-fn escape(value: &str) -> String {
+pub fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
@@ -384,7 +446,7 @@ fn escape(value: &str) -> String {
     out
 }
 
-fn unescape(value: &str) -> String {
+pub fn unescape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     let mut chars = value.chars();
     while let Some(c) = chars.next() {
@@ -660,6 +722,51 @@ mod tests {
         // A mechanism that was never advertised ends the connection.
         c.send("AUTH\t11\tCRAM-MD5\tservice=smtp\tsecured").await;
         assert_eq!(c.line().await, None);
+    }
+
+    #[test]
+    fn parses_client_lines() {
+        let line = "AUTH\t1\tplain\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.9\tsecured\tresp=AGEAYg==";
+        assert_eq!(
+            parse(line),
+            Some(Request::Auth(AuthRequest {
+                id: "1",
+                mechanism: Some(Mechanism::Plain),
+                secured: true,
+                remote: Some("192.0.2.9".parse().unwrap()),
+                response: Some("AGEAYg=="),
+            }))
+        );
+        let Some(Request::Auth(request)) = parse("AUTH\t2\tCRAM-MD5\trip=not-an-address") else {
+            panic!("an AUTH line");
+        };
+        assert_eq!((request.mechanism, request.remote), (None, None));
+        assert!(!request.secured);
+        assert_eq!(
+            parse("VERSION\t1\t0"),
+            Some(Request::Version { supported: true })
+        );
+        assert_eq!(
+            parse("VERSION\t2\t0"),
+            Some(Request::Version { supported: false })
+        );
+        assert_eq!(
+            parse("CONT\t7\tAAAA"),
+            Some(Request::Cont {
+                id: "7",
+                data: "AAAA"
+            })
+        );
+        for bad in [
+            "",
+            "AUTH\t1",
+            "CONT\t7",
+            "CONT\t7\tAA\tAA",
+            "auth\t1\tPLAIN",
+            "BOGUS",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

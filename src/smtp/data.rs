@@ -55,6 +55,12 @@ impl Sink for Discard {
     fn put(&mut self, _: &[u8]) {}
 }
 
+impl Default for DataReceiver {
+    fn default() -> DataReceiver {
+        DataReceiver::new()
+    }
+}
+
 impl DataReceiver {
     pub fn new() -> DataReceiver {
         DataReceiver {

@@ -1,12 +1,12 @@
 //! The SMTP side: listeners, connection limits, and the session state machine.
 
-mod data;
+pub mod data;
 mod deadline;
 mod duplicates;
 mod limits;
-mod proxy;
+pub mod proxy;
 mod received;
-mod session;
+pub mod session;
 mod size_param;
 mod stream;
 

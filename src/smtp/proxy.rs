@@ -54,7 +54,7 @@ pub async fn client_address<R: AsyncRead + Unpin>(
 
 /// The source address in the header; `None` for v1 UNKNOWN, v2 LOCAL and v2 headers
 /// without an internet address, where the spec says to use the connection's own.
-async fn read_header<R: AsyncRead + Unpin>(io: &mut R) -> Result<Option<SocketAddr>, Error> {
+pub async fn read_header<R: AsyncRead + Unpin>(io: &mut R) -> Result<Option<SocketAddr>, Error> {
     let mut header = vec![0u8; SHORTEST];
     io.read_exact(&mut header).await?;
     if header == ppp::v2::PROTOCOL_PREFIX {

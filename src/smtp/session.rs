@@ -471,18 +471,7 @@ impl Session {
             self.error("500 5.5.2 Error: line too long");
             return Action::Continue;
         }
-        match Request::parse(&mut line.iter()).map(Request::into_owned) {
-            // smtp-proto reads both `<>` and `<postmaster>` as "".
-            Ok(Request::Rcpt { mut to }) if to.address.is_empty() => match bare_local_part(line) {
-                Some(typed) => {
-                    to.address = typed;
-                    self.command(Request::Rcpt { to }, line).await
-                }
-                None => {
-                    self.parse_error(ParseError::InvalidRecipientAddress);
-                    Action::Continue
-                }
-            },
+        match parse_command(line) {
             Ok(request) => self.command(request, line).await,
             Err(ParseError::InvalidParameter { param: "SIZE" }) => {
                 let limit = self.server.config.limits.max_message_size;
@@ -496,25 +485,6 @@ impl Session {
                     _ => self.error("501 5.5.4 Bad message size syntax"),
                 }
                 Action::Continue
-            }
-            Err(ParseError::InvalidRecipientAddress) => {
-                // smtp-proto insists on local@domain, but `RCPT TO:<bob>` is valid
-                // syntax that reject_non_fqdn_recipient answers with 504.
-                match bare_local_part(line) {
-                    Some(address) => {
-                        let to = RcptTo {
-                            address,
-                            orcpt: None,
-                            rrvs: 0,
-                            flags: 0,
-                        };
-                        self.command(Request::Rcpt { to }, line).await
-                    }
-                    None => {
-                        self.parse_error(ParseError::InvalidRecipientAddress);
-                        Action::Continue
-                    }
-                }
             }
             Err(err) => {
                 self.parse_error(err);
@@ -1018,6 +988,58 @@ fn recipient(to: &RcptTo<String>, postmaster: Option<&str>) -> Recipient {
     rcpt
 }
 
+/// Parses one command line (LF included) as the session does.
+pub fn parse_command(line: &[u8]) -> Result<Request<String>, ParseError> {
+    match Request::parse(&mut line.iter()).map(Request::into_owned) {
+        // smtp-proto reads both `<>` and `<postmaster>` as "".
+        Ok(Request::Rcpt { mut to }) if to.address.is_empty() => match bare_local_part(line) {
+            Some(typed) => {
+                to.address = typed;
+                Ok(Request::Rcpt { to })
+            }
+            None => Err(ParseError::InvalidRecipientAddress),
+        },
+        // smtp-proto insists on local@domain, but `RCPT TO:<bob>` is valid syntax that
+        // reject_non_fqdn_recipient answers with 504.
+        Err(ParseError::InvalidRecipientAddress) => bare_local_part(line)
+            .map(|address| Request::Rcpt {
+                to: RcptTo {
+                    address,
+                    orcpt: None,
+                    rrvs: 0,
+                    flags: 0,
+                },
+            })
+            .ok_or(ParseError::InvalidRecipientAddress),
+        // Kept for the Received header and the queue file: as Postfix, `?` for controls.
+        Ok(Request::Ehlo { host }) => Ok(Request::Ehlo {
+            host: printable(&host),
+        }),
+        Ok(Request::Helo { host }) => Ok(Request::Helo {
+            host: printable(&host),
+        }),
+        // Addresses and DSN parameters reach the next hop: no control characters (the
+        // xtext of ORCPT and ENVID may decode to any byte).
+        Ok(Request::Mail { from }) if has_control(&from.address) => {
+            Err(ParseError::InvalidSenderAddress)
+        }
+        Ok(Request::Mail { from }) if from.env_id.as_deref().is_some_and(has_control) => {
+            Err(ParseError::InvalidParameter { param: "ENVID" })
+        }
+        Ok(Request::Rcpt { to }) if has_control(&to.address) => {
+            Err(ParseError::InvalidRecipientAddress)
+        }
+        Ok(Request::Rcpt { to }) if to.orcpt.as_deref().is_some_and(has_control) => {
+            Err(ParseError::InvalidParameter { param: "ORCPT" })
+        }
+        parsed => parsed,
+    }
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
 /// `RCPT TO:<bob>`: the local part alone, when that is all there is.
 fn bare_local_part(line: &[u8]) -> Option<String> {
     let line = std::str::from_utf8(line).ok()?;
@@ -1076,5 +1098,50 @@ mod tests {
             Some("PostMaster")
         );
         assert_eq!(bare_local_part(b"RCPT TO:<>\r\n"), None);
+    }
+
+    #[test]
+    fn parse_command_takes_a_bare_local_part() {
+        let Ok(Request::Rcpt { to }) = parse_command(b"RCPT TO:<bob>\r\n") else {
+            panic!("RCPT");
+        };
+        assert_eq!(to.address, "bob");
+        assert_eq!(
+            parse_command(b"RCPT TO:<b ob>\r\n").unwrap_err(),
+            ParseError::InvalidRecipientAddress
+        );
+    }
+
+    #[test]
+    fn parse_command_neuters_control_characters_in_the_helo_name() {
+        // Found by fuzz/fuzz_targets/smtp_command.rs.
+        let line = b"HELO CP\x01\x01\0T.\xb0.2.1]\r\n";
+        let Ok(Request::Helo { host }) = parse_command(line) else {
+            panic!("HELO");
+        };
+        assert_eq!(host, "CP???T.\u{fffd}.2.1]");
+        let Ok(Request::Ehlo { host }) = parse_command(b"EHLO a\x1bb\r\n") else {
+            panic!("EHLO");
+        };
+        assert_eq!(host, "a?b");
+    }
+
+    #[test]
+    fn parse_command_refuses_control_characters_in_addresses_and_dsn_parameters() {
+        // Found by fuzz/fuzz_targets/smtp_command.rs: a DEL in ORCPT; and a CR as xtext.
+        for line in [
+            &b"RCPT TO:<bob@example.com> ORCPT=rfc822;bob@exa\rmple.c\x7fm\r\n"[..],
+            b"RCPT TO:<bob@example.com> ORCPT=rfc822;bob@exa+0Dmple.com\r\n",
+        ] {
+            assert_eq!(
+                parse_command(line).unwrap_err(),
+                ParseError::InvalidParameter { param: "ORCPT" }
+            );
+        }
+        assert_eq!(
+            parse_command(b"MAIL FROM:<a@example.com> ENVID=a+0Ab\r\n").unwrap_err(),
+            ParseError::InvalidParameter { param: "ENVID" }
+        );
+        assert!(parse_command(b"RCPT TO:<bob@example.com> ORCPT=rfc822;b+2Bob@x.y\r\n").is_ok());
     }
 }

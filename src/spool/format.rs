@@ -50,12 +50,13 @@ pub fn read_prefix(reader: &mut impl BufRead, file_len: u64) -> anyhow::Result<(
     else {
         bail!("bad header {header:?}");
     };
-    let start = line.len() as u64 + json_len + 1;
-    ensure!(
-        start.checked_add(message_len) == Some(file_len),
-        "file is {file_len} bytes, header says {}",
-        start.saturating_add(message_len)
-    );
+    // Lengths from a damaged file may be anything: their sum must not overflow.
+    let start = (line.len() as u64)
+        .checked_add(json_len)
+        .and_then(|n| n.checked_add(1));
+    let Some(start) = start.filter(|s| s.checked_add(message_len) == Some(file_len)) else {
+        bail!("file is {file_len} bytes, header {header:?} says otherwise");
+    };
     let mut json = vec![0; json_len as usize + 1];
     reader.read_exact(&mut json)?;
     ensure!(json.pop() == Some(b'\n'), "envelope line not terminated");
@@ -102,6 +103,23 @@ pub fn apply_status(envelope: &mut Envelope, sidecar: &[u8]) {
                 %error,
                 "torn status record ignored"
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_that_overflow_are_an_error() {
+        // Found by fuzz/fuzz_targets/spool_file.rs: the sum overflowed (a panic in debug
+        // builds, an absurd allocation in release ones).
+        let max = u64::MAX;
+        for (json_len, message_len) in [(max, max), (max - 17, 3), (2, max)] {
+            let file = format!("{MAGIC} {json_len} {message_len}\n{{}}\n");
+            let err = read_prefix(&mut file.as_bytes(), file.len() as u64).unwrap_err();
+            assert!(err.to_string().contains("says otherwise"), "{err}");
         }
     }
 }

@@ -10,7 +10,7 @@
 
 mod committer;
 mod envelope;
-mod format;
+pub mod format;
 mod id;
 
 use std::collections::HashSet;

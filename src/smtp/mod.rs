@@ -124,6 +124,7 @@ async fn start_session(
     if client != peer {
         span.record("proxy", tracing::field::display(peer));
     }
+    let _ = tcp.set_nodelay(true);
     session::run(server, kind, tcp, client)
         .instrument(span)
         .await

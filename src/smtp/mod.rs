@@ -9,6 +9,8 @@ mod received;
 mod session;
 mod size_param;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! local domains are asked about). Replies are the exact lines the integration tests
 //! (tests/behaviour.rs) expect from a real `posthorn serve`.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,11 +32,13 @@ const ALICE: &str = "alice@example.com";
 const ALICE_PASS: &str = "alice-Secret-1";
 const BOB: &str = "bob@example.com";
 const BOB_PASS: &str = "bob-Secret-2";
-const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
+const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
 /// Only a broken session ever waits this long.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const WRONG_PASSWORD: &str = "535 5.7.8 Error: authentication failed: authentication failure";
 const MUST_STARTTLS: &str = "530 5.7.0 Must issue a STARTTLS command first";
+const UNKNOWN_USER: &str = "550 5.1.1 <nobody@example.com>: Recipient address rejected: \
+                            User unknown in virtual mailbox table";
 
 struct Harness {
     _dir: tempfile::TempDir,
@@ -87,7 +89,11 @@ impl Harness {
             spool: Spool::open(&config.spool.directory).await.unwrap(),
             delivery,
             metrics: Arc::new(Metrics::new()),
-            limits: ConnectionLimits::new(100, 20, 100),
+            limits: ConnectionLimits::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+                config.limits.max_connections_per_network(),
+            ),
             config,
         };
         Harness {
@@ -535,11 +541,7 @@ async fn unknown_local_user_is_refused() {
     let mut c = h.ehlo(ListenerKind::Smtp).await;
     c.expect("MAIL FROM:<sender@example.net>", "250 2.1.0 Ok")
         .await;
-    c.expect(
-        "RCPT TO:<nobody@example.com>",
-        "550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown in virtual mailbox table",
-    )
-    .await;
+    c.expect("RCPT TO:<nobody@example.com>", UNKNOWN_USER).await;
     c.expect(&format!("RCPT TO:<{BOB}>"), "250 2.1.5 Ok").await;
 }
 
@@ -603,10 +605,7 @@ async fn data_queues_the_message_with_its_envelope() {
     .await;
     assert_eq!(c.reply().await, ["250 2.1.0 Ok"]);
     assert_eq!(c.reply().await, ["250 2.1.5 Ok"]);
-    assert_eq!(
-        c.reply().await[0],
-        "550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown in virtual mailbox table"
-    );
+    assert_eq!(c.reply().await, [UNKNOWN_USER]);
     assert_eq!(c.reply().await, ["354 End data with <CR><LF>.<CR><LF>"]);
     c.send("Subject: hi\r\n\r\nHello\r\n..dot\r\n.\r\n").await;
     let reply = c.reply().await;
@@ -640,7 +639,7 @@ async fn data_without_valid_recipients_is_refused() {
     let mut c = h.ehlo(ListenerKind::Smtp).await;
     c.expect("MAIL FROM:<sender@example.net>", "250 2.1.0 Ok")
         .await;
-    assert_eq!(c.cmd("RCPT TO:<nobody@example.com>").await[0][..3], *"550");
+    c.expect("RCPT TO:<nobody@example.com>", UNKNOWN_USER).await;
     c.expect("DATA", "554 5.5.1 Error: no valid recipients")
         .await;
     assert_eq!(h.enqueued.ids(), []);
@@ -703,6 +702,25 @@ async fn bdat_without_a_transaction_is_refused() {
 }
 
 // Limits and QUIT
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused() {
+    let h = Harness::with(|c| c.limits.max_connections = 1).await;
+    let mut first = h.connect(ListenerKind::Smtp);
+    first.greeting().await;
+    let mut second = h.connect(ListenerKind::Smtp);
+    assert_eq!(
+        second.reply().await,
+        ["421 4.7.0 mail.example.com Error: too many connections"]
+    );
+    assert!(second.closed().await, "refused session still open");
+    // On 465 a refusal would need a handshake first: closed unanswered.
+    assert!(h.connect(ListenerKind::Submissions).closed().await);
+    // QUIT gives the slot back.
+    first.expect("QUIT", "221 2.0.0 Bye").await;
+    assert!(first.closed().await);
+    h.connect(ListenerKind::Smtp).greeting().await;
+}
 
 #[tokio::test]
 async fn too_many_errors_end_the_session() {

@@ -64,8 +64,8 @@ impl Harness {
         let passwd = format!("{ALICE}:{}\n{BOB}:{}\n", hash(ALICE_PASS), hash(BOB_PASS));
         std::fs::write(root.join("passwd"), passwd).unwrap();
         let d = root.display();
-        // Failed logins are answered at once and never throttled here; nameservers
-        // on a closed port, so a lookup would fail instead of leaving the machine.
+        // Failed logins are answered at once and never throttled here. The name server
+        // is a closed local port: a lookup (none is expected) never leaves the machine.
         let yaml = format!(
             "hostname: {HOSTNAME}\n\
              domains: [example.com]\n\

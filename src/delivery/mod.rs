@@ -38,6 +38,8 @@ use crate::telemetry::Metrics;
 use client::{Attempt, Outcome, Transaction};
 use maildir::Route;
 use remote::{Connector, SessionCache};
+#[cfg(test)]
+pub use schedule::Enqueued;
 pub use schedule::QueueHandle;
 
 /// Where a group of recipients goes.

@@ -79,6 +79,29 @@ impl QueueHandle {
     }
 }
 
+/// What session tests enqueue, with no runner behind the handle: the spool stays as
+/// the session left it.
+#[cfg(test)]
+pub struct Enqueued(mpsc::UnboundedReceiver<Command>);
+
+#[cfg(test)]
+impl Enqueued {
+    pub fn handle() -> (QueueHandle, Enqueued) {
+        let (commands, inbox) = mpsc::unbounded_channel();
+        (QueueHandle { commands }, Enqueued(inbox))
+    }
+
+    /// The ids enqueued since the last call.
+    pub fn ids(&mut self) -> Vec<QueueId> {
+        std::iter::from_fn(|| self.0.try_recv().ok())
+            .filter_map(|command| match command {
+                Command::Enqueue(id) => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// Starts the scheduler over `runner`; it first resumes every queued message.
 pub fn start(runner: Arc<QueueRunner>) -> QueueHandle {
     let (commands, inbox) = mpsc::unbounded_channel();

@@ -9,6 +9,8 @@ mod received;
 pub mod session;
 mod size_param;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -124,6 +126,7 @@ async fn start_session(
     if client != peer {
         span.record("proxy", tracing::field::display(peer));
     }
+    let _ = tcp.set_nodelay(true);
     session::run(server, kind, tcp, client)
         .instrument(span)
         .await

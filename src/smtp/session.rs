@@ -12,8 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver, LineReceiver};
 use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -102,7 +101,12 @@ struct Session {
     slot: Option<Slot>,
 }
 
-pub async fn run(server: Arc<Server>, kind: ListenerKind, tcp: TcpStream, peer: SocketAddr) {
+/// Runs a session over `io`, a connection from `peer` (TCP in production, a
+/// `tokio::io::duplex` pipe in tests).
+pub async fn run<S>(server: Arc<Server>, kind: ListenerKind, io: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let metrics = server.metrics.clone();
     let slot = match server.limits.acquire(peer.ip()) {
         Ok(slot) => slot,
@@ -130,15 +134,14 @@ pub async fn run(server: Arc<Server>, kind: ListenerKind, tcp: TcpStream, peer: 
             if kind == ListenerKind::Submissions {
                 return;
             }
-            let mut tcp = tcp;
+            let mut io = io;
             let _ =
-                tokio::time::timeout(Duration::from_secs(5), tcp.write_all(reply.as_bytes())).await;
+                tokio::time::timeout(Duration::from_secs(5), io.write_all(reply.as_bytes())).await;
             return;
         }
     };
     metrics.connection_opened(kind.name());
     tracing::info!("connect");
-    let _ = tcp.set_nodelay(true);
     let mut session = Session {
         client: client_name(peer),
         server,
@@ -155,7 +158,7 @@ pub async fn run(server: Arc<Server>, kind: ListenerKind, tcp: TcpStream, peer: 
         out: Vec::with_capacity(1024),
         slot: Some(slot),
     };
-    let result = session.converse(tcp).await;
+    let result = session.converse(io).await;
     metrics.connection_closed(kind.name());
     match result {
         Ok(()) => tracing::info!("disconnect"),
@@ -168,8 +171,11 @@ impl Session {
         &self.server.config.hostname
     }
 
-    async fn converse(&mut self, tcp: TcpStream) -> std::io::Result<()> {
-        let mut stream = Stream::Plain(tcp);
+    async fn converse<S>(&mut self, io: S) -> std::io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut stream = Stream::Plain(io);
         if self.kind == ListenerKind::Submissions {
             stream = match self.handshake(stream).await {
                 Some(tls) => tls,
@@ -265,7 +271,10 @@ impl Session {
         )
     }
 
-    async fn write(&self, stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+    async fn write<S>(&self, stream: &mut Stream<S>, bytes: &[u8]) -> std::io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -283,13 +292,16 @@ impl Session {
         }
     }
 
-    async fn handshake(&mut self, stream: Stream) -> Option<Stream> {
-        let Stream::Plain(tcp) = stream else {
+    async fn handshake<S>(&mut self, stream: Stream<S>) -> Option<Stream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Stream::Plain(io) = stream else {
             return Some(stream);
         };
         let acceptor = TlsAcceptor::from(self.server.tls.clone());
         let name = self.kind.name();
-        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
             Ok(Ok(tls)) => {
                 let (version, cipher) = crate::tls::session_info(tls.get_ref().1);
                 tracing::info!(%version, %cipher, "TLS established");

@@ -780,11 +780,29 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
         };
         let config = Config::for_mailserver(&spec, &layout).unwrap();
         assert_eq!(config.postmaster(), Some("hostmaster@example.org".into()));
+        // Every enabled listener on its pod port, whatever the Service port.
+        for kind in ListenerKind::ALL {
+            let addr = config.listeners.get(kind).unwrap();
+            assert_eq!(addr, any_address(kind.pod_port()), "{}", kind.name());
+        }
+        assert_eq!(config.metrics, Some(any_address(9090)));
         let yaml = config.to_yaml().unwrap();
         assert!(
             yaml.contains("postmaster: hostmaster@example.org"),
             "{yaml}"
         );
+    }
+
+    #[test]
+    fn needs_a_listener() {
+        let mut c: Config = serde_saphyr::from_str(MINIMAL).unwrap();
+        c.listeners = Listeners::from_fn(|kind| {
+            (kind == ListenerKind::Submissions).then(|| any_address(465))
+        });
+        c.validate().unwrap();
+        c.listeners = Listeners::from_fn(|_| None);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("no listener configured"), "{err}");
     }
 
     #[test]

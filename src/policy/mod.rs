@@ -193,5 +193,7 @@ mod tests {
         assert_eq!(strip_extension("bob+lists@example.com"), "bob@example.com");
         assert_eq!(strip_extension("bob@example.com"), "bob@example.com");
         assert_eq!(strip_extension("bob"), "bob");
+        // As delivery routes it: a leading delimiter is part of the name.
+        assert_eq!(strip_extension("+x@example.com"), "+x@example.com");
     }
 }

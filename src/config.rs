@@ -490,14 +490,14 @@ impl Config {
             .submission
             .max_message_bytes()
             .map_err(|e| anyhow::anyhow!("spec.submission.maxMessageSize: {e}"))?;
-        let enabled = spec.listeners();
         let config = Config {
             hostname: spec.hostname.clone(),
             domains: spec.domains.clone(),
             postmaster: spec.postmaster.clone(),
+            // The pod's ports, whatever the Service's.
             listeners: Listeners::from_fn(|kind| {
-                let on = enabled.iter().any(|(k, _)| *k == kind);
-                on.then(|| any_address(kind.pod_port()))
+                spec.service_port(kind)
+                    .map(|_| any_address(kind.pod_port()))
             }),
             metrics: default_metrics(),
             tls: TlsConfig {

@@ -10,14 +10,9 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::api::MailServerSpec;
+use crate::mail::{self, ListenerKind};
 
 mod wire;
-
-/// Default pod ports: unprivileged, so the container runs as non-root.
-pub const DEFAULT_SMTP_PORT: u16 = 2525;
-pub const DEFAULT_SUBMISSION_PORT: u16 = 5587;
-pub const DEFAULT_SUBMISSIONS_PORT: u16 = 5465;
-pub const DEFAULT_METRICS_PORT: u16 = 9090;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -73,18 +68,37 @@ pub struct Listeners {
 }
 
 impl Default for Listeners {
+    /// Every listener, on its pod port on all addresses.
     fn default() -> Self {
-        let any = |port| Some(SocketAddr::from(([0, 0, 0, 0], port)));
+        Listeners::from_fn(|kind| Some(any_address(kind.pod_port())))
+    }
+}
+
+impl Listeners {
+    /// Each kind's address as `at` gives it.
+    pub fn from_fn(at: impl Fn(ListenerKind) -> Option<SocketAddr>) -> Listeners {
         Listeners {
-            smtp: any(DEFAULT_SMTP_PORT),
-            submission: any(DEFAULT_SUBMISSION_PORT),
-            submissions: any(DEFAULT_SUBMISSIONS_PORT),
+            smtp: at(ListenerKind::Smtp),
+            submission: at(ListenerKind::Submission),
+            submissions: at(ListenerKind::Submissions),
+        }
+    }
+
+    pub fn get(&self, kind: ListenerKind) -> Option<SocketAddr> {
+        match kind {
+            ListenerKind::Smtp => self.smtp,
+            ListenerKind::Submission => self.submission,
+            ListenerKind::Submissions => self.submissions,
         }
     }
 }
 
+fn any_address(port: u16) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], port))
+}
+
 fn default_metrics() -> Option<SocketAddr> {
-    Some(SocketAddr::from(([0, 0, 0, 0], DEFAULT_METRICS_PORT)))
+    Some(any_address(mail::METRICS_POD_PORT))
 }
 
 fn default_reload_interval() -> Duration {
@@ -476,18 +490,15 @@ impl Config {
             .submission
             .max_message_bytes()
             .map_err(|e| anyhow::anyhow!("spec.submission.maxMessageSize: {e}"))?;
-        let defaults = Listeners::default();
         let config = Config {
             hostname: spec.hostname.clone(),
             domains: spec.domains.clone(),
             postmaster: spec.postmaster.clone(),
-            listeners: Listeners {
-                smtp: defaults.smtp.filter(|_| spec.inbound.enabled),
-                submission: defaults.submission,
-                submissions: defaults
-                    .submissions
-                    .filter(|_| spec.submission.implicit_tls.enabled),
-            },
+            // The pod's ports, whatever the Service's.
+            listeners: Listeners::from_fn(|kind| {
+                spec.service_port(kind)
+                    .map(|_| any_address(kind.pod_port()))
+            }),
             metrics: default_metrics(),
             tls: TlsConfig {
                 cert: layout.cert.clone(),
@@ -560,16 +571,14 @@ impl Config {
     /// `postmaster@<first domain>`; none without either.
     pub fn postmaster(&self) -> Option<String> {
         self.postmaster.clone().or_else(|| {
-            self.domains
-                .first()
-                .map(|domain| format!("postmaster@{domain}"))
+            mail::primary_domain(&self.domains).map(|domain| format!("postmaster@{domain}"))
         })
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.check_wire_strings()?;
         let l = &self.listeners;
-        if l.smtp.is_none() && l.submission.is_none() && l.submissions.is_none() {
+        if ListenerKind::ALL.iter().all(|&kind| l.get(kind).is_none()) {
             bail!("no listener configured: set at least one of smtp, submission, submissions");
         }
         if l.smtp.is_some() && self.postmaster().is_none() {
@@ -620,7 +629,7 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
         c.validate().unwrap();
         assert_eq!(
             c.listeners.submission.unwrap().port(),
-            DEFAULT_SUBMISSION_PORT
+            ListenerKind::Submission.pod_port()
         );
         assert_eq!(c.auth.failure_delay, Duration::from_secs(2));
         assert_eq!(c.auth.max_failure_delay, Duration::from_secs(15));
@@ -776,6 +785,12 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
         };
         let config = Config::for_mailserver(&spec, &layout).unwrap();
         assert_eq!(config.postmaster(), Some("hostmaster@example.org".into()));
+        // Every enabled listener on its pod port, whatever the Service port.
+        for kind in ListenerKind::ALL {
+            let addr = config.listeners.get(kind).unwrap();
+            assert_eq!(addr, any_address(kind.pod_port()), "{}", kind.name());
+        }
+        assert_eq!(config.metrics, Some(any_address(9090)));
         let yaml = config.to_yaml().unwrap();
         assert!(
             yaml.contains("postmaster: hostmaster@example.org"),
@@ -789,6 +804,18 @@ spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
         let text = MINIMAL.replace("mail.example.com", "mail");
         let err = Config::parse(&text).unwrap_err();
         assert!(err.to_string().contains("fully qualified"), "{err}");
+    }
+
+    #[test]
+    fn needs_a_listener() {
+        let mut c: Config = serde_saphyr::from_str(MINIMAL).unwrap();
+        c.listeners = Listeners::from_fn(|kind| {
+            (kind == ListenerKind::Submissions).then(|| any_address(465))
+        });
+        c.validate().unwrap();
+        c.listeners = Listeners::from_fn(|_| None);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("no listener configured"), "{err}");
     }
 
     #[test]

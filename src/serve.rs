@@ -14,8 +14,9 @@ use tokio::time::Instant;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::delivery::{QueueHandle, QueueRunner, control};
+use crate::mail::{self, ListenerKind};
 use crate::policy::Policy;
-use crate::smtp::{self, ConnectionLimits, ListenerKind, Server};
+use crate::smtp::{self, ConnectionLimits, Server};
 use crate::spool::Spool;
 use crate::telemetry::{self, Metrics};
 
@@ -107,11 +108,9 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
     let metrics = Arc::new(Metrics::new());
     let tls = crate::tls::server_config(&config.tls.cert, &config.tls.key, config.reload_interval)
         .context("loading the TLS certificate")?;
-    let local_domain = config
-        .domains
-        .first()
-        .cloned()
-        .unwrap_or_else(|| config.hostname.clone());
+    let local_domain = mail::primary_domain(&config.domains)
+        .unwrap_or(&config.hostname)
+        .to_string();
     let auth = Authenticator::new(&config.auth, local_domain, config.reload_interval)
         .context("loading the user database")?;
     let policy = Policy::new(&config).context("setting up the access policy")?;
@@ -125,12 +124,8 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
     let delivery_handle = delivery.clone();
 
     let mut sockets = Vec::new();
-    for (kind, addr) in [
-        (ListenerKind::Smtp, config.listeners.smtp),
-        (ListenerKind::Submission, config.listeners.submission),
-        (ListenerKind::Submissions, config.listeners.submissions),
-    ] {
-        if let Some(addr) = addr {
+    for kind in ListenerKind::ALL {
+        if let Some(addr) = config.listeners.get(kind) {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the {} listener to {addr}", kind.name()))?;

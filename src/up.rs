@@ -13,10 +13,10 @@ use rand::distr::{Alphanumeric, SampleString};
 
 use crate::api::{self, MailServer, TlsSource};
 use crate::auth::scheme::{self, Scheme};
-use crate::config::{self, Config, FileLayout, Listeners};
+use crate::config::{Config, FileLayout, Listeners};
 use crate::delivery::dkim::KeyAlgorithm;
+use crate::mail::{self, Address, ListenerKind};
 use crate::serve;
-use crate::smtp::ListenerKind;
 
 pub struct Options {
     pub manifest: PathBuf,
@@ -59,8 +59,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         dkim_key: dkim_key_file(&manifest, &options)?,
     };
     let mut config = Config::for_mailserver(&manifest.spec, &layout)?;
-    config.listeners = listeners(&manifest, options.bind, &config.listeners);
-    config.metrics = Some(SocketAddr::new(options.bind, config::DEFAULT_METRICS_PORT));
+    // The manifest's ports are the Service's; locally we bind the pod's unprivileged ports.
+    let pod = config.listeners.clone();
+    config.listeners = Listeners::from_fn(|kind| {
+        pod.get(kind)
+            .map(|addr| SocketAddr::new(options.bind, addr.port()))
+    });
+    config.metrics = Some(SocketAddr::new(options.bind, mail::METRICS_POD_PORT));
     config.dns.nameservers = options.dns_server.into_iter().collect();
     let config_path = state.join("config.yaml");
     std::fs::write(&config_path, config.to_yaml()?)?;
@@ -85,7 +90,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 addr.ip(),
                 addr.port()
             );
-            let (local, domain) = user.split_once('@').unwrap_or((user, ""));
+            let (local, domain) =
+                Address::parse(user).map_or((user.as_str(), ""), |a| (a.local(), a.domain()));
             println!(
                 "mail for {user} arrives in {}",
                 layout
@@ -100,20 +106,6 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     serve::shutdown_signal().await?;
     bound.shutdown().await;
     Ok(())
-}
-
-/// The manifest's ports are the Service's; locally we bind the pod's unprivileged ports.
-fn listeners(manifest: &MailServer, bind: IpAddr, pod: &Listeners) -> Listeners {
-    let at = |addr: Option<SocketAddr>| addr.map(|a| SocketAddr::new(bind, a.port()));
-    Listeners {
-        smtp: if manifest.spec.inbound.enabled {
-            at(pod.smtp)
-        } else {
-            None
-        },
-        submission: at(pod.submission),
-        submissions: at(pod.submissions),
-    }
 }
 
 /// The user's TLS Secret if the secrets directory has it, else a self-signed pair kept
@@ -152,8 +144,7 @@ fn users_file(
     }
     let domain = manifest
         .spec
-        .domains
-        .first()
+        .primary_domain()
         .context("spec.domains is empty")?;
     let user = format!("test@{domain}");
     let passwd = options.state_dir.join("passwd");
@@ -189,8 +180,7 @@ fn dkim_key_file(manifest: &MailServer, options: &Options) -> anyhow::Result<Pat
         crate::delivery::dkim::write_private_key(&path, &key.private_pem)?;
         let domain = manifest
             .spec
-            .domains
-            .first()
+            .primary_domain()
             .context("spec.domains is empty")?;
         tracing::info!(
             record = %crate::delivery::dkim::zone_line(&format!("{}._domainkey.{domain}.", dkim.selector), &key.dns_record),

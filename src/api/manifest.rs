@@ -232,6 +232,25 @@ spec:
     }
 
     #[test]
+    fn listeners_follow_the_spec() {
+        use crate::mail::ListenerKind::{Smtp, Submission, Submissions};
+        let spec = parse_manifest(MINIMAL).unwrap().spec;
+        assert_eq!(
+            spec.listeners(),
+            [(Smtp, 25), (Submission, 587), (Submissions, 465)]
+        );
+        let text = format!(
+            "{MINIMAL}  inbound: {{enabled: false}}\n  submission: {{port: 2587, implicitTls: {{port: 2465}}}}\n"
+        );
+        let spec = parse_manifest(&text).unwrap().spec;
+        assert_eq!(spec.listeners(), [(Submission, 2587), (Submissions, 2465)]);
+        assert_eq!(spec.service_port(Smtp), None);
+        let text = format!("{MINIMAL}  submission: {{implicitTls: {{enabled: false}}}}\n");
+        let spec = parse_manifest(&text).unwrap().spec;
+        assert_eq!(spec.listeners(), [(Smtp, 25), (Submission, 587)]);
+    }
+
+    #[test]
     fn serializes_without_nulls_and_round_trips() {
         let server = load_manifest(&example("mailserver.yaml")).unwrap();
         let yaml = serde_saphyr::to_string(&server).unwrap();

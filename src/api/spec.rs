@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::status::MailServerStatus;
+use crate::mail::{self, ListenerKind};
 
 /// Fully qualified domain name: two or more LDH labels, the last one not numeric (an IP
 /// address is not a domain). RE2 syntax, because the API server evaluates it in Go.
@@ -226,6 +227,28 @@ impl MailServerSpec {
             (None, None) => TlsSource::SelfSigned,
         }
     }
+
+    /// The Service port of `kind`'s listener, when the spec enables it.
+    pub fn service_port(&self, kind: ListenerKind) -> Option<u16> {
+        match kind {
+            ListenerKind::Smtp => self.inbound.enabled.then_some(kind.service_port()),
+            ListenerKind::Submission => Some(self.submission.port),
+            ListenerKind::Submissions => self.submission.implicit_tls_port(),
+        }
+    }
+
+    /// The enabled listeners with their Service ports, in `ListenerKind::ALL` order.
+    pub fn listeners(&self) -> Vec<(ListenerKind, u16)> {
+        ListenerKind::ALL
+            .into_iter()
+            .filter_map(|kind| Some((kind, self.service_port(kind)?)))
+            .collect()
+    }
+
+    /// The first local domain; see [`mail::primary_domain`].
+    pub fn primary_domain(&self) -> Option<&str> {
+        mail::primary_domain(&self.domains)
+    }
 }
 
 /// The user database.
@@ -282,7 +305,7 @@ pub struct SubmissionSpec {
 }
 
 fn default_submission_port() -> u16 {
-    587
+    ListenerKind::Submission.service_port()
 }
 
 fn default_max_message_size() -> Quantity {
@@ -326,7 +349,7 @@ pub struct ImplicitTlsSpec {
 }
 
 fn default_implicit_tls_port() -> u16 {
-    465
+    ListenerKind::Submissions.service_port()
 }
 
 impl Default for ImplicitTlsSpec {

@@ -8,9 +8,17 @@ use std::fmt::Display;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::spec::{MailServerSpec, QueueStorage, ServiceType};
+use crate::mail::{Address, ListenerKind};
 
-/// Port 25: where inbound SMTP listens on the Service, not configurable.
-const SMTP_PORT: u16 = 25;
+/// Where a listener's Service port comes from, for messages about it.
+fn port_field(kind: ListenerKind) -> &'static str {
+    match kind {
+        // Not configurable: the standard port.
+        ListenerKind::Smtp => "inbound SMTP (spec.inbound)",
+        ListenerKind::Submission => "spec.submission.port",
+        ListenerKind::Submissions => "spec.submission.implicitTls.port",
+    }
+}
 
 /// Parses a size: a whole number of bytes, optionally with a suffix k/K, M, G, T (powers
 /// of 1000) or Ki, Mi, Gi, Ti (powers of 1024), as in Kubernetes quantities: "25Mi",
@@ -135,11 +143,12 @@ pub(crate) fn check_fqdn(s: &str) -> Result<(), String> {
 /// domain fully qualified, the local part free of spaces and of the characters that
 /// delimit addresses and map entries.
 pub(crate) fn check_address(s: &str) -> Result<(), String> {
-    let Some((local, domain)) = s.rsplit_once('@') else {
+    let Some(address) = Address::parse(s) else {
         return Err(format!(
             "{s:?} is not a mail address: expected local-part@domain, e.g. alice@example.com"
         ));
     };
+    let (local, domain) = (address.local(), address.domain());
     if local.is_empty() {
         return Err(format!("{s:?} has an empty local part (before the @)"));
     }
@@ -345,14 +354,11 @@ impl MailServerSpec {
             );
         }
         // The Service exposes every enabled listener, so their ports must differ.
-        let mut ports: Vec<(&str, u16)> = Vec::new();
-        if self.inbound.enabled {
-            ports.push(("inbound SMTP (spec.inbound)", SMTP_PORT));
-        }
-        ports.push(("spec.submission.port", submission.port));
-        if let Some(port) = submission.implicit_tls_port() {
-            ports.push(("spec.submission.implicitTls.port", port));
-        }
+        let ports: Vec<(&str, u16)> = self
+            .listeners()
+            .into_iter()
+            .map(|(kind, port)| (port_field(kind), port))
+            .collect();
         for (i, (path, port)) in ports.iter().enumerate() {
             if let Some((other, _)) = ports[..i].iter().find(|(_, q)| q == port) {
                 p.push(path, format_args!("port {port} is already used by {other}"));

@@ -20,6 +20,7 @@ use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::config::DkimConfig;
+use crate::mail::Address;
 use crate::reload::{self, Watched};
 
 /// Headers signed when present (RFC 6376 §5.4.1's list, less the ones relays rewrite).
@@ -126,7 +127,7 @@ impl Signer {
 pub fn from_domain(message: &[u8]) -> Option<String> {
     let parsed = mail_parser::MessageParser::new().parse_headers(message)?;
     let address = parsed.from()?.first()?.address()?;
-    let (_, domain) = address.rsplit_once('@')?;
+    let domain = Address::parse(address)?.domain();
     Some(domain.trim_end_matches('.').to_ascii_lowercase())
 }
 

@@ -10,10 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::mail::{self, Address};
 use crate::spool::write_new_synced;
-
-/// Postfix `recipient_delimiter`: `user+tag@domain` is delivered to `user`.
-const RECIPIENT_DELIMITER: char = '+';
 
 /// Where mail for one recipient address goes.
 #[derive(Debug, PartialEq, Eq)]
@@ -42,34 +40,24 @@ impl Mailbox {
 /// Routes `address` against the local domains. A bare local part (RFC 5321 allows
 /// `RCPT TO:<Postmaster>`) belongs to the first local domain.
 pub fn route(address: &str, local_domains: &[String]) -> Route {
-    let (local, domain) = match address.rsplit_once('@') {
-        Some((local, domain)) => match local_domains
-            .iter()
-            .find(|d| d.eq_ignore_ascii_case(domain))
-        {
-            Some(domain) => (local, domain),
+    let address = match Address::parse(address) {
+        Some(parsed) => match local_domains.iter().find(|d| parsed.has_domain(d)) {
+            Some(domain) => Address::new(parsed.local(), domain),
             None => return Route::Remote,
         },
-        None => match local_domains.first() {
-            Some(domain) => (address, domain),
+        None => match mail::primary_domain(local_domains) {
+            Some(domain) => Address::new(address, domain),
             None => return Route::Remote,
         },
     };
-    let local = local.to_lowercase();
-    let user = match local.split_once(RECIPIENT_DELIMITER) {
-        Some((base, _)) if !base.is_empty() => base,
-        _ => &local,
-    };
-    let domain = domain.to_ascii_lowercase();
-    if !is_safe_name(user) || !is_safe_name(&domain) {
+    let user = address.base().to_lowercase();
+    let domain = address.domain().to_ascii_lowercase();
+    if !is_safe_name(&user) || !is_safe_name(&domain) {
         return Route::Refused(format!(
             "5.1.3 mailbox name {user:?} is not usable as a directory"
         ));
     }
-    Route::Local(Mailbox {
-        domain,
-        user: user.to_string(),
-    })
+    Route::Local(Mailbox { domain, user })
 }
 
 /// A name that stays one directory below its parent: no separators, no `..`, no hidden

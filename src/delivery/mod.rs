@@ -30,6 +30,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, DeliveryConfig, RelayConfig};
+use crate::mail::Address;
 use crate::reload::Watched;
 use crate::spool::{
     BodyType, Envelope, Notify, QueueId, QueuedMessage, Recipient, RecipientStatus, Spool,
@@ -262,7 +263,7 @@ impl QueueRunner {
             Route::Refused(reason) => Err(reason),
             Route::Remote if self.config.relay.is_some() => Ok(Destination::Relay),
             Route::Remote => {
-                let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+                let domain = Address::parse(address).map_or("", |a| a.domain());
                 Ok(Destination::Mx(domain.to_ascii_lowercase()))
             }
         }

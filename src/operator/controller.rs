@@ -29,6 +29,7 @@ use super::render::{
 };
 use super::status::{self, Cond};
 use crate::api::{Endpoints, MailServer, TlsSource};
+use crate::mail::ListenerKind;
 
 /// How often a MailServer is looked at without any change: repairs objects whose kinds
 /// are not watched (Certificate, DNSEndpoint, PodDisruptionBudget) and deletions missed
@@ -669,10 +670,11 @@ pub fn conditions(
 fn endpoints(server: &MailServer) -> Endpoints {
     let spec = &server.spec;
     let at = |port: u16| format!("{}:{port}", spec.hostname);
+    let endpoint = |kind| spec.service_port(kind).map(at);
     Endpoints {
-        submission: Some(at(spec.submission.port)),
-        submissions: spec.submission.implicit_tls_port().map(at),
-        smtp: spec.inbound.enabled.then(|| at(25)),
+        submission: endpoint(ListenerKind::Submission),
+        submissions: endpoint(ListenerKind::Submissions),
+        smtp: endpoint(ListenerKind::Smtp),
     }
 }
 

@@ -29,7 +29,8 @@ use sha2::{Digest, Sha256};
 use crate::api::{
     DnsRecord, IssuerKind, MailServer, QueueStorage, ServiceType, TlsSource, split_host_port,
 };
-use crate::config::{self, Config, FileLayout, LogFormat};
+use crate::config::{Config, FileLayout, LogFormat};
+use crate::mail;
 
 /// Where the pod finds its files. The ConfigMap is mounted at [`CONFIG_DIR`]; each Secret
 /// gets a directory of its own under [`SECRETS_DIR`] (not nested inside the ConfigMap's
@@ -618,20 +619,17 @@ fn deployment(
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     };
-    let mut ports = Vec::new();
-    if spec.inbound.enabled {
-        ports.push(port("smtp", config::DEFAULT_SMTP_PORT));
-    }
-    ports.push(port("submission", config::DEFAULT_SUBMISSION_PORT));
-    if spec.submission.implicit_tls.enabled {
-        ports.push(port("submissions", config::DEFAULT_SUBMISSIONS_PORT));
-    }
-    ports.push(port("metrics", config::DEFAULT_METRICS_PORT));
+    let mut ports: Vec<_> = spec
+        .listeners()
+        .into_iter()
+        .map(|(kind, _)| port(kind.name(), kind.pod_port()))
+        .collect();
+    ports.push(port(mail::METRICS_NAME, mail::METRICS_POD_PORT));
 
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("metrics".into()),
+            port: IntOrString::String(mail::METRICS_NAME.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -723,14 +721,11 @@ fn service(server: &MailServer, names: &Names, base: &Base) -> Service {
         protocol: Some("TCP".into()),
         ..ServicePort::default()
     };
-    let mut ports = Vec::new();
-    if spec.inbound.enabled {
-        ports.push(port("smtp", 25));
-    }
-    ports.push(port("submission", spec.submission.port));
-    if let Some(implicit) = spec.submission.implicit_tls_port() {
-        ports.push(port("submissions", implicit));
-    }
+    let ports = spec
+        .listeners()
+        .into_iter()
+        .map(|(kind, service_port)| port(kind.name(), service_port))
+        .collect();
 
     let mut annotations = spec.service.annotations.clone();
     if spec.dns.external_dns {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::mail::{Address, ListenerKind};
 use crate::reload::{self, Watched};
-use crate::smtp::ListenerKind;
 use recipient::{DomainChecker, DomainStatus};
 use sender::SenderLoginMap;
 
@@ -181,13 +181,7 @@ impl Policy {
 
 /// `user+tag@domain` → `user@domain` (Postfix `recipient_delimiter = +`).
 pub fn strip_extension(address: &str) -> String {
-    match address.rsplit_once('@') {
-        Some((local, domain)) => {
-            let base = local.split_once('+').map_or(local, |(base, _)| base);
-            format!("{base}@{domain}")
-        }
-        None => address.to_string(),
-    }
+    Address::parse(address).map_or_else(|| address.to_string(), |a| a.without_extension())
 }
 
 #[cfg(test)]
@@ -199,5 +193,7 @@ mod tests {
         assert_eq!(strip_extension("bob+lists@example.com"), "bob@example.com");
         assert_eq!(strip_extension("bob@example.com"), "bob@example.com");
         assert_eq!(strip_extension("bob"), "bob");
+        // As delivery routes it: a leading delimiter is part of the name.
+        assert_eq!(strip_extension("+x@example.com"), "+x@example.com");
     }
 }

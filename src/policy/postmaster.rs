@@ -4,6 +4,7 @@
 //! `postmaster@<first domain>`). Aliases in general are not this module's business.
 
 use super::Policy;
+use crate::mail::Address;
 
 impl Policy {
     /// The address mail for `rcpt` is delivered to, when `rcpt` is postmaster's.
@@ -14,10 +15,10 @@ impl Policy {
 }
 
 fn is_postmaster(rcpt: &str, is_local_domain: impl Fn(&str) -> bool) -> bool {
-    match rcpt.rsplit_once('@') {
+    match Address::parse(rcpt) {
         None => rcpt.eq_ignore_ascii_case("postmaster"),
-        Some((local, domain)) => {
-            local.eq_ignore_ascii_case("postmaster") && is_local_domain(domain)
+        Some(address) => {
+            address.local().eq_ignore_ascii_case("postmaster") && is_local_domain(address.domain())
         }
     }
 }

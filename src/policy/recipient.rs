@@ -7,17 +7,20 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
+use crate::mail::Address;
+
 /// The domain part of an address, if it has one.
 pub fn domain_of(address: &str) -> Option<&str> {
-    address.rsplit_once('@').map(|(_, d)| d)
+    Address::parse(address).map(|a| a.domain())
 }
 
 /// Postfix's notion of a fully-qualified address: `local@domain` where the domain is an
 /// address literal or a dotted hostname made of valid labels.
 pub fn is_fqdn_address(address: &str) -> bool {
-    let Some((local, domain)) = address.rsplit_once('@') else {
+    let Some(address) = Address::parse(address) else {
         return false;
     };
+    let (local, domain) = (address.local(), address.domain());
     if local.is_empty() {
         return false;
     }

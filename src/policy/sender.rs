@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use anyhow::bail;
 
+use crate::mail::Address;
+
 #[derive(Debug, Default)]
 pub struct SenderLoginMap {
     owners: HashMap<String, Vec<String>>,
@@ -68,7 +70,7 @@ impl SenderLoginMap {
         }
         let sender = sender.to_ascii_lowercase();
         let listed = self.owners.get(&sender).or_else(|| {
-            let domain = sender.rsplit_once('@')?.1;
+            let domain = Address::parse(&sender)?.domain();
             self.owners.get(&format!("@{domain}"))
         });
         listed.is_some_and(|logins| logins.iter().any(|l| l.eq_ignore_ascii_case(login)))

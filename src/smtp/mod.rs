@@ -23,41 +23,11 @@ use tracing::Instrument;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::delivery::QueueHandle;
+use crate::mail::ListenerKind;
 use crate::policy::Policy;
 use crate::spool::Spool;
 use crate::telemetry::Metrics;
 pub use limits::ConnectionLimits;
-
-/// The three kinds of listener, with the semantics of Postfix's master.cf entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    /// Port 25: inbound for the local domains, STARTTLS offered, no AUTH.
-    Smtp,
-    /// Port 587: `smtpd_tls_security_level=encrypt`, SASL, `permit_sasl_authenticated,reject`.
-    Submission,
-    /// Port 465: as submission, but TLS from the first byte.
-    Submissions,
-}
-
-impl ListenerKind {
-    /// The tag on every log line, as `syslog_name=postfix/submission` was.
-    pub fn name(self) -> &'static str {
-        match self {
-            ListenerKind::Smtp => "smtp",
-            ListenerKind::Submission => "submission",
-            ListenerKind::Submissions => "submissions",
-        }
-    }
-
-    fn auth_enabled(self) -> bool {
-        self != ListenerKind::Smtp
-    }
-
-    /// Only EHLO/HELO/STARTTLS/NOOP/RSET/QUIT before TLS.
-    fn tls_required(self) -> bool {
-        self != ListenerKind::Smtp
-    }
-}
 
 /// Everything a session needs, shared by all connections.
 pub struct Server {
@@ -106,7 +76,7 @@ async fn start_session(
                 .metrics
                 .connection_rejected(kind.name(), "proxy_protocol");
             // Postfix's answer; none on 465, where it would be plaintext.
-            if kind != ListenerKind::Submissions {
+            if !kind.implicit_tls() {
                 let reply = format!(
                     "421 4.3.0 {} Server local error\r\n",
                     server.config.hostname

@@ -131,7 +131,7 @@ where
             metrics.connection_rejected(kind.name(), reason);
             // On 465 the client expects TLS from the first byte; a handshake just to say
             // no would cost what the limit saves, so the connection is closed unanswered.
-            if kind == ListenerKind::Submissions {
+            if kind.implicit_tls() {
                 return;
             }
             let mut io = io;
@@ -176,7 +176,7 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut stream = Stream::Plain(io);
-        if self.kind == ListenerKind::Submissions {
+        if self.kind.implicit_tls() {
             stream = match self.handshake(stream).await {
                 Some(tls) => tls,
                 None => return Ok(()),

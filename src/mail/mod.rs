@@ -1,0 +1,8 @@
+//! The shared vocabulary of the mail side, below everything else: it imports nothing of
+//! the crate, so `api`, `config`, `operator`, `policy`, `smtp` and `delivery` all use it.
+
+mod address;
+mod listener;
+
+pub use address::{Address, primary_domain};
+pub use listener::{ListenerKind, METRICS_NAME, METRICS_POD_PORT};

@@ -476,6 +476,75 @@ pub fn rows(t: &Target) -> Vec<Row> {
         ],
     ));
 
+    let ehlo = || say("EHLO client.example.org", Want::Code(250));
+    rows.push(raw_row(
+        "vrfy",
+        Port::Smtp,
+        vec![
+            ehlo(),
+            say(
+                &format!("VRFY {BOB}"),
+                line("502 5.5.1 VRFY command is disabled"),
+            ),
+        ],
+    ));
+    rows.push(raw_row(
+        "quit",
+        Port::Smtp,
+        vec![ehlo(), say("QUIT", line("221 2.0.0 Bye"))],
+    ));
+    rows.push(raw_row(
+        "line-too-long",
+        Port::Smtp,
+        vec![
+            ehlo(),
+            say(
+                &format!("NOOP {}", "a".repeat(5000)),
+                line("500 5.5.2 Error: line too long"),
+            ),
+            say("NOOP", Want::Code(250)),
+        ],
+    ));
+    rows.push(raw_row(
+        "starttls-twice",
+        Port::Submissions,
+        vec![
+            ehlo(),
+            say("STARTTLS", line("554 5.5.1 Error: TLS already active")),
+            say("NOOP", Want::Code(250)),
+        ],
+    ));
+    rows.push(raw_row(
+        "auth-25",
+        Port::Smtp,
+        vec![
+            ehlo(),
+            say(
+                &auth_plain(ALICE, ALICE_PASS),
+                line("503 5.5.1 Error: authentication not enabled"),
+            ),
+        ],
+    ));
+    rows.push(raw_row(
+        "rcpt-null",
+        Port::Smtp,
+        vec![
+            ehlo(),
+            say("MAIL FROM:<someone@example.net>", Want::Code(250)),
+            say("RCPT TO:<>", line("501 5.1.3 Bad recipient address syntax")),
+        ],
+    ));
+    rows.push(raw_row(
+        "data-no-rcpt",
+        Port::Smtp,
+        vec![
+            ehlo(),
+            say("MAIL FROM:<someone@example.net>", Want::Code(250)),
+            say("RCPT TO:<nobody@example.com>", Want::Code(550)),
+            say("DATA", line("554 5.5.1 Error: no valid recipients")),
+        ],
+    ));
+
     let m = marker("dsn");
     let mut steps = login(Port::Submission);
     steps.extend([

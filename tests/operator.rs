@@ -593,7 +593,7 @@ struct Pod {
     ports: BTreeMap<String, u16>,
     /// The server config as the pod runs it (paths rebased, listeners on loopback).
     config: Value,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
     _dns: Dnsmasq,
 }
 
@@ -641,6 +641,11 @@ fn pod_run_through(kube: &Kube) {
         maildir_root: PathBuf::from(pod.config["spool"]["maildirRoot"].as_str().unwrap()),
     };
     contract::check(&target, &contract::rows(&target));
+    let log = fs::read_to_string(pod.root.path().join("pod.log")).unwrap_or_default();
+    assert!(
+        !log.contains(contract::WRONG_PASS),
+        "password appears in the pod's log:\n{log}"
+    );
 }
 
 /// A whole-seconds duration as the rendered config writes it, e.g. `"2s"`.
@@ -792,7 +797,7 @@ fn start_pod(kube: &Kube) -> Pod {
         child,
         ports: parse_listening_line(&line),
         config,
-        _root: root,
+        root,
         _dns: dns,
     }
 }

@@ -17,10 +17,10 @@ use super::{
     marker, swaks, tls_flag,
 };
 
-pub const GREETING: &str = "220 mail.example.com ESMTP";
-pub const MUST_STARTTLS: &str = "530 5.7.0 Must issue a STARTTLS command first";
-pub const AUTH_FAILED: &str = "535 5.7.8 Error: authentication failed: authentication failure";
-pub const AUTH_OK: &str = "235 2.7.0 Authentication successful";
+const GREETING: &str = "220 mail.example.com ESMTP";
+const MUST_STARTTLS: &str = "530 5.7.0 Must issue a STARTTLS command first";
+const AUTH_FAILED: &str = "535 5.7.8 Error: authentication failed: authentication failure";
+const AUTH_OK: &str = "235 2.7.0 Authentication successful";
 const QUEUED: &str = "250 2.0.0 Ok: queued as ";
 /// The wrong password the table tries; it must never appear in a log.
 pub const WRONG_PASS: &str = "wrong-Pass-77";
@@ -41,7 +41,7 @@ pub struct Target {
 }
 
 impl Target {
-    /// A server from `Server::start()`, with the harness's default limits and delays.
+    /// A server from `Server::start()`: the limits and delays `Server::builder()` sets.
     pub fn of(s: &Server) -> Target {
         Target {
             smtp: s.smtp,

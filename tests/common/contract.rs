@@ -421,6 +421,13 @@ pub fn rows(t: &Target) -> Vec<Row> {
             "550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown in virtual mailbox table".into(),
         )],
     ));
+    // The user exists once the +extension is taken off.
+    rows.push(swaks_row(
+        "unknown-user",
+        Port::Smtp,
+        &inbound("bob+lists@example.com"),
+        vec![Check::ReplyTo("RCPT TO", "250 2.1.5 Ok".into())],
+    ));
     for tls in [false, true] {
         let m = marker(if tls {
             "inbound-starttls"

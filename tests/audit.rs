@@ -1,6 +1,8 @@
 //! Audits with real tools, as recorded in docs/security.md: nmap's `smtp-open-relay`
 //! against port 25 and testssl.sh against 465 and STARTTLS on 587; plus the relay tricks
 //! nmap cannot deliver to RCPT here, and the client-initiated renegotiation testssl found.
+//!
+//! docs/behaviour.md, rows `relay-denied`, `tls-versions`.
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Failed-login throttling against a running `posthorn serve`, and its Dovecot auth
 //! socket used by a real Postfix (`smtpd_sasl_type = dovecot`) that swaks logs in to.
+//!
+//! docs/behaviour.md, rows `auth-throttle`, `auth-dovecot`.
 
 mod common;
 

@@ -1,6 +1,9 @@
 //! Hostile and broken clients: the server answers or closes cleanly, never panics (the
 //! harness fails any test whose server stderr says "panicked"), never stores a partial
 //! message, and keeps serving the next client.
+//!
+//! docs/behaviour.md, rows `line-too-long`, `timeout`, `too-many-recipients`,
+//! `conn-per-ip`, `conn-total`.
 
 mod common;
 

@@ -2,6 +2,9 @@
 //! delivered once, postmaster is always accepted on port 25 and lands in its configured
 //! mailbox, `SIZE=` values past the limit or past any integer are refused as Postfix
 //! refuses them, and a config string with a CR LF stops the server before it listens.
+//!
+//! docs/behaviour.md, rows `duplicates`, `too-many-recipients`, `postmaster`,
+//! `rcpt-null`, `size-param`, `size-huge`, `size-syntax`.
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! balancer (here loopback) names the client for limits, logs and `Received:`; a trusted
 //! peer without one gets Postfix's 421 (nothing on 465); an untrusted peer's header is a
 //! bad command.
+//!
+//! docs/behaviour.md, rows `proxy-ok`, `proxy-bad`, `proxy-untrusted`, `conn-465-silent`.
 
 mod common;
 

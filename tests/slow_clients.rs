@@ -1,6 +1,8 @@
 //! Slow and greedy clients: a trickled command or message is cut off at its deadline,
 //! timeouts shrink when most slots are taken, one network gets only its share of the
 //! slots, and a slot is free again the moment QUIT is answered.
+//!
+//! docs/behaviour.md, rows `timeout`, `stress`, `conn-per-ip`, `quit`.
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! authentication: a message whose body holds a non-standard end-of-data sequence followed
 //! by the commands of a second mail must be queued as one message, the second mail being
 //! nothing but text in its body.
+//!
+//! docs/behaviour.md, rows `data-end`, `bare-lf`, `stray-cr`, `binarymime`, `bdat`.
 
 mod common;
 

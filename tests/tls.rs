@@ -1,6 +1,8 @@
 //! TLS against `openssl s_client`: only TLS 1.2 and 1.3, on STARTTLS (587, 25) and implicit
 //! TLS (465); a certificate swapped on disk the kubelet way reaches new connections while
 //! a session opened before the swap still completes its mail.
+//!
+//! docs/behaviour.md, rows `tls-versions`, `starttls-pipelined`, `starttls-twice`, `conn-465-silent`.
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! Every test binary uses a different subset of these helpers, hence the allow below.
 #![allow(dead_code)]
 
+pub mod contract;
 pub mod kube;
 pub mod peers;
 

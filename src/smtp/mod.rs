@@ -4,6 +4,7 @@ mod data;
 mod deadline;
 mod duplicates;
 mod limits;
+mod path;
 mod proxy;
 mod received;
 mod session;

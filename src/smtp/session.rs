@@ -21,6 +21,7 @@ use super::data::{DataReceiver, Discard};
 use super::deadline::Deadline;
 use super::duplicates::DuplicateFilter;
 use super::limits::{Refused, Slot};
+use super::path;
 use super::received::Trace;
 use super::size_param::{DeclaredSize, declared_size};
 use super::stream::Stream;
@@ -471,18 +472,18 @@ impl Session {
             self.error("500 5.5.2 Error: line too long");
             return Action::Continue;
         }
-        match Request::parse(&mut line.iter()).map(Request::into_owned) {
+        let parsed = match Request::parse(&mut line.iter()).map(Request::into_owned) {
             // smtp-proto reads both `<>` and `<postmaster>` as "".
-            Ok(Request::Rcpt { mut to }) if to.address.is_empty() => match bare_local_part(line) {
-                Some(typed) => {
-                    to.address = typed;
-                    self.command(Request::Rcpt { to }, line).await
-                }
-                None => {
-                    self.parse_error(ParseError::InvalidRecipientAddress);
-                    Action::Continue
-                }
-            },
+            Ok(Request::Rcpt { to }) if to.address.is_empty() => {
+                path::reparse(line, ParseError::InvalidRecipientAddress)
+            }
+            // Address literals and `RCPT TO:<bob>`, which smtp-proto refuses.
+            Err(err @ (ParseError::InvalidSenderAddress | ParseError::InvalidRecipientAddress)) => {
+                path::reparse(line, err)
+            }
+            parsed => parsed,
+        };
+        match parsed {
             Ok(request) => self.command(request, line).await,
             Err(ParseError::InvalidParameter { param: "SIZE" }) => {
                 let limit = self.server.config.limits.max_message_size;
@@ -496,25 +497,6 @@ impl Session {
                     _ => self.error("501 5.5.4 Bad message size syntax"),
                 }
                 Action::Continue
-            }
-            Err(ParseError::InvalidRecipientAddress) => {
-                // smtp-proto insists on local@domain, but `RCPT TO:<bob>` is valid
-                // syntax that reject_non_fqdn_recipient answers with 504.
-                match bare_local_part(line) {
-                    Some(address) => {
-                        let to = RcptTo {
-                            address,
-                            orcpt: None,
-                            rrvs: 0,
-                            flags: 0,
-                        };
-                        self.command(Request::Rcpt { to }, line).await
-                    }
-                    None => {
-                        self.parse_error(ParseError::InvalidRecipientAddress);
-                        Action::Continue
-                    }
-                }
             }
             Err(err) => {
                 self.parse_error(err);
@@ -1018,19 +1000,6 @@ fn recipient(to: &RcptTo<String>, postmaster: Option<&str>) -> Recipient {
     rcpt
 }
 
-/// `RCPT TO:<bob>`: the local part alone, when that is all there is.
-fn bare_local_part(line: &[u8]) -> Option<String> {
-    let line = std::str::from_utf8(line).ok()?;
-    let (_, rest) = line.split_once('<')?;
-    let (address, _) = rest.split_once('>')?;
-    let valid = !address.is_empty()
-        && address.len() <= 64
-        && address
-            .chars()
-            .all(|c| !c.is_control() && !c.is_whitespace() && !"<>@,;:\\\"[]()".contains(c));
-    valid.then(|| address.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1067,14 +1036,5 @@ mod tests {
         let rcpt = recipient(&to("postmaster@example.com", None), same);
         assert_eq!(rcpt.address, "postmaster@example.com");
         assert_eq!(rcpt.orcpt, None);
-    }
-
-    #[test]
-    fn bare_local_part_tells_postmaster_from_the_null_path() {
-        assert_eq!(
-            bare_local_part(b"RCPT TO:<PostMaster> NOTIFY=NEVER\r\n").as_deref(),
-            Some("PostMaster")
-        );
-        assert_eq!(bare_local_part(b"RCPT TO:<>\r\n"), None);
     }
 }

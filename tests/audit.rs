@@ -1,6 +1,6 @@
 //! Audits with real tools, as recorded in docs/security.md: nmap's `smtp-open-relay`
-//! against port 25 and testssl.sh against 465 and STARTTLS on 587; plus the relay tricks
-//! nmap cannot deliver to RCPT here, and the client-initiated renegotiation testssl found.
+//! against port 25 and testssl.sh against 465 and STARTTLS on 587; plus nmap's relay
+//! tricks aimed at the local domain, and the client-initiated renegotiation testssl found.
 //!
 //! docs/behaviour.md, rows `relay-denied`, `tls-versions`.
 
@@ -51,32 +51,71 @@ fn nmap_finds_no_open_relay() {
         "nmap verdict:\n{text}"
     );
 
-    // The tests reached RCPT and the relay check refused them: the null sender, the
-    // sender at the relay domain and the one at the server's own name (nmap's other 13
-    // tests use `alice@[127.0.0.1]`, refused at MAIL: see relay_tricks_are_refused_at_rcpt).
-    let denied = format!("454 4.7.1 <{RELAY_TO}@{RELAY_DOMAIN}>: Relay access denied");
+    // Every test reached RCPT (its sender, `alice@[127.0.0.1]` in the last 13, was
+    // accepted), and each recipient was refused. Four forms stop at the path's syntax,
+    // where Postfix would answer "Relay access denied": a quoted local part alone (Postfix
+    // dequotes it into a remote address), and two `@` outside quotes.
+    let (to, domain, ip, name) = (RELAY_TO, RELAY_DOMAIN, "127.0.0.1", HOSTNAME);
+    let denied = |rcpt: String| format!("454 4.7.1 <{rcpt}>: Relay access denied");
+    let syntax = || "501 5.1.3 Bad recipient address syntax".to_string();
+    let expected = [
+        denied(format!("{to}@{domain}")),
+        denied(format!("{to}@{domain}")),
+        denied(format!("{to}@{domain}")),
+        denied(format!("{to}@{domain}")),
+        denied(format!("{to}%{domain}@[{ip}]")),
+        denied(format!("{to}%{domain}@{name}")),
+        syntax(),
+        syntax(),
+        syntax(),
+        // `"relaytest@example.net"@[127.0.0.1]`, dequoted as Postfix shows it.
+        denied(format!("{to}@{domain}@[{ip}]")),
+        syntax(),
+        // Source routes are dropped.
+        denied(format!("{to}@{domain}")),
+        denied(format!("{to}@{domain}")),
+        format!(
+            "504 5.5.2 <{domain}!{to}>: Recipient address rejected: need fully-qualified address"
+        ),
+        denied(format!("{domain}!{to}@[{ip}]")),
+        denied(format!("{domain}!{to}@{name}")),
+    ];
+    // The server's lines in the trace are `NSE: TCP <client> < <server> | <text>`; the
+    // only refusals in the conversation are the answers to RCPT.
+    let refusals: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("NSE: TCP") && l.contains(" < "))
+        .filter_map(|l| l.split_once(" | ").map(|(_, reply)| reply))
+        .filter(|reply| reply.starts_with(['4', '5']))
+        .collect();
+    assert_eq!(refusals, expected, "nmap's trace:\n{text}");
+
+    // The relay check's refusals in the server log, by sender.
     let log = s.stderr();
+    let from_literal = format!("from={RELAY_FROM}@[{ip}] ");
+    let relay_denied = |from: &str| {
+        log.lines()
+            .filter(|l| l.contains("reason=\"relay_denied\"") && l.contains(from))
+            .count()
+    };
+    assert_eq!(relay_denied(&from_literal), 8, "{log}");
     for from in [
         String::new(),
         format!("{RELAY_FROM}@{RELAY_DOMAIN}"),
         format!("{RELAY_FROM}@{HOSTNAME}"),
     ] {
-        let rejected = format!("{denied} reason=\"relay_denied\" from={from} ");
-        assert!(
-            log.lines().any(|l| l.contains(&rejected)),
-            "no RCPT rejection from <{from}> in the server log:\n{log}"
+        assert_eq!(
+            relay_denied(&format!("from={from} ")),
+            1,
+            "from <{from}>:\n{log}"
         );
     }
-    assert_eq!(
-        text.matches(&denied).count(),
-        3,
-        "nmap's trace should show three relay denials:\n{text}"
-    );
 }
 
 /// Every recipient form nmap's script tries (with `[127.0.0.1]` for its address literal
 /// and the banner name for its server name), plus the same tricks aimed at a local
-/// domain, sent after a sender the server accepts: none may be accepted.
+/// domain, sent after a sender the server accepts: none may be accepted. The server's own
+/// address as a literal is not a local domain, not even for postmaster.
 #[test]
 fn relay_tricks_are_refused_at_rcpt() {
     // Every refusal counts as an error; all forms go through one session.
@@ -105,11 +144,17 @@ fn relay_tricks_are_refused_at_rcpt() {
         format!("{to}@{domain}."),
         format!("{to}@{}", domain.to_ascii_uppercase()),
     ];
+    // Address literals, the server's own among them.
+    let literals = [
+        format!("{to}@[{ip}]"),
+        format!("postmaster@[{ip}]"),
+        "postmaster@[IPv6:::1]".to_string(),
+    ];
     let mut c = s.connect(Port::Smtp);
     c.expect_code(220);
     c.cmd_expect("EHLO client.example.net", 250);
     let mut answers = BTreeMap::new();
-    for form in &forms {
+    for form in forms.iter().chain(&literals) {
         c.cmd_expect(&format!("MAIL FROM:<{RELAY_FROM}@{RELAY_DOMAIN}>"), 250);
         answers.insert(form, c.cmd(&format!("RCPT TO:<{form}>")).last().to_string());
         c.cmd_expect("RSET", 250);
@@ -119,11 +164,14 @@ fn relay_tricks_are_refused_at_rcpt() {
         .filter(|(_, reply)| !reply.starts_with(['4', '5']))
         .collect();
     assert!(accepted.is_empty(), "accepted: {accepted:#?}");
-    // The plain remote recipient is refused by the relay check itself.
-    assert_eq!(
-        answers[&forms[0]],
-        format!("454 4.7.1 <{to}@{domain}>: Relay access denied")
-    );
+    // The plain remote recipient and the address literals are refused by the relay check
+    // itself.
+    for form in std::iter::once(&forms[0]).chain(&literals) {
+        assert_eq!(
+            answers[form],
+            format!("454 4.7.1 <{form}>: Relay access denied")
+        );
+    }
 }
 
 /// openssl asks for a renegotiation inside the TLS 1.2 session; the server must refuse

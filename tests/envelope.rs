@@ -1,7 +1,8 @@
 //! The envelope's edges against a real `posthorn serve`: duplicate recipients are
 //! delivered once, postmaster is always accepted on port 25 and lands in its configured
 //! mailbox, `SIZE=` values past the limit or past any integer are refused as Postfix
-//! refuses them, and a config string with a CR LF stops the server before it listens.
+//! refuses them, address literals are accepted as Postfix accepts them, and a config
+//! string with a CR LF stops the server before it listens.
 //!
 //! docs/behaviour.md, rows `duplicates`, `too-many-recipients`, `postmaster`,
 //! `rcpt-null`, `size-param`, `size-huge`, `size-syntax`.
@@ -225,6 +226,44 @@ fn authenticated_users_can_write_to_postmaster() {
         "RCPT TO",
         "553 5.7.1 <sales@example.com>: Sender address rejected: not owned by user alice@example.com",
     );
+}
+
+/// Address literals (RFC 5321 §4.1.3) as Postfix takes them: on port 25 a literal sender
+/// is accepted with its parameters and travels on as typed; a malformed literal is a
+/// syntax error; on submission an authenticated user may write to one.
+#[test]
+fn address_literals_are_accepted_as_postfix_accepts_them() {
+    let s = Server::start();
+    let mut c = inbound_client(&s);
+    let r = c.cmd("MAIL FROM:<alice@[999.1.1.1]> SIZE=100");
+    assert_eq!(r.lines, ["501 5.1.7 Bad sender address syntax"]);
+    let from = "alice@[IPv6:2001:db8::1]";
+    c.cmd_expect(&format!("MAIL FROM:<{from}> SIZE=100 BODY=8BITMIME"), 250);
+    let r = c.cmd("RCPT TO:<bob@[foo]>");
+    assert_eq!(r.lines, ["501 5.1.3 Bad recipient address syntax"]);
+    c.cmd_expect("RCPT TO:<bob@example.com> NOTIFY=NEVER", 250);
+    let m = marker("literal-sender");
+    send_data(&mut c, &m);
+    let mail = s.wait_for_mail("bob", &m);
+    assert_eq!(
+        mail.lines().next(),
+        Some(format!("Return-Path: <{from}>").as_str())
+    );
+
+    let t = s.swaks_auth(
+        Port::Submission,
+        ALICE,
+        ALICE_PASS,
+        &[
+            "--from",
+            ALICE,
+            "--to",
+            "bob@[192.0.2.1]",
+            "--quit-after",
+            "RCPT",
+        ],
+    );
+    t.assert_reply_to("RCPT TO", "250 2.1.5 Ok");
 }
 
 #[test]

@@ -4,6 +4,7 @@ pub mod data;
 mod deadline;
 mod duplicates;
 mod limits;
+mod path;
 pub mod proxy;
 mod received;
 pub mod session;

@@ -20,6 +20,7 @@ use super::data::{DataReceiver, Discard};
 use super::deadline::Deadline;
 use super::duplicates::DuplicateFilter;
 use super::limits::{Refused, Slot};
+use super::path;
 use super::received::Trace;
 use super::size_param::{DeclaredSize, declared_size};
 use super::stream::Stream;
@@ -1002,27 +1003,18 @@ fn recipient(to: &RcptTo<String>, postmaster: Option<&str>) -> Recipient {
 
 /// Parses one command line (LF included) as the session does.
 pub fn parse_command(line: &[u8]) -> Result<Request<String>, ParseError> {
-    match Request::parse(&mut line.iter()).map(Request::into_owned) {
+    let parsed = match Request::parse(&mut line.iter()).map(Request::into_owned) {
         // smtp-proto reads both `<>` and `<postmaster>` as "".
-        Ok(Request::Rcpt { mut to }) if to.address.is_empty() => match bare_local_part(line) {
-            Some(typed) => {
-                to.address = typed;
-                Ok(Request::Rcpt { to })
-            }
-            None => Err(ParseError::InvalidRecipientAddress),
-        },
-        // smtp-proto insists on local@domain, but `RCPT TO:<bob>` is valid syntax that
-        // reject_non_fqdn_recipient answers with 504.
-        Err(ParseError::InvalidRecipientAddress) => bare_local_part(line)
-            .map(|address| Request::Rcpt {
-                to: RcptTo {
-                    address,
-                    orcpt: None,
-                    rrvs: 0,
-                    flags: 0,
-                },
-            })
-            .ok_or(ParseError::InvalidRecipientAddress),
+        Ok(Request::Rcpt { to }) if to.address.is_empty() => {
+            path::reparse(line, ParseError::InvalidRecipientAddress)
+        }
+        // Address literals and `RCPT TO:<bob>`, which smtp-proto refuses.
+        Err(err @ (ParseError::InvalidSenderAddress | ParseError::InvalidRecipientAddress)) => {
+            path::reparse(line, err)
+        }
+        parsed => parsed,
+    };
+    match parsed {
         // Kept for the Received header and the queue file: as Postfix, `?` for controls.
         Ok(Request::Ehlo { host }) => Ok(Request::Ehlo {
             host: printable(&host),
@@ -1050,19 +1042,6 @@ pub fn parse_command(line: &[u8]) -> Result<Request<String>, ParseError> {
 
 fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
-}
-
-/// `RCPT TO:<bob>`: the local part alone, when that is all there is.
-fn bare_local_part(line: &[u8]) -> Option<String> {
-    let line = std::str::from_utf8(line).ok()?;
-    let (_, rest) = line.split_once('<')?;
-    let (address, _) = rest.split_once('>')?;
-    let valid = !address.is_empty()
-        && address.len() <= 64
-        && address
-            .chars()
-            .all(|c| !c.is_control() && !c.is_whitespace() && !"<>@,;:\\\"[]()".contains(c));
-    valid.then(|| address.to_string())
 }
 
 #[cfg(test)]
@@ -1101,15 +1080,6 @@ mod tests {
         let rcpt = recipient(&to("postmaster@example.com", None), same);
         assert_eq!(rcpt.address, "postmaster@example.com");
         assert_eq!(rcpt.orcpt, None);
-    }
-
-    #[test]
-    fn bare_local_part_tells_postmaster_from_the_null_path() {
-        assert_eq!(
-            bare_local_part(b"RCPT TO:<PostMaster> NOTIFY=NEVER\r\n").as_deref(),
-            Some("PostMaster")
-        );
-        assert_eq!(bare_local_part(b"RCPT TO:<>\r\n"), None);
     }
 
     #[test]

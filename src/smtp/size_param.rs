@@ -3,6 +3,8 @@
 //! `SIZE=99999999999999999999999` comes out as 999; Postfix instead refuses any value that
 //! does not fit its `off_t`.
 
+use super::path::span;
+
 /// What the client declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeclaredSize {
@@ -32,7 +34,8 @@ impl DeclaredSize {
 
 /// The last `SIZE=` parameter after the reverse-path of a MAIL FROM line.
 pub fn declared_size(line: &[u8]) -> DeclaredSize {
-    let params = after_path(line);
+    // After the path, so that a local part like `"a> SIZE=1"` is not taken for a parameter.
+    let params = span(line).map_or(&[][..], |(_, close)| &line[close + 1..]);
     let Some(value) = params
         .split(|b| b.is_ascii_whitespace())
         .filter(|word| word.len() >= 5 && word[..5].eq_ignore_ascii_case(b"SIZE="))
@@ -49,25 +52,6 @@ pub fn declared_size(line: &[u8]) -> DeclaredSize {
         Ok(Ok(n)) if n <= i64::MAX as u64 => DeclaredSize::Bytes(n),
         _ => DeclaredSize::Overflow,
     }
-}
-
-/// The bytes after the `>` that closes the path, skipping quoted strings, so that a
-/// local part like `"a> SIZE=1"` is not taken for a parameter.
-fn after_path(line: &[u8]) -> &[u8] {
-    let Some(open) = line.iter().position(|&b| b == b'<') else {
-        return &[];
-    };
-    let (mut quoted, mut escaped) = (false, false);
-    for (i, &b) in line.iter().enumerate().skip(open + 1) {
-        match b {
-            _ if escaped => escaped = false,
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b'>' if !quoted => return &line[i + 1..],
-            _ => {}
-        }
-    }
-    &[]
 }
 
 #[cfg(test)]

@@ -553,3 +553,23 @@ fn legacy_text_is_parsed_once_and_renders_back() {
         "2.0.0 delivered"
     );
 }
+
+#[test]
+fn unversioned_envelope_statuses_are_converted_too() {
+    let json = br#"{"id":"1K1E9MFM7GVE6DG","mail_from":"","recipients":[{"address":"a@x","status":{"state":"failed","reason":"5.1.1 host mx.x[192.0.2.1] said: 550 5.1.1 no (in reply to RCPT TO command)"}}],"client_addr":"192.0.2.1:25","client_helo":"h","listener":"smtp","received_at":1}"#;
+    let mut file = format!("POSTHORN-QUEUE 1 {} 2\n", json.len()).into_bytes();
+    file.extend_from_slice(json);
+    file.extend_from_slice(b"\nhi");
+    let (envelope, start) = format::read_prefix(&mut &file[..], file.len() as u64).unwrap();
+    assert_eq!(start as usize, file.len() - 2);
+    let RecipientStatus::Failed { outcome } = &envelope.recipients[0].status else {
+        panic!("{envelope:?}");
+    };
+    assert!(matches!(outcome.cause, Cause::Reply { .. }), "{outcome:?}");
+    assert_eq!(
+        outcome.to_string(),
+        "5.1.1 host mx.x[192.0.2.1] said: 550 5.1.1 no (in reply to RCPT TO command)"
+    );
+    let unknown = [b"POSTHORN-QUEUE 3".as_slice(), &file[16..]].concat();
+    assert!(format::read_prefix(&mut &unknown[..], unknown.len() as u64).is_err());
+}

@@ -9,8 +9,17 @@
 //!   (in reply to <command>)`;
 //! - a local reason already typed (`smtp; 550 5.1.1 <x>: user unknown`), as it is;
 //! - any other reason: `Diagnostic-Code: X-Posthorn; <text>`.
+//!
+//! mail-builder assembles the MIME structure; every part names its transfer encoding,
+//! so each body goes out byte for byte as rendered here.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
+
+use mail_builder::MessageBuilder;
+use mail_builder::headers::HeaderType;
+use mail_builder::headers::raw::Raw;
+use mail_builder::mime::{BodyPart, MimePart};
 
 use super::Reported;
 use crate::spool::{BodyType, Cause, Envelope, Notify, Outcome, RemoteKind, Ret, Status};
@@ -226,84 +235,79 @@ impl<'a> Report<'a> {
             description
         };
 
-        let mut out = String::new();
-        let _ = write!(
-            out,
-            "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n\
-             To: <{to}>\r\n\
-             Subject: {subject}\r\n\
-             Date: {date}\r\n\
-             Message-ID: <{stamp}.{id}.{nonce:08x}@{hostname}>\r\n\
-             Auto-Submitted: auto-replied\r\n\
-             MIME-Version: 1.0\r\n\
-             Content-Type: multipart/report; report-type=delivery-status;\r\n\
-             \tboundary=\"{boundary}\"\r\n\
-             Content-Transfer-Encoding: {cte}\r\n\
-             \r\n\
-             This is a MIME-encapsulated message.\r\n\
-             \r\n",
-            to = self.text(&self.envelope.mail_from),
-            date = jiff::fmt::rfc2822::to_string(now).unwrap_or_default(),
-            stamp = now.timestamp().as_second(),
-            id = self.envelope.id,
-            nonce = rand::random::<u32>(),
-            cte = if eight_bit { "8bit" } else { "7bit" },
-        );
-
-        let _ = write!(
-            out,
-            "--{boundary}\r\n\
-             Content-Description: Notification\r\n\
-             Content-Type: text/plain; charset={charset}\r\n\
-             {cte}\r\n",
-            charset = if self.global { "utf-8" } else { "us-ascii" },
-            cte = if self.global {
-                "Content-Transfer-Encoding: 8bit\r\n"
+        let eight_bit_returned = !self.returned.is_ascii();
+        let notification = leaf(
+            "Notification",
+            if self.global {
+                "text/plain; charset=utf-8"
             } else {
-                ""
+                "text/plain; charset=us-ascii"
             },
+            self.global,
+            self.human_text(entries, now).into_bytes(),
         );
-        out.push_str(&self.human_text(entries, now));
-
-        let _ = write!(
-            out,
-            "\r\n--{boundary}\r\n\
-             Content-Description: Delivery report\r\n\
-             Content-Type: message/{global}delivery-status\r\n\
-             {cte}\r\n",
-            global = if self.global { "global-" } else { "" },
-            cte = if self.global {
-                "Content-Transfer-Encoding: 8bit\r\n"
+        let status = leaf(
+            "Delivery report",
+            if self.global {
+                "message/global-delivery-status"
             } else {
-                ""
+                "message/delivery-status"
             },
+            self.global,
+            self.status_fields(entries).into_bytes(),
         );
-        out.push_str(&self.status_fields(entries));
-
         let returned_type = match (self.headers_only, self.global) {
             (false, false) => "message/rfc822",
             (false, true) => "message/global",
             (true, false) => "text/rfc822-headers",
             (true, true) => "message/global-headers",
         };
-        let _ = write!(
-            out,
-            "\r\n--{boundary}\r\n\
-             Content-Description: {description}\r\n\
-             Content-Type: {returned_type}\r\n"
-        );
-        if !self.returned.is_ascii() {
-            out.push_str("Content-Transfer-Encoding: 8bit\r\n");
+        let mut returned = self.returned.to_vec();
+        if !returned.ends_with(b"\n") {
+            returned.extend_from_slice(b"\r\n");
         }
-        out.push_str("\r\n");
-
-        let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(self.returned);
-        if !self.returned.ends_with(b"\n") {
-            bytes.extend_from_slice(b"\r\n");
-        }
-        bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        bytes
+        let returned = leaf(description, returned_type, eight_bit_returned, returned);
+        let report = MimePart {
+            headers: vec![
+                header(
+                    "Content-Type",
+                    format!(
+                        "multipart/report; report-type=delivery-status; boundary=\"{boundary}\""
+                    ),
+                ),
+                header("Content-Transfer-Encoding", transfer_encoding(eight_bit)),
+            ],
+            contents: BodyPart::Multipart(vec![notification, status, returned]),
+        };
+        let mut out = Vec::new();
+        MessageBuilder::new()
+            .header(
+                "From",
+                Raw::new(format!("Mail Delivery System <MAILER-DAEMON@{hostname}>")),
+            )
+            .header(
+                "To",
+                Raw::new(format!("<{}>", self.text(&self.envelope.mail_from))),
+            )
+            .header("Subject", Raw::new(subject))
+            .header(
+                "Date",
+                Raw::new(jiff::fmt::rfc2822::to_string(now).unwrap_or_default()),
+            )
+            .header(
+                "Message-ID",
+                Raw::new(format!(
+                    "<{stamp}.{id}.{nonce:08x}@{hostname}>",
+                    stamp = now.timestamp().as_second(),
+                    id = self.envelope.id,
+                    nonce = rand::random::<u32>(),
+                )),
+            )
+            .header("Auto-Submitted", Raw::new("auto-replied"))
+            .header("MIME-Version", Raw::new("1.0"))
+            .body(report)
+            .serialize(&mut out);
+        out
     }
 
     /// Postfix's wording.
@@ -447,6 +451,35 @@ impl<'a> Report<'a> {
         }
         text
     }
+}
+
+/// A part whose bytes go out as they are: the transfer encoding is always given, so
+/// mail-builder neither picks one nor re-encodes (`message/*` may only be 7bit or 8bit).
+fn leaf(
+    description: &str,
+    content_type: &str,
+    eight_bit: bool,
+    body: Vec<u8>,
+) -> MimePart<'static> {
+    MimePart {
+        headers: vec![
+            header("Content-Description", description.to_string()),
+            header("Content-Type", content_type.to_string()),
+            header("Content-Transfer-Encoding", transfer_encoding(eight_bit)),
+        ],
+        contents: BodyPart::Binary(body.into()),
+    }
+}
+
+fn header(
+    name: &'static str,
+    value: impl Into<String>,
+) -> (Cow<'static, str>, HeaderType<'static>) {
+    (name.into(), Raw::new(value.into()).into())
+}
+
+fn transfer_encoding(eight_bit: bool) -> &'static str {
+    if eight_bit { "8bit" } else { "7bit" }
 }
 
 /// The header section of a message, with its terminating empty line.

@@ -125,11 +125,11 @@ fn entry<'a>(
     };
     let detail = outcome.detail();
     let (remote_mta, diagnostic) = match &outcome.cause {
-        _ if kind == Kind::Success => (None, None),
         Cause::Reply { remote, .. } if remote.kind == RemoteKind::Host => {
             let said = detail.split_once(" said: ").map_or("", |(_, said)| said);
             (Some(remote.name.as_str()), Some(format!("smtp; {said}")))
         }
+        _ if kind == Kind::Success => (None, None),
         _ if has_type(&detail) => (None, Some(detail.clone())),
         _ if detail.is_empty() => (None, None),
         _ => (None, Some(format!("X-Posthorn; {detail}"))),
@@ -664,6 +664,16 @@ mod tests {
             e.diagnostic.as_deref(),
             Some("X-Posthorn; relay smtp.x:587 said: 554 no (in reply to end of DATA command)")
         );
+        // A success through an MX host names it too; a local one has no diagnostic.
+        let sent = said(0, "mx.x", 250, Some("2.0.0"), "Ok").outcome;
+        let e = entry(Kind::Success, "b@x", None, &sent);
+        assert_eq!(e.remote_mta, Some("mx.x"));
+        assert_eq!(
+            e.diagnostic.as_deref(),
+            Some("smtp; 250 2.0.0 Ok (in reply to RCPT TO command)")
+        );
+        let stored = Outcome::local(Status::new(2, 0, 0), "delivered to maildir /m");
+        assert_eq!(entry(Kind::Success, "b@x", None, &stored).diagnostic, None);
         let typed = Outcome::local(Status::new(5, 1, 1), "smtp; 550 no such user");
         let e = entry(kind, "b@x", None, &typed);
         assert_eq!(e.diagnostic.as_deref(), Some("smtp; 550 no such user"));

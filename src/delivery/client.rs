@@ -11,49 +11,77 @@ use smtp_proto::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::spool::{BodyType, Envelope, Notify, Ret};
+use crate::spool::{
+    BodyType, Cause, Command, Envelope, Notify, Outcome, Remote, Reply, Ret, Status,
+};
 
-/// What became of one recipient in one attempt. Texts start with an enhanced status
-/// code, as [`crate::spool::RecipientStatus`] wants them.
+/// What became of one recipient in one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
-    Delivered(String),
+    Delivered(Outcome),
     /// 4xx, or no answer: try again later.
-    Temporary(String),
+    Temporary(Outcome),
     /// 5xx: give up on this recipient.
-    Permanent(String),
+    Permanent(Outcome),
 }
 
 impl Attempt {
-    /// The outcome a reply means for a recipient; `peer` names who said it.
-    pub fn from_reply(peer: &str, reply: &Response<String>, after: &str) -> Attempt {
-        let text = format!(
-            "{} {peer} said: {} (in reply to {after})",
-            status_code(reply),
-            reply_text(reply)
-        );
-        match reply.code {
-            200..=399 => Attempt::Delivered(text),
-            400..=499 => Attempt::Temporary(text),
-            _ => Attempt::Permanent(text),
+    /// The outcome a reply means for a recipient; `peer` is who said it.
+    pub fn from_reply(peer: &Remote, reply: &Response<String>, after: Command) -> Attempt {
+        let class = match reply.code {
+            200..=399 => 2,
+            400..=499 => 4,
+            _ => 5,
+        };
+        let outcome = Outcome {
+            // The reply's own code, or one made from its class when the peer sent none.
+            status: enhanced(reply).unwrap_or(Status::new(class, 0, 0)),
+            cause: Cause::Reply {
+                remote: peer.clone(),
+                reply: self::reply(reply),
+                command: after,
+            },
+            expired: false,
+        };
+        match class {
+            2 => Attempt::Delivered(outcome),
+            4 => Attempt::Temporary(outcome),
+            _ => Attempt::Permanent(outcome),
+        }
+    }
+
+    pub fn temporary(status: Status, text: String) -> Attempt {
+        Attempt::Temporary(Outcome::local(status, text))
+    }
+
+    pub fn permanent(status: Status, text: String) -> Attempt {
+        Attempt::Permanent(Outcome::local(status, text))
+    }
+
+    pub fn outcome(&self) -> &Outcome {
+        match self {
+            Attempt::Delivered(o) | Attempt::Temporary(o) | Attempt::Permanent(o) => o,
         }
     }
 }
 
-/// The enhanced status code of a reply, or one made from its class when the peer sent none.
-fn status_code(reply: &Response<String>) -> String {
+/// The enhanced status code a reply carried (one of RFC 3463's classes).
+fn enhanced(reply: &Response<String>) -> Option<Status> {
     match reply.esc {
-        [0, 0, 0] => format!("{}.0.0", reply.code / 100),
-        [a, b, c] => format!("{a}.{b}.{c}"),
+        [class @ (2 | 4 | 5), subject, detail] => {
+            Some(Status::new(class, subject.into(), detail.into()))
+        }
+        _ => None,
     }
 }
 
-/// `550 5.1.1 <bob@example.net>: Recipient address rejected`, multi-line replies joined.
-pub fn reply_text(reply: &Response<String>) -> String {
-    let message = reply.message.replace(['\r', '\n'], " ");
-    match reply.esc {
-        [0, 0, 0] => format!("{} {message}", reply.code),
-        [a, b, c] => format!("{} {a}.{b}.{c} {message}", reply.code),
+/// A reply as recorded; its `Display` is `550 5.1.1 <bob@example.net>: Recipient address
+/// rejected`, multi-line replies joined.
+pub fn reply(reply: &Response<String>) -> Reply {
+    Reply {
+        code: reply.code,
+        enhanced: enhanced(reply),
+        text: reply.message.replace(['\r', '\n'], " "),
     }
 }
 
@@ -66,14 +94,14 @@ pub struct Transaction<'a> {
 }
 
 /// The outcome per recipient, and whether the session may carry another transaction.
-pub struct Outcome {
+pub struct Sent {
     pub results: Vec<(usize, Attempt)>,
     pub reusable: bool,
 }
 
-impl Outcome {
-    fn all(txn: &Transaction<'_>, attempt: Attempt, reusable: bool) -> Outcome {
-        Outcome {
+impl Sent {
+    fn all(txn: &Transaction<'_>, attempt: Attempt, reusable: bool) -> Sent {
+        Sent {
             results: txn
                 .recipients
                 .iter()
@@ -90,22 +118,22 @@ impl Outcome {
 pub async fn send<S>(
     client: &mut SmtpClient<S>,
     caps: &EhloResponse<String>,
-    peer: &str,
+    peer: &Remote,
     txn: &Transaction<'_>,
     lmtp: bool,
-) -> Outcome
+) -> Sent
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let envelope = txn.envelope;
     let binary = envelope.body == Some(BodyType::BinaryMime);
     if binary && !(caps.has_capability(EXT_BINARY_MIME) && caps.has_capability(EXT_CHUNKING)) {
-        let text = format!("5.6.3 {peer} does not support BINARYMIME, which the message needs");
-        return Outcome::all(txn, Attempt::Permanent(text), true);
+        let text = format!("{peer} does not support BINARYMIME, which the message needs");
+        return Sent::all(txn, Attempt::permanent(Status::new(5, 6, 3), text), true);
     }
     if envelope.smtputf8 && !caps.has_capability(EXT_SMTP_UTF8) {
-        let text = format!("5.6.7 {peer} does not support SMTPUTF8, which the message needs");
-        return Outcome::all(txn, Attempt::Permanent(text), true);
+        let text = format!("{peer} does not support SMTPUTF8, which the message needs");
+        return Sent::all(txn, Attempt::permanent(Status::new(5, 6, 7), text), true);
     }
     let dsn = caps.has_capability(EXT_DSN);
 
@@ -136,11 +164,11 @@ where
     mail.push_str("\r\n");
     let reply = match client.cmd(mail.as_bytes()).await {
         Ok(reply) => reply,
-        Err(error) => return Outcome::all(txn, lost(peer, "MAIL FROM", &error), false),
+        Err(error) => return Sent::all(txn, lost(peer, "MAIL FROM", &error), false),
     };
     if reply.code != 250 {
-        let attempt = Attempt::from_reply(peer, &reply, "MAIL FROM command");
-        return Outcome::all(txn, attempt, rset(client).await);
+        let attempt = Attempt::from_reply(peer, &reply, Command::MailFrom);
+        return Sent::all(txn, attempt, rset(client).await);
     }
 
     let mut results = Vec::with_capacity(txn.recipients.len());
@@ -169,9 +197,7 @@ where
         command.push_str("\r\n");
         match client.cmd(command.as_bytes()).await {
             Ok(reply) if reply.code == 250 || reply.code == 251 => accepted.push(index),
-            Ok(reply) => {
-                results.push((index, Attempt::from_reply(peer, &reply, "RCPT TO command")))
-            }
+            Ok(reply) => results.push((index, Attempt::from_reply(peer, &reply, Command::RcptTo))),
             Err(error) => {
                 let attempt = lost(peer, "RCPT TO", &error);
                 let answered: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
@@ -181,7 +207,7 @@ where
                         .filter(|i| !answered.contains(i))
                         .map(|&i| (i, attempt.clone())),
                 );
-                return Outcome {
+                return Sent {
                     results,
                     reusable: false,
                 };
@@ -190,7 +216,7 @@ where
     }
     if accepted.is_empty() {
         let reusable = rset(client).await;
-        return Outcome { results, reusable };
+        return Sent { results, reusable };
     }
 
     let sent = if binary {
@@ -199,16 +225,16 @@ where
         send_data(client, txn.message, peer).await
     };
     let end = match sent {
-        Ok(Ok(())) => "end of DATA command",
+        Ok(Ok(())) => Command::EndOfData,
         Ok(Err(refused)) => {
             results.extend(accepted.iter().map(|&i| (i, refused.clone())));
             let reusable = rset(client).await;
-            return Outcome { results, reusable };
+            return Sent { results, reusable };
         }
         Err(error) => {
             let attempt = lost(peer, "DATA", &error);
             results.extend(accepted.iter().map(|&i| (i, attempt.clone())));
-            return Outcome {
+            return Sent {
                 results,
                 reusable: false,
             };
@@ -222,7 +248,7 @@ where
             // duplicate rather than a loss, as RFC 1047 advises).
             let attempt = lost(peer, "end of DATA", &error);
             results.extend(accepted.iter().map(|&i| (i, attempt.clone())));
-            return Outcome {
+            return Sent {
                 results,
                 reusable: false,
             };
@@ -232,7 +258,7 @@ where
         let reply = &replies[if lmtp { n } else { 0 }];
         results.push((index, Attempt::from_reply(peer, reply, end)));
     }
-    Outcome {
+    Sent {
         results,
         reusable: true,
     }
@@ -243,14 +269,14 @@ where
 async fn send_data<S>(
     client: &mut SmtpClient<S>,
     message: &[u8],
-    peer: &str,
+    peer: &Remote,
 ) -> mail_send::Result<Result<(), Attempt>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let reply = client.cmd(b"DATA\r\n").await?;
     if reply.code != 354 {
-        return Ok(Err(Attempt::from_reply(peer, &reply, "DATA command")));
+        return Ok(Err(Attempt::from_reply(peer, &reply, Command::Data)));
     }
     let stuffed = dot_stuff(message);
     tokio::time::timeout(client.timeout, async {
@@ -304,10 +330,11 @@ where
     matches!(client.cmd(b"RSET\r\n").await, Ok(reply) if reply.code == 250)
 }
 
-fn lost(peer: &str, during: &str, error: &mail_send::Error) -> Attempt {
-    Attempt::Temporary(format!(
-        "4.4.2 lost connection with {peer} while sending {during}: {error}"
-    ))
+fn lost(peer: &Remote, during: &str, error: &mail_send::Error) -> Attempt {
+    Attempt::temporary(
+        Status::new(4, 4, 2),
+        format!("lost connection with {peer} while sending {during}: {error}"),
+    )
 }
 
 /// The message in canonical form ([`crate::crlf`]: a bare CR or LF in the spool never
@@ -407,7 +434,7 @@ pub(super) mod tests {
             timeout: std::time::Duration::from_secs(10),
         };
         let caps = EhloResponse::new("hop.example.net".to_string());
-        let outcome = send(&mut client, &caps, "hop", &txn, false).await;
+        let outcome = send(&mut client, &caps, &mx(), &txn, false).await;
         assert!(matches!(outcome.results[..], [(0, Attempt::Delivered(_))]));
         drop(client);
         let seen = hop.await.unwrap();
@@ -431,26 +458,48 @@ pub(super) mod tests {
         assert_eq!(xtext("a=b c"), "a+3Db+20c");
     }
 
+    fn mx() -> Remote {
+        Remote {
+            kind: crate::spool::RemoteKind::Host,
+            name: "mx".into(),
+            addr: Some([192, 0, 2, 1].into()),
+        }
+    }
+
     #[test]
     fn replies_map_to_outcomes_with_status_codes() {
         let reply = Response::new(550, 5, 1, 1, "<bob@example.net>: unknown".to_string());
+        let Attempt::Permanent(outcome) = Attempt::from_reply(&mx(), &reply, Command::RcptTo)
+        else {
+            panic!("a 5xx reply is permanent");
+        };
+        assert_eq!(outcome.status, Status::new(5, 1, 1));
         assert_eq!(
-            Attempt::from_reply("host mx[192.0.2.1]", &reply, "RCPT TO command"),
-            Attempt::Permanent(
-                "5.1.1 host mx[192.0.2.1] said: 550 5.1.1 <bob@example.net>: unknown \
-                 (in reply to RCPT TO command)"
-                    .into()
-            )
+            outcome.cause,
+            Cause::Reply {
+                remote: mx(),
+                reply: Reply {
+                    code: 550,
+                    enhanced: Some(Status::new(5, 1, 1)),
+                    text: "<bob@example.net>: unknown".into()
+                },
+                command: Command::RcptTo
+            }
         );
-        let reply = Response::new(451, 0, 0, 0, "try later".to_string());
+        assert_eq!(
+            outcome.to_string(),
+            "5.1.1 host mx[192.0.2.1] said: 550 5.1.1 <bob@example.net>: unknown \
+             (in reply to RCPT TO command)"
+        );
+        let reply = Response::new(451, 0, 0, 0, "try\r\nlater".to_string());
         assert!(matches!(
-            Attempt::from_reply("p", &reply, "x"),
-            Attempt::Temporary(t) if t.starts_with("4.0.0 p said: 451 try later")
+            Attempt::from_reply(&mx(), &reply, Command::Data),
+            Attempt::Temporary(o) if o.to_string() == "4.0.0 host mx[192.0.2.1] said: 451 try  later (in reply to DATA command)"
         ));
         let reply = Response::new(250, 2, 0, 0, "Ok: queued as X".to_string());
         assert!(matches!(
-            Attempt::from_reply("p", &reply, "x"),
-            Attempt::Delivered(t) if t.starts_with("2.0.0 ")
+            Attempt::from_reply(&mx(), &reply, Command::Data),
+            Attempt::Delivered(o) if o.status == Status::new(2, 0, 0)
         ));
     }
 }

@@ -138,8 +138,8 @@ pub fn list(spool_dir: &Path) -> anyhow::Result<String> {
         );
         for rcpt in &envelope.recipients {
             match &rcpt.status {
-                RecipientStatus::Deferred { reason, .. } => {
-                    let _ = writeln!(out, "{:47}({reason})", "");
+                RecipientStatus::Deferred { outcome, .. } => {
+                    let _ = writeln!(out, "{:47}({outcome})", "");
                     let _ = writeln!(out, "{:47}{}", "", rcpt.address);
                 }
                 RecipientStatus::Pending => {
@@ -177,7 +177,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::spool::{Envelope, Spool};
+    use crate::spool::{Envelope, Outcome, Spool, Status};
 
     fn envelope(rcpts: &[&str]) -> Envelope {
         Envelope::sample("alice@example.com", rcpts)
@@ -202,13 +202,16 @@ mod tests {
                         RecipientStatus::Deferred {
                             attempts: 1,
                             next_attempt: 1_700_000_300,
-                            reason: "4.7.0 relay smtp.example:587: authentication failed".into(),
+                            outcome: Outcome::local(
+                                Status::new(4, 7, 0),
+                                "relay smtp.example:587: authentication failed",
+                            ),
                         },
                     ),
                     (
                         1,
                         RecipientStatus::Delivered {
-                            detail: "2.0.0 ok".into(),
+                            outcome: Outcome::local(Status::new(2, 0, 0), "ok"),
                         },
                     ),
                 ],

@@ -4,16 +4,25 @@
 //! from the null sender `<>` to the original sender, with the original's BODY= and
 //! SMTPUTF8 (the report carries the original's 8-bit bytes when it returns it).
 //!
-//! Reasons are the strings recipients' outcomes are recorded with, read as
-//! `<enhanced status> <diagnostic>`, where the diagnostic is one of
-//! - `host <name>[<address>] said: <SMTP reply>`, Postfix's form: the report gets
-//!   `Remote-MTA: dns; <name>` and `Diagnostic-Code: smtp; <SMTP reply>`;
-//! - `<type>; <text>`, already typed (`smtp; 550 5.1.1 <x>: user unknown`);
-//! - anything else, a local reason: `Diagnostic-Code: X-Posthorn; <text>`.
+//! Each recipient's [`Outcome`] gives its `Status`, and its diagnostic:
+//! - an MX host's reply: `Remote-MTA: dns; <name>` and `Diagnostic-Code: smtp; <reply>
+//!   (in reply to <command>)`;
+//! - a local reason already typed (`smtp; 550 5.1.1 <x>: user unknown`), as it is;
+//! - any other reason: `Diagnostic-Code: X-Posthorn; <text>`.
+//!
+//! mail-builder assembles the MIME structure; every part names its transfer encoding,
+//! so each body goes out byte for byte as rendered here.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::spool::{BodyType, Envelope, Notify, Ret};
+use mail_builder::MessageBuilder;
+use mail_builder::headers::HeaderType;
+use mail_builder::headers::raw::Raw;
+use mail_builder::mime::{BodyPart, MimePart};
+
+use super::Reported;
+use crate::spool::{BodyType, Cause, Envelope, Notify, Outcome, RemoteKind, Ret, Status};
 
 /// Postfix `bounce_size_limit`: a larger original is returned as its headers only.
 pub const MAX_RETURNED_SIZE: usize = 50_000;
@@ -39,7 +48,7 @@ pub fn failure_report(
     hostname: &str,
     envelope: &Envelope,
     message: &[u8],
-    failed: &[(usize, String)],
+    failed: &[Reported],
 ) -> Option<Vec<u8>> {
     report(Kind::Failure, hostname, envelope, message, failed)
 }
@@ -50,7 +59,7 @@ pub fn delay_report(
     hostname: &str,
     envelope: &Envelope,
     message: &[u8],
-    delayed: &[(usize, String)],
+    delayed: &[Reported],
     retry_until: u64,
 ) -> Option<Vec<u8>> {
     report(
@@ -68,7 +77,7 @@ pub fn success_report(
     hostname: &str,
     envelope: &Envelope,
     message: &[u8],
-    delivered: &[(usize, String)],
+    delivered: &[Reported],
 ) -> Option<Vec<u8>> {
     report(Kind::Success, hostname, envelope, message, delivered)
 }
@@ -90,41 +99,40 @@ fn wants(kind: Kind, notify: &[Notify]) -> bool {
 struct Entry<'a> {
     address: &'a str,
     orcpt: Option<&'a str>,
-    status: String,
+    status: Status,
     remote_mta: Option<&'a str>,
     /// `type; text`
     diagnostic: Option<String>,
     /// What the text part says about it.
-    human: &'a str,
+    human: String,
 }
 
-fn entry<'a>(kind: Kind, address: &'a str, orcpt: Option<&'a str>, reason: &'a str) -> Entry<'a> {
-    let (code, rest) = match reason.split_once(' ') {
-        Some((code, rest)) if is_status(code) => (Some(code), rest.trim_start()),
-        _ if is_status(reason) => (Some(reason), ""),
-        _ => (None, reason),
+fn entry<'a>(
+    kind: Kind,
+    address: &'a str,
+    orcpt: Option<&'a str>,
+    outcome: &'a Outcome,
+) -> Entry<'a> {
+    let class = match kind {
+        Kind::Failure => 5,
+        Kind::Delay { .. } => 4,
+        Kind::Success => 2,
     };
-    let fallback = match kind {
-        Kind::Failure => "5.0.0",
-        Kind::Delay { .. } => "4.0.0",
-        Kind::Success => "2.0.0",
+    // The class must match the action (RFC 3464 §2.3.4), whatever was recorded.
+    let status = Status {
+        class,
+        ..outcome.status
     };
-    let status = match code {
-        // The class must match the action (RFC 3464 §2.3.4), whatever was recorded.
-        Some(code) if code.as_bytes()[0] == fallback.as_bytes()[0] => code.to_string(),
-        Some(code) => format!("{}{}", &fallback[..1], &code[1..]),
-        None => fallback.to_string(),
-    };
-    let said = rest
-        .strip_prefix("host ")
-        .and_then(|r| r.split_once(" said: "))
-        .map(|(host, reply)| (host.split('[').next().unwrap_or(host), reply));
-    let (remote_mta, diagnostic) = match said {
-        Some((host, reply)) => (Some(host), Some(format!("smtp; {reply}"))),
-        None if kind == Kind::Success => (None, None),
-        None if has_type(rest) => (None, Some(rest.to_string())),
-        None if rest.is_empty() => (None, None),
-        None => (None, Some(format!("X-Posthorn; {rest}"))),
+    let detail = outcome.detail();
+    let (remote_mta, diagnostic) = match &outcome.cause {
+        Cause::Reply { remote, .. } if remote.kind == RemoteKind::Host => {
+            let said = detail.split_once(" said: ").map_or("", |(_, said)| said);
+            (Some(remote.name.as_str()), Some(format!("smtp; {said}")))
+        }
+        _ if kind == Kind::Success => (None, None),
+        _ if has_type(&detail) => (None, Some(detail.clone())),
+        _ if detail.is_empty() => (None, None),
+        _ => (None, Some(format!("X-Posthorn; {detail}"))),
     };
     Entry {
         address,
@@ -132,18 +140,12 @@ fn entry<'a>(kind: Kind, address: &'a str, orcpt: Option<&'a str>, reason: &'a s
         status,
         remote_mta,
         diagnostic,
-        human: if rest.is_empty() { reason } else { rest },
+        human: if detail.is_empty() {
+            outcome.status.to_string()
+        } else {
+            detail
+        },
     }
-}
-
-/// `class.subject.detail` of RFC 3463.
-fn is_status(code: &str) -> bool {
-    let parts: Vec<&str> = code.split('.').collect();
-    parts.len() == 3
-        && matches!(parts[0], "2" | "4" | "5")
-        && parts[1..]
-            .iter()
-            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Starts with a diagnostic-type (`smtp;`, `X-Something;`).
@@ -158,17 +160,17 @@ fn report(
     hostname: &str,
     envelope: &Envelope,
     message: &[u8],
-    outcomes: &[(usize, String)],
+    outcomes: &[Reported],
 ) -> Option<Vec<u8>> {
     if envelope.mail_from.is_empty() {
         return None;
     }
     let entries: Vec<Entry> = outcomes
         .iter()
-        .filter_map(|(index, reason)| {
-            let rcpt = envelope.recipients.get(*index)?;
+        .filter_map(|r| {
+            let rcpt = envelope.recipients.get(r.index)?;
             wants(kind, &rcpt.notify)
-                .then(|| entry(kind, &rcpt.address, rcpt.orcpt.as_deref(), reason))
+                .then(|| entry(kind, &rcpt.address, rcpt.orcpt.as_deref(), &r.outcome))
         })
         .collect();
     if entries.is_empty() {
@@ -233,84 +235,79 @@ impl<'a> Report<'a> {
             description
         };
 
-        let mut out = String::new();
-        let _ = write!(
-            out,
-            "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n\
-             To: <{to}>\r\n\
-             Subject: {subject}\r\n\
-             Date: {date}\r\n\
-             Message-ID: <{stamp}.{id}.{nonce:08x}@{hostname}>\r\n\
-             Auto-Submitted: auto-replied\r\n\
-             MIME-Version: 1.0\r\n\
-             Content-Type: multipart/report; report-type=delivery-status;\r\n\
-             \tboundary=\"{boundary}\"\r\n\
-             Content-Transfer-Encoding: {cte}\r\n\
-             \r\n\
-             This is a MIME-encapsulated message.\r\n\
-             \r\n",
-            to = self.text(&self.envelope.mail_from),
-            date = jiff::fmt::rfc2822::to_string(now).unwrap_or_default(),
-            stamp = now.timestamp().as_second(),
-            id = self.envelope.id,
-            nonce = rand::random::<u32>(),
-            cte = if eight_bit { "8bit" } else { "7bit" },
-        );
-
-        let _ = write!(
-            out,
-            "--{boundary}\r\n\
-             Content-Description: Notification\r\n\
-             Content-Type: text/plain; charset={charset}\r\n\
-             {cte}\r\n",
-            charset = if self.global { "utf-8" } else { "us-ascii" },
-            cte = if self.global {
-                "Content-Transfer-Encoding: 8bit\r\n"
+        let eight_bit_returned = !self.returned.is_ascii();
+        let notification = leaf(
+            "Notification",
+            if self.global {
+                "text/plain; charset=utf-8"
             } else {
-                ""
+                "text/plain; charset=us-ascii"
             },
+            self.global,
+            self.human_text(entries, now).into_bytes(),
         );
-        out.push_str(&self.human_text(entries, now));
-
-        let _ = write!(
-            out,
-            "\r\n--{boundary}\r\n\
-             Content-Description: Delivery report\r\n\
-             Content-Type: message/{global}delivery-status\r\n\
-             {cte}\r\n",
-            global = if self.global { "global-" } else { "" },
-            cte = if self.global {
-                "Content-Transfer-Encoding: 8bit\r\n"
+        let status = leaf(
+            "Delivery report",
+            if self.global {
+                "message/global-delivery-status"
             } else {
-                ""
+                "message/delivery-status"
             },
+            self.global,
+            self.status_fields(entries).into_bytes(),
         );
-        out.push_str(&self.status_fields(entries));
-
         let returned_type = match (self.headers_only, self.global) {
             (false, false) => "message/rfc822",
             (false, true) => "message/global",
             (true, false) => "text/rfc822-headers",
             (true, true) => "message/global-headers",
         };
-        let _ = write!(
-            out,
-            "\r\n--{boundary}\r\n\
-             Content-Description: {description}\r\n\
-             Content-Type: {returned_type}\r\n"
-        );
-        if !self.returned.is_ascii() {
-            out.push_str("Content-Transfer-Encoding: 8bit\r\n");
+        let mut returned = self.returned.to_vec();
+        if !returned.ends_with(b"\n") {
+            returned.extend_from_slice(b"\r\n");
         }
-        out.push_str("\r\n");
-
-        let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(self.returned);
-        if !self.returned.ends_with(b"\n") {
-            bytes.extend_from_slice(b"\r\n");
-        }
-        bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        bytes
+        let returned = leaf(description, returned_type, eight_bit_returned, returned);
+        let report = MimePart {
+            headers: vec![
+                header(
+                    "Content-Type",
+                    format!(
+                        "multipart/report; report-type=delivery-status; boundary=\"{boundary}\""
+                    ),
+                ),
+                header("Content-Transfer-Encoding", transfer_encoding(eight_bit)),
+            ],
+            contents: BodyPart::Multipart(vec![notification, status, returned]),
+        };
+        let mut out = Vec::new();
+        MessageBuilder::new()
+            .header(
+                "From",
+                Raw::new(format!("Mail Delivery System <MAILER-DAEMON@{hostname}>")),
+            )
+            .header(
+                "To",
+                Raw::new(format!("<{}>", self.text(&self.envelope.mail_from))),
+            )
+            .header("Subject", Raw::new(subject))
+            .header(
+                "Date",
+                Raw::new(jiff::fmt::rfc2822::to_string(now).unwrap_or_default()),
+            )
+            .header(
+                "Message-ID",
+                Raw::new(format!(
+                    "<{stamp}.{id}.{nonce:08x}@{hostname}>",
+                    stamp = now.timestamp().as_second(),
+                    id = self.envelope.id,
+                    nonce = rand::random::<u32>(),
+                )),
+            )
+            .header("Auto-Submitted", Raw::new("auto-replied"))
+            .header("MIME-Version", Raw::new("1.0"))
+            .body(report)
+            .serialize(&mut out);
+        out
     }
 
     /// Postfix's wording.
@@ -361,7 +358,7 @@ impl<'a> Report<'a> {
         }
         text.push_str("\r\n                   The mail system\r\n");
         for e in entries {
-            let (address, human) = (self.text(e.address), self.text(e.human));
+            let (address, human) = (self.text(e.address), self.text(&e.human));
             // Each line well under SMTP's 1000 bytes, however long both parts are.
             let separator = if address.len() + human.len() > MAX_FIELD {
                 "\r\n    "
@@ -456,6 +453,35 @@ impl<'a> Report<'a> {
     }
 }
 
+/// A part whose bytes go out as they are: the transfer encoding is always given, so
+/// mail-builder neither picks one nor re-encodes (`message/*` may only be 7bit or 8bit).
+fn leaf(
+    description: &str,
+    content_type: &str,
+    eight_bit: bool,
+    body: Vec<u8>,
+) -> MimePart<'static> {
+    MimePart {
+        headers: vec![
+            header("Content-Description", description.to_string()),
+            header("Content-Type", content_type.to_string()),
+            header("Content-Transfer-Encoding", transfer_encoding(eight_bit)),
+        ],
+        contents: BodyPart::Binary(body.into()),
+    }
+}
+
+fn header(
+    name: &'static str,
+    value: impl Into<String>,
+) -> (Cow<'static, str>, HeaderType<'static>) {
+    (name.into(), Raw::new(value.into()).into())
+}
+
+fn transfer_encoding(eight_bit: bool) -> &'static str {
+    if eight_bit { "8bit" } else { "7bit" }
+}
+
 /// The header section of a message, with its terminating empty line.
 fn header_section(message: &[u8]) -> &[u8] {
     let crlf = message
@@ -492,7 +518,40 @@ fn rfc2822(unix: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::{QueueId, Recipient};
+    use crate::spool::{Command, QueueId, Recipient, Remote, Reply};
+
+    fn local(index: usize, status: &str, text: &str) -> Reported {
+        Reported {
+            index,
+            outcome: Outcome::local(status.parse().unwrap(), text),
+        }
+    }
+
+    /// An MX host's reply to RCPT TO.
+    fn said(index: usize, host: &str, code: u16, enhanced: Option<&str>, text: &str) -> Reported {
+        let enhanced = enhanced.map(|e| e.parse::<Status>().unwrap());
+        let status = enhanced.unwrap_or(Status::new((code / 100) as u8, 0, 0));
+        Reported {
+            index,
+            outcome: Outcome {
+                status,
+                cause: Cause::Reply {
+                    remote: Remote {
+                        kind: RemoteKind::Host,
+                        name: host.into(),
+                        addr: Some([192, 0, 2, 1].into()),
+                    },
+                    reply: Reply {
+                        code,
+                        enhanced,
+                        text: text.into(),
+                    },
+                    command: Command::RcptTo,
+                },
+                expired: false,
+            },
+        }
+    }
 
     const MESSAGE: &[u8] =
         b"From: alice@example.com\r\nTo: bob@example.net\r\nSubject: hi\r\n\r\nBody line\r\n";
@@ -526,15 +585,15 @@ mod tests {
     fn never_bounces_to_the_null_sender() {
         let mut env = envelope();
         env.mail_from.clear();
-        let failed = [(0, "5.1.1 smtp; 550 no".to_string())];
+        let failed = [local(0, "5.1.1", "smtp; 550 no")];
         assert!(failure_report("mx.example.com", &env, MESSAGE, &failed).is_none());
     }
 
     #[test]
     fn honours_notify() {
         let mut env = envelope();
-        let failed = [(0, "5.1.1 smtp; 550 no".to_string())];
-        let delayed = [(0, "4.4.1 connection refused".to_string())];
+        let failed = [local(0, "5.1.1", "smtp; 550 no")];
+        let delayed = [local(0, "4.4.1", "connection refused")];
         // Default: failure and delay, not success.
         assert!(failure_report("h.example", &env, MESSAGE, &failed).is_some());
         assert!(delay_report("h.example", &env, MESSAGE, &delayed, 0).is_some());
@@ -550,8 +609,8 @@ mod tests {
         assert!(delay_report("h.example", &env, MESSAGE, &delayed, 0).is_none());
         // Only recipients that want it are listed.
         let both = [
-            (0, "5.1.1 smtp; 550 no".to_string()),
-            (1, "5.1.1 smtp; 550 no".to_string()),
+            local(0, "5.1.1", "smtp; 550 no"),
+            local(1, "5.1.1", "smtp; 550 no"),
         ];
         env.recipients[1].notify = vec![Notify::Never];
         let report = text(&failure_report("h.example", &env, MESSAGE, &both).unwrap());
@@ -560,39 +619,87 @@ mod tests {
     }
 
     #[test]
-    fn reads_reasons() {
+    fn reads_outcomes() {
         let kind = Kind::Failure;
-        let e = entry(
-            kind,
-            "b@x",
-            None,
-            "5.1.1 host mx.x[192.0.2.1] said: 550 5.1.1 <b@x>: user unknown",
-        );
-        assert_eq!(e.status, "5.1.1");
+        let bounced = said(0, "mx.x", 550, Some("5.1.1"), "<b@x>: user unknown").outcome;
+        let e = entry(kind, "b@x", None, &bounced);
+        assert_eq!(e.status, Status::new(5, 1, 1));
         assert_eq!(e.remote_mta, Some("mx.x"));
         assert_eq!(
             e.diagnostic.as_deref(),
-            Some("smtp; 550 5.1.1 <b@x>: user unknown")
+            Some("smtp; 550 5.1.1 <b@x>: user unknown (in reply to RCPT TO command)")
         );
-        let e = entry(kind, "b@x", None, "5.1.1 smtp; 550 no such user");
-        assert_eq!(e.diagnostic.as_deref(), Some("smtp; 550 no such user"));
+        // Expired: the diagnostic says so, as the recorded text did.
+        let expired = Outcome {
+            expired: true,
+            ..bounced.clone()
+        };
+        assert_eq!(
+            entry(kind, "b@x", None, &expired).diagnostic.as_deref(),
+            Some(
+                "smtp; 550 5.1.1 <b@x>: user unknown (in reply to RCPT TO command) \
+                 (message expired in the queue)"
+            )
+        );
+        // The relay's and the LMTP server's replies are local diagnostics.
+        let relayed = Outcome {
+            cause: Cause::Reply {
+                remote: Remote {
+                    kind: RemoteKind::Relay,
+                    name: "smtp.x:587".into(),
+                    addr: None,
+                },
+                reply: Reply {
+                    code: 554,
+                    enhanced: None,
+                    text: "no".into(),
+                },
+                command: Command::EndOfData,
+            },
+            ..bounced
+        };
+        let e = entry(kind, "b@x", None, &relayed);
         assert_eq!(e.remote_mta, None);
-        let e = entry(kind, "b@x", None, "5.1.3 bad destination mailbox address");
         assert_eq!(
             e.diagnostic.as_deref(),
+            Some("X-Posthorn; relay smtp.x:587 said: 554 no (in reply to end of DATA command)")
+        );
+        // A success through an MX host names it too; a local one has no diagnostic.
+        let sent = said(0, "mx.x", 250, Some("2.0.0"), "Ok").outcome;
+        let e = entry(Kind::Success, "b@x", None, &sent);
+        assert_eq!(e.remote_mta, Some("mx.x"));
+        assert_eq!(
+            e.diagnostic.as_deref(),
+            Some("smtp; 250 2.0.0 Ok (in reply to RCPT TO command)")
+        );
+        let stored = Outcome::local(Status::new(2, 0, 0), "delivered to maildir /m");
+        assert_eq!(entry(Kind::Success, "b@x", None, &stored).diagnostic, None);
+        let typed = Outcome::local(Status::new(5, 1, 1), "smtp; 550 no such user");
+        let e = entry(kind, "b@x", None, &typed);
+        assert_eq!(e.diagnostic.as_deref(), Some("smtp; 550 no such user"));
+        assert_eq!(e.remote_mta, None);
+        let local = Outcome::local(Status::new(5, 1, 3), "bad destination mailbox address");
+        assert_eq!(
+            entry(kind, "b@x", None, &local).diagnostic.as_deref(),
             Some("X-Posthorn; bad destination mailbox address")
         );
-        // A missing or mismatched class is made to agree with the action.
-        assert_eq!(entry(kind, "b@x", None, "expired").status, "5.0.0");
-        assert_eq!(entry(kind, "b@x", None, "4.4.1 timeout").status, "5.4.1");
+        // A mismatched class is made to agree with the action.
+        let timeout = Outcome::local(Status::new(4, 4, 1), "timeout");
+        assert_eq!(
+            entry(kind, "b@x", None, &timeout).status,
+            Status::new(5, 4, 1)
+        );
         let delay = Kind::Delay { retry_until: 0 };
-        assert_eq!(entry(delay, "b@x", None, "4.4.1 timeout").status, "4.4.1");
+        assert_eq!(
+            entry(delay, "b@x", None, &timeout).status,
+            Status::new(4, 4, 1)
+        );
     }
 
     #[test]
     fn returns_full_message_or_headers() {
         let mut env = envelope();
-        let failed = [(0, "5.1.1 smtp; 550 no".to_string())];
+        let failed = [local(0, "5.1.1", "smtp; 550 no")];
         let full = text(&failure_report("h.example", &env, MESSAGE, &failed).unwrap());
         assert!(full.contains("Content-Type: message/rfc822\r\n"));
         assert!(full.contains("Body line"));
@@ -613,7 +720,7 @@ mod tests {
     #[test]
     fn fields_are_one_line_and_ascii() {
         let env = envelope();
-        let failed = [(0, "5.1.1 smtp; 550 b\u{e4}d\r\nBcc: injected".to_string())];
+        let failed = [local(0, "5.1.1", "smtp; 550 b\u{e4}d\r\nBcc: injected")];
         let report = failure_report("h.example", &env, MESSAGE, &failed).unwrap();
         let report = text(&report);
         assert!(report.contains("Diagnostic-Code: smtp; 550 b?d  Bcc: injected\r\n"));
@@ -625,7 +732,11 @@ mod tests {
     fn lines_stay_under_the_smtp_limit() {
         let mut env = envelope();
         env.recipients[0].address = format!("{}@example.net", "b".repeat(240));
-        let failed = [(0, format!("5.1.1 smtp; 550 {}", "x".repeat(5000)))];
+        let failed = [local(
+            0,
+            "5.1.1",
+            &format!("smtp; 550 {}", "x".repeat(5000)),
+        )];
         let report = failure_report("h.example", &env, MESSAGE, &failed).unwrap();
         let longest = report.split(|&b| b == b'\n').map(<[u8]>::len).max();
         assert!(longest.unwrap() < 998, "{longest:?}");
@@ -636,7 +747,7 @@ mod tests {
         let mut env = envelope();
         env.smtputf8 = true;
         env.recipients[0].address = "j\u{f6}rg@example.net".into();
-        let failed = [(0, "5.1.1 smtp; 550 unknown".to_string())];
+        let failed = [local(0, "5.1.1", "smtp; 550 unknown")];
         let report = text(&failure_report("h.example", &env, MESSAGE, &failed).unwrap());
         assert!(report.contains("Content-Type: message/global-delivery-status\r\n"));
         assert!(report.contains("Final-Recipient: utf-8; j\u{f6}rg@example.net\r\n"));
@@ -692,12 +803,14 @@ print(json.dumps({
         env.envid = Some("QQ314159".into());
         env.recipients[0].orcpt = Some("Bob@Example.NET".into());
         let failed = [
-            (
+            said(
                 0,
-                "5.1.1 host mx.example.net[192.0.2.1] said: 550 5.1.1 <bob@example.net>: user unknown"
-                    .to_string(),
+                "mx.example.net",
+                550,
+                Some("5.1.1"),
+                "<bob@example.net>: user unknown",
             ),
-            (1, "5.4.4 smtp; 550 no route".to_string()),
+            local(1, "5.4.4", "smtp; 550 no route"),
         ];
         let report = failure_report("mail.example.com", &env, MESSAGE, &failed).unwrap();
         let r = python_parse(&report);
@@ -734,7 +847,7 @@ print(json.dumps({
         assert_eq!(bob["Remote-MTA"], "dns; mx.example.net");
         assert_eq!(
             bob["Diagnostic-Code"],
-            "smtp; 550 5.1.1 <bob@example.net>: user unknown"
+            "smtp; 550 5.1.1 <bob@example.net>: user unknown (in reply to RCPT TO command)"
         );
         let carol = &r["per_recipient"][1];
         assert_eq!(carol["Final-Recipient"], "rfc822; carol@example.org");
@@ -750,7 +863,7 @@ print(json.dumps({
         let mut env = envelope();
         env.ret = Some(Ret::Hdrs);
         let message = "From: alice@example.com\r\nSubject: caf\u{e9}\r\n\r\nBody \u{e9}\r\n";
-        let failed = [(0, "5.1.1 smtp; 550 no".to_string())];
+        let failed = [local(0, "5.1.1", "smtp; 550 no")];
         let report = failure_report("mail.example.com", &env, message.as_bytes(), &failed).unwrap();
         let r = python_parse(&report);
         assert_eq!(r["returned_type"], "text/rfc822-headers");
@@ -762,10 +875,7 @@ print(json.dumps({
     #[test]
     fn python_reads_a_delay_warning() {
         let env = envelope();
-        let delayed = [(
-            1,
-            "4.4.1 host mx.example.org[192.0.2.2] said: 421 try later".to_string(),
-        )];
+        let delayed = [said(1, "mx.example.org", 421, Some("4.4.1"), "try later")];
         let until = env.received_at + 5 * 24 * 3600;
         let report = delay_report("mail.example.com", &env, MESSAGE, &delayed, until).unwrap();
         let r = python_parse(&report);
@@ -790,7 +900,7 @@ print(json.dumps({
     fn python_reads_a_success_notice() {
         let mut env = envelope();
         env.recipients[0].notify = vec![Notify::Success, Notify::Failure];
-        let delivered = [(0, "delivered to maildir /var/mail/x".to_string())];
+        let delivered = [local(0, "2.0.0", "delivered to maildir /var/mail/x")];
         let report = success_report("mail.example.com", &env, MESSAGE, &delivered).unwrap();
         let r = python_parse(&report);
         assert_eq!(r["subject"], "Successful Mail Delivery Report");

@@ -9,7 +9,8 @@ use mail_send::SmtpClient;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::client::{self, Attempt, Outcome, Transaction};
+use super::client::{self, Attempt, Sent, Transaction};
+use crate::spool::{Outcome, Remote, RemoteKind, Status};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -35,7 +36,7 @@ impl Target {
 
 pub struct Lmtp {
     target: Target,
-    pub peer: String,
+    pub peer: Remote,
     lhlo: String,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -48,9 +49,14 @@ impl Lmtp {
         connect_timeout: Duration,
         command_timeout: Duration,
     ) -> Lmtp {
-        let peer = match &target {
-            Target::Tcp(addr) => format!("lmtp {addr}"),
-            Target::Unix(path) => format!("lmtp unix:{}", path.display()),
+        let name = match &target {
+            Target::Tcp(addr) => addr.clone(),
+            Target::Unix(path) => format!("unix:{}", path.display()),
+        };
+        let peer = Remote {
+            kind: RemoteKind::Lmtp,
+            name,
+            addr: None,
         };
         Lmtp {
             target,
@@ -62,7 +68,7 @@ impl Lmtp {
     }
 
     /// One session, one transaction; a connection failure defers every recipient.
-    pub async fn deliver(&self, txn: &Transaction<'_>) -> Outcome {
+    pub async fn deliver(&self, txn: &Transaction<'_>) -> Sent {
         let connected = tokio::time::timeout(self.connect_timeout, async {
             match &self.target {
                 Target::Tcp(addr) => TcpStream::connect(addr.as_str()).await.map(Conn::Tcp),
@@ -79,19 +85,22 @@ impl Lmtp {
         let outcome = match connected {
             Ok(Conn::Tcp(s)) => self.transact(s, txn).await,
             Ok(Conn::Unix(s)) => self.transact(s, txn).await,
-            Err(error) => Err(format!("4.4.1 connect to {}: {error}", self.peer)),
+            Err(error) => Err(Outcome::local(
+                Status::new(4, 4, 1),
+                format!("connect to {}: {error}", self.peer),
+            )),
         };
-        outcome.unwrap_or_else(|text| Outcome {
+        outcome.unwrap_or_else(|failed| Sent {
             results: txn
                 .recipients
                 .iter()
-                .map(|&i| (i, Attempt::Temporary(text.clone())))
+                .map(|&i| (i, Attempt::Temporary(failed.clone())))
                 .collect(),
             reusable: false,
         })
     }
 
-    async fn transact<S>(&self, stream: S, txn: &Transaction<'_>) -> Result<Outcome, String>
+    async fn transact<S>(&self, stream: S, txn: &Transaction<'_>) -> Result<Sent, Outcome>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -100,21 +109,21 @@ impl Lmtp {
             timeout: self.command_timeout,
         };
         let peer = &self.peer;
-        let greeting = client
-            .read()
-            .await
-            .map_err(|e| format!("4.4.2 {peer}: no greeting: {e}"))?;
+        let greeting = client.read().await.map_err(|e| {
+            Outcome::local(Status::new(4, 4, 2), format!("{peer}: no greeting: {e}"))
+        })?;
         if greeting.code != 220 {
-            return Err(format!(
-                "4.4.2 {peer} refused to talk to me: {}",
-                client::reply_text(&greeting)
+            return Err(Outcome::local(
+                Status::new(4, 4, 2),
+                format!("{peer} refused to talk to me: {}", client::reply(&greeting)),
             ));
         }
-        let caps = client.lhlo(&self.lhlo).await.map_err(|e| match e {
-            mail_send::Error::UnexpectedReply(r) => {
-                format!("4.4.2 {peer}: LHLO failed: {}", client::reply_text(&r))
-            }
-            other => format!("4.4.2 {peer}: LHLO failed: {other}"),
+        let caps = client.lhlo(&self.lhlo).await.map_err(|e| {
+            let why = match e {
+                mail_send::Error::UnexpectedReply(r) => client::reply(&r).to_string(),
+                other => other.to_string(),
+            };
+            Outcome::local(Status::new(4, 4, 2), format!("{peer}: LHLO failed: {why}"))
         })?;
         let outcome = client::send(&mut client, &caps, peer, txn, true).await;
         if outcome.reusable {

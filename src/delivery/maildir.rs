@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::mail::{self, Address};
-use crate::spool::write_new_synced;
+use crate::spool::{Outcome, Status, write_new_synced};
 
 /// Where mail for one recipient address goes.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,8 +19,8 @@ pub enum Route {
     /// Not one of our domains: the relay/MX side delivers it.
     Remote,
     Local(Mailbox),
-    /// Ours, but no mailbox can be named after it; the reason starts with a status code.
-    Refused(String),
+    /// Ours, but no mailbox can be named after it.
+    Refused(Outcome),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +53,9 @@ pub fn route(address: &str, local_domains: &[String]) -> Route {
     let user = address.base().to_lowercase();
     let domain = address.domain().to_ascii_lowercase();
     if !is_safe_name(&user) || !is_safe_name(&domain) {
-        return Route::Refused(format!(
-            "5.1.3 mailbox name {user:?} is not usable as a directory"
+        return Route::Refused(Outcome::local(
+            Status::new(5, 1, 3),
+            format!("mailbox name {user:?} is not usable as a directory"),
         ));
     }
     Route::Local(Mailbox { domain, user })
@@ -198,7 +199,7 @@ mod tests {
             "..+x@example.com",
         ] {
             assert!(
-                matches!(route(address, &domains()), Route::Refused(r) if r.starts_with("5.1.3")),
+                matches!(route(address, &domains()), Route::Refused(r) if r.status == Status::new(5, 1, 3)),
                 "{address:?} not refused"
             );
         }

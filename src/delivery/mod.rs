@@ -33,10 +33,11 @@ use crate::config::{Config, DeliveryConfig, RelayConfig};
 use crate::mail::Address;
 use crate::reload::Watched;
 use crate::spool::{
-    BodyType, Envelope, Notify, QueueId, QueuedMessage, Recipient, RecipientStatus, Spool,
+    BodyType, Envelope, Notify, Outcome, QueueId, QueuedMessage, Recipient, RecipientStatus, Spool,
+    Status,
 };
 use crate::telemetry::Metrics;
-use client::{Attempt, Outcome, Transaction};
+use client::{Attempt, Sent, Transaction};
 use maildir::Route;
 use remote::{Connector, SessionCache};
 #[cfg(test)]
@@ -84,11 +85,11 @@ pub enum ReportKind {
     Success,
 }
 
-/// A recipient a report is about: its index in the envelope and the reason.
+/// A recipient a report is about: its index in the envelope and its outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reported {
     pub index: usize,
-    pub reason: String,
+    pub outcome: Outcome,
 }
 
 pub struct QueueRunner {
@@ -256,7 +257,7 @@ impl QueueRunner {
     }
 
     /// Where mail for `address` goes, or why it cannot go anywhere.
-    fn route(&self, address: &str) -> Result<Destination, String> {
+    fn route(&self, address: &str) -> Result<Destination, Outcome> {
         match maildir::route(address, &self.domains) {
             Route::Local(_) if self.lmtp.is_some() => Ok(Destination::Lmtp),
             Route::Local(_) => Ok(Destination::Maildir),
@@ -340,7 +341,7 @@ impl QueueRunner {
                 Err(error) => return all(txn, error.attempt),
             },
         };
-        let Outcome { results, reusable } = session.send(txn).await;
+        let Sent { results, reusable } = session.send(txn).await;
         if reusable {
             self.sessions.put(key, session);
         }
@@ -351,7 +352,7 @@ impl QueueRunner {
     /// the transaction; hosts that cannot be reached or refuse the session are skipped.
     async fn to_mx(&self, domain: &str, txn: &Transaction<'_>, key: &str) -> Vec<(usize, Attempt)> {
         if let Some(mut session) = self.sessions.take(key).await {
-            let Outcome { results, reusable } = session.send(txn).await;
+            let Sent { results, reusable } = session.send(txn).await;
             if reusable {
                 self.sessions.put(key, session);
             }
@@ -361,19 +362,22 @@ impl QueueRunner {
             Ok(hosts) => hosts,
             Err(attempt) => return all(txn, attempt),
         };
-        let mut last = Attempt::Temporary(format!("4.4.1 no mail host for {domain} answered"));
+        let mut last = Attempt::temporary(
+            Status::new(4, 4, 1),
+            format!("no mail host for {domain} answered"),
+        );
         for host in &hosts {
             for &addr in &host.addrs {
                 match self.connector.open_mx(&host.name, addr).await {
                     Ok(mut session) => {
-                        let Outcome { results, reusable } = session.send(txn).await;
+                        let Sent { results, reusable } = session.send(txn).await;
                         if reusable {
                             self.sessions.put(key, session);
                         }
                         return results;
                     }
                     Err(error) => {
-                        tracing::info!(domain, host = host.name, %addr, reason = ?error.attempt, "MX host skipped");
+                        tracing::info!(domain, host = host.name, %addr, reason = %error.attempt.outcome(), "MX host skipped");
                         let next = error.next_host;
                         last = error.attempt;
                         if !next {
@@ -403,11 +407,14 @@ impl QueueRunner {
         .map_err(std::io::Error::other)
         .and_then(|r| r);
         match written {
-            Ok(_) => Attempt::Delivered(format!("2.0.0 delivered to maildir {}", dir.display())),
-            Err(error) => Attempt::Temporary(format!(
-                "4.2.0 cannot write to maildir {}: {error}",
-                dir.display()
+            Ok(_) => Attempt::Delivered(Outcome::local(
+                Status::new(2, 0, 0),
+                format!("delivered to maildir {}", dir.display()),
             )),
+            Err(error) => Attempt::temporary(
+                Status::new(4, 2, 0),
+                format!("cannot write to maildir {}: {error}", dir.display()),
+            ),
         }
     }
 
@@ -432,22 +439,24 @@ impl QueueRunner {
             log_outcome(&envelope.id, &rcpt.address, class, &status);
             self.metrics.delivery_outcome(class, outcome_label(&status));
             match &status {
-                RecipientStatus::Failed { reason } => failures.push(Reported {
+                RecipientStatus::Failed { outcome } => failures.push(Reported {
                     index,
-                    reason: reason.clone(),
+                    outcome: outcome.clone(),
                 }),
-                RecipientStatus::Delivered { detail } if rcpt.notify.contains(&Notify::Success) => {
+                RecipientStatus::Delivered { outcome }
+                    if rcpt.notify.contains(&Notify::Success) =>
+                {
                     successes.push(Reported {
                         index,
-                        reason: detail.clone(),
+                        outcome: outcome.clone(),
                     })
                 }
-                RecipientStatus::Deferred { reason, .. }
+                RecipientStatus::Deferred { outcome, .. }
                     if self.crosses_delay_warning(envelope.received_at, &rcpt.status, now) =>
                 {
                     delays.push(Reported {
                         index,
-                        reason: reason.clone(),
+                        outcome: outcome.clone(),
                     })
                 }
                 _ => {}
@@ -484,12 +493,15 @@ impl QueueRunner {
         now: u64,
     ) -> RecipientStatus {
         match attempt {
-            Attempt::Delivered(detail) => RecipientStatus::Delivered { detail },
-            Attempt::Permanent(reason) => RecipientStatus::Failed { reason },
-            Attempt::Temporary(reason) => {
+            Attempt::Delivered(outcome) => RecipientStatus::Delivered { outcome },
+            Attempt::Permanent(outcome) => RecipientStatus::Failed { outcome },
+            Attempt::Temporary(outcome) => {
                 if now >= received_at.saturating_add(self.config.max_queue_lifetime.as_secs()) {
                     return RecipientStatus::Failed {
-                        reason: format!("{reason} (message expired in the queue)"),
+                        outcome: Outcome {
+                            expired: true,
+                            ..outcome
+                        },
                     };
                 }
                 let attempts = match before {
@@ -499,7 +511,7 @@ impl QueueRunner {
                 RecipientStatus::Deferred {
                     attempts,
                     next_attempt: now + self.backoff(attempts).as_secs(),
-                    reason,
+                    outcome,
                 }
             }
         }
@@ -547,19 +559,19 @@ impl QueueRunner {
         recipients: &[Reported],
         kind: ReportKind,
     ) -> anyhow::Result<()> {
-        let listed: Vec<(usize, String)> = recipients
-            .iter()
-            .map(|r| (r.index, r.reason.clone()))
-            .collect();
         let body = match kind {
-            ReportKind::Failure => dsn::failure_report(&self.hostname, envelope, message, &listed),
+            ReportKind::Failure => {
+                dsn::failure_report(&self.hostname, envelope, message, recipients)
+            }
             ReportKind::Delay => {
                 let retry_until = envelope
                     .received_at
                     .saturating_add(self.config.max_queue_lifetime.as_secs());
-                dsn::delay_report(&self.hostname, envelope, message, &listed, retry_until)
+                dsn::delay_report(&self.hostname, envelope, message, recipients, retry_until)
             }
-            ReportKind::Success => dsn::success_report(&self.hostname, envelope, message, &listed),
+            ReportKind::Success => {
+                dsn::success_report(&self.hostname, envelope, message, recipients)
+            }
         };
         let Some(body) = body else {
             return Ok(());
@@ -645,14 +657,14 @@ fn outcome_label(status: &RecipientStatus) -> &'static str {
 /// Postfix-style delivery log lines: `to=<…> relay=… status=sent|deferred|bounced`.
 fn log_outcome(id: &QueueId, to: &str, relay: &str, status: &RecipientStatus) {
     match status {
-        RecipientStatus::Delivered { detail } => {
-            tracing::info!(%id, to, relay, status = "sent", "{detail}")
+        RecipientStatus::Delivered { outcome } => {
+            tracing::info!(%id, to, relay, status = "sent", "{outcome}")
         }
-        RecipientStatus::Deferred { reason, .. } => {
-            tracing::warn!(%id, to, relay, status = "deferred", "{reason}")
+        RecipientStatus::Deferred { outcome, .. } => {
+            tracing::warn!(%id, to, relay, status = "deferred", "{outcome}")
         }
-        RecipientStatus::Failed { reason } => {
-            tracing::warn!(%id, to, relay, status = "bounced", "{reason}")
+        RecipientStatus::Failed { outcome } => {
+            tracing::warn!(%id, to, relay, status = "bounced", "{outcome}")
         }
         RecipientStatus::Pending => {}
     }

@@ -7,6 +7,7 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::RData;
 
 use super::client::Attempt;
+use crate::spool::Status;
 
 /// The hosts to try, best first, each with its addresses.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,9 +37,10 @@ impl MxResolver {
                     name: literal.to_string(),
                     addrs: vec![SocketAddr::new(ip, self.port)],
                 }]),
-                Err(_) => Err(Attempt::Permanent(format!(
-                    "5.1.2 bad address literal [{literal}]"
-                ))),
+                Err(_) => Err(Attempt::permanent(
+                    Status::new(5, 1, 2),
+                    format!("bad address literal [{literal}]"),
+                )),
             };
         }
         let name = format!("{}.", domain.trim_end_matches('.'));
@@ -56,21 +58,24 @@ impl MxResolver {
                 mx
             }
             Err(error) if error.is_nx_domain() => {
-                return Err(Attempt::Permanent(format!(
-                    "5.4.4 Host or domain name not found: {domain} does not exist"
-                )));
+                return Err(Attempt::permanent(
+                    Status::new(5, 4, 4),
+                    format!("Host or domain name not found: {domain} does not exist"),
+                ));
             }
             Err(error) if error.is_no_records_found() => Vec::new(),
             Err(error) => {
-                return Err(Attempt::Temporary(format!(
-                    "4.4.3 MX lookup for {domain} failed: {error}"
-                )));
+                return Err(Attempt::temporary(
+                    Status::new(4, 4, 3),
+                    format!("MX lookup for {domain} failed: {error}"),
+                ));
             }
         };
         if exchanges.len() == 1 && exchanges[0].1 == "." {
-            return Err(Attempt::Permanent(format!(
-                "5.1.10 {domain} does not accept mail (null MX)"
-            )));
+            return Err(Attempt::permanent(
+                Status::new(5, 1, 10),
+                format!("{domain} does not accept mail (null MX)"),
+            ));
         }
         // No MX: the domain itself is the host, at preference 0 (§5.1).
         let names: Vec<String> = if exchanges.is_empty() {
@@ -102,14 +107,18 @@ impl MxResolver {
         }
         match last_error {
             Some((host, error)) if !error.is_nx_domain() && !error.is_no_records_found() => {
-                Err(Attempt::Temporary(format!(
-                    "4.4.3 address lookup for {} failed: {error}",
-                    host.trim_end_matches('.')
-                )))
+                Err(Attempt::temporary(
+                    Status::new(4, 4, 3),
+                    format!(
+                        "address lookup for {} failed: {error}",
+                        host.trim_end_matches('.')
+                    ),
+                ))
             }
-            _ => Err(Attempt::Permanent(format!(
-                "5.4.4 Host or domain name not found: no address for the mail hosts of {domain}"
-            ))),
+            _ => Err(Attempt::permanent(
+                Status::new(5, 4, 4),
+                format!("Host or domain name not found: no address for the mail hosts of {domain}"),
+            )),
         }
     }
 }

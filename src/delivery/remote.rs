@@ -18,8 +18,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::client::{self, Attempt, Outcome, Transaction};
+use super::client::{self, Attempt, Sent, Transaction};
 use crate::config::RelayConfig;
+use crate::spool::{Remote, RemoteKind, Status};
 
 /// How long an idle session is kept for the next delivery to the same destination
 /// (Postfix `smtp_connection_cache_time_limit` is 2 s).
@@ -34,14 +35,13 @@ pub enum Stream {
 pub struct Session {
     stream: Stream,
     caps: EhloResponse<String>,
-    /// `relay smtp.example:587` or `host mx.example.com[192.0.2.1]`, for log lines and
-    /// status texts.
-    pub peer: String,
+    /// The relay or MX host (with the address connected to).
+    pub peer: Remote,
     idle_since: Instant,
 }
 
 impl Session {
-    pub async fn send(&mut self, txn: &Transaction<'_>) -> Outcome {
+    pub async fn send(&mut self, txn: &Transaction<'_>) -> Sent {
         match &mut self.stream {
             Stream::Plain(c) => client::send(c, &self.caps, &self.peer, txn, false).await,
             Stream::Tls(c) => client::send(c, &self.caps, &self.peer, txn, false).await,
@@ -58,8 +58,8 @@ impl Session {
     }
 }
 
-/// Why a session could not be opened: the text starts with a status code; `next_host`
-/// says whether another MX host is worth trying.
+/// Why a session could not be opened; `next_host` says whether another MX host is worth
+/// trying.
 #[derive(Debug)]
 pub struct OpenError {
     pub attempt: Attempt,
@@ -67,9 +67,9 @@ pub struct OpenError {
 }
 
 impl OpenError {
-    fn temporary(text: String) -> OpenError {
+    fn temporary(status: Status, text: String) -> OpenError {
         OpenError {
-            attempt: Attempt::Temporary(text),
+            attempt: Attempt::temporary(status, text),
             next_host: true,
         }
     }
@@ -132,8 +132,13 @@ impl Connector {
     /// Opens a session with the relay host: TCP, implicit TLS or STARTTLS (required),
     /// EHLO, and AUTH when credentials are configured.
     pub async fn open_relay(&self, relay: &RelayConfig) -> Result<Session, OpenError> {
-        let peer = format!("relay {}", relay.host);
-        let fail = |what: String| OpenError::temporary(format!("4.4.1 {peer}: {what}"));
+        let peer = Remote {
+            kind: RemoteKind::Relay,
+            name: relay.host.clone(),
+            addr: None,
+        };
+        let fail =
+            |what: String| OpenError::temporary(Status::new(4, 4, 1), format!("{peer}: {what}"));
         let (host, port) = relay.host_port().map_err(|e| fail(format!("{e:#}")))?;
         let tcp = self
             .tcp((host, port))
@@ -153,16 +158,20 @@ impl Connector {
         } else {
             let session = self.greet(Stream::Plain(plain), peer.clone()).await?;
             if !session.caps.has_capability(EXT_START_TLS) {
-                return Err(OpenError::temporary(format!(
-                    "4.7.4 {peer}: STARTTLS not offered; refusing to send credentials and \
+                return Err(OpenError::temporary(
+                    Status::new(4, 7, 4),
+                    format!(
+                        "{peer}: STARTTLS not offered; refusing to send credentials and \
                      mail in clear text"
-                )));
+                    ),
+                ));
             }
             self.start_tls(session, &self.verified, host).await?
         };
         if let Some(dir) = &relay.credentials_dir {
-            let (username, password) = read_credentials(dir)
-                .map_err(|e| OpenError::temporary(format!("4.7.0 {peer}: credentials: {e:#}")))?;
+            let (username, password) = read_credentials(dir).map_err(|e| {
+                OpenError::temporary(Status::new(4, 7, 0), format!("{peer}: credentials: {e:#}"))
+            })?;
             let credentials = Credentials::new(username, password.0);
             let authenticated = match &mut session.stream {
                 Stream::Plain(c) => c
@@ -177,12 +186,13 @@ impl Connector {
             if let Err(error) = authenticated {
                 let why = match &error {
                     mail_send::Error::AuthenticationFailed(reply)
-                    | mail_send::Error::UnexpectedReply(reply) => client::reply_text(reply),
+                    | mail_send::Error::UnexpectedReply(reply) => client::reply(reply).to_string(),
                     other => other.to_string(),
                 };
-                return Err(OpenError::temporary(format!(
-                    "4.7.0 {peer}: authentication failed: {why}"
-                )));
+                return Err(OpenError::temporary(
+                    Status::new(4, 7, 0),
+                    format!("{peer}: authentication failed: {why}"),
+                ));
             }
         }
         Ok(session)
@@ -191,9 +201,16 @@ impl Connector {
     /// Opens a session with one MX host address: TCP, greeting, EHLO, and STARTTLS
     /// when offered.
     pub async fn open_mx(&self, host: &str, addr: SocketAddr) -> Result<Session, OpenError> {
-        let peer = format!("host {host}[{}]", addr.ip());
+        let peer = Remote {
+            kind: RemoteKind::Host,
+            name: host.to_string(),
+            addr: Some(addr.ip()),
+        };
         let tcp = self.tcp(addr).await.map_err(|e| {
-            OpenError::temporary(format!("4.4.1 connect to {peer}:{}: {e}", addr.port()))
+            OpenError::temporary(
+                Status::new(4, 4, 1),
+                format!("connect to {peer}:{}: {e}", addr.port()),
+            )
         })?;
         let plain = SmtpClient {
             stream: tcp,
@@ -218,7 +235,7 @@ impl Connector {
     }
 
     /// Reads the greeting and says EHLO.
-    async fn greet(&self, stream: Stream, peer: String) -> Result<Session, OpenError> {
+    async fn greet(&self, stream: Stream, peer: Remote) -> Result<Session, OpenError> {
         let (greeting, caps, stream) = match stream {
             Stream::Plain(mut c) => {
                 let greeting = self.read_greeting(&mut c).await;
@@ -291,28 +308,34 @@ impl Connector {
     }
 }
 
-fn greeting_failed(peer: &str, error: mail_send::Error) -> OpenError {
+fn greeting_failed(peer: &Remote, error: mail_send::Error) -> OpenError {
     match error {
         // RFC 5321 §5: a host that refuses in its greeting is skipped like one that
         // cannot be reached.
-        mail_send::Error::UnexpectedReply(reply) => OpenError::temporary(format!(
-            "4.4.2 {peer} refused to talk to me: {}",
-            client::reply_text(&reply)
-        )),
-        other => OpenError::temporary(format!("4.4.2 {peer}: no greeting: {other}")),
+        mail_send::Error::UnexpectedReply(reply) => OpenError::temporary(
+            Status::new(4, 4, 2),
+            format!("{peer} refused to talk to me: {}", client::reply(&reply)),
+        ),
+        other => OpenError::temporary(
+            Status::new(4, 4, 2),
+            format!("{peer}: no greeting: {other}"),
+        ),
     }
 }
 
-fn command_failed(peer: &str, command: &str, error: mail_send::Error) -> OpenError {
+fn command_failed(peer: &Remote, command: &str, error: mail_send::Error) -> OpenError {
     let text = match error {
-        mail_send::Error::UnexpectedReply(reply) => client::reply_text(&reply),
+        mail_send::Error::UnexpectedReply(reply) => client::reply(&reply).to_string(),
         other => other.to_string(),
     };
-    OpenError::temporary(format!("4.4.2 {peer}: {command} failed: {text}"))
+    OpenError::temporary(
+        Status::new(4, 4, 2),
+        format!("{peer}: {command} failed: {text}"),
+    )
 }
 
-fn tls_failed(peer: &str, error: &mail_send::Error) -> OpenError {
-    OpenError::temporary(format!("4.7.5 {peer}: TLS failed: {error}"))
+fn tls_failed(peer: &Remote, error: &mail_send::Error) -> OpenError {
+    OpenError::temporary(Status::new(4, 7, 5), format!("{peer}: TLS failed: {error}"))
 }
 
 /// A password that never shows up in logs or Debug output.

@@ -4,7 +4,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::*;
-use crate::spool::Recipient;
+use crate::spool::{Recipient, Status};
 
 fn runner(spool: &Arc<Spool>, config: &Config) -> QueueRunner {
     QueueRunner::new(spool.clone(), config, Arc::new(Metrics::new())).unwrap()
@@ -150,12 +150,14 @@ async fn worker_resumes_queued_messages_and_defers_unreachable_relay_recipients(
     })
     .await;
     let loaded = spool.load_envelope(&envelope.id).await.unwrap();
-    let RecipientStatus::Deferred { reason, .. } = &loaded.recipients[1].status else {
+    let RecipientStatus::Deferred { outcome, .. } = &loaded.recipients[1].status else {
         unreachable!()
     };
     assert!(
-        reason.starts_with("4.4.1 relay 127.0.0.1:1: connection failed"),
-        "{reason}"
+        outcome
+            .to_string()
+            .starts_with("4.4.1 relay 127.0.0.1:1: connection failed"),
+        "{outcome}"
     );
     assert_eq!(
         mailbox_files(&config.spool.maildir_root, "example.com", "bob").len(),
@@ -187,7 +189,7 @@ async fn crash_between_delivery_and_record_repeats_only_that_recipient() {
     let bob = worker.to_maildir(&envelope, 0, &message).await;
     assert!(matches!(bob, Attempt::Delivered(_)));
     let bob = RecipientStatus::Delivered {
-        detail: "2.0.0 ok".into(),
+        outcome: Outcome::local(Status::new(2, 0, 0), "ok"),
     };
     spool.record(&envelope.id, &[(0, bob)]).await.unwrap();
     let carol = worker.to_maildir(&envelope, 1, &message).await;
@@ -230,7 +232,7 @@ async fn unsafe_local_parts_fail_without_writing_outside_the_root() {
     );
     for rcpt in &loaded.recipients[..3] {
         assert!(
-            matches!(&rcpt.status, RecipientStatus::Failed { reason } if reason.starts_with("5.1.3")),
+            matches!(&rcpt.status, RecipientStatus::Failed { outcome } if outcome.status == Status::new(5, 1, 3)),
             "{rcpt:?}"
         );
     }
@@ -258,7 +260,7 @@ async fn unwritable_mailbox_is_deferred_and_the_message_kept() {
     let RecipientStatus::Deferred {
         attempts,
         next_attempt,
-        reason,
+        outcome,
     } = &loaded.recipients[0].status
     else {
         panic!("{:?}", loaded.recipients[0].status);
@@ -266,7 +268,7 @@ async fn unwritable_mailbox_is_deferred_and_the_message_kept() {
     assert_eq!(*attempts, 1);
     assert_eq!(next, Some((*next_attempt, envelope.received_at)));
     assert!(*next_attempt >= unix_now() + 300 - 1);
-    assert!(reason.starts_with("4.2.0"), "{reason}");
+    assert_eq!(outcome.status, Status::new(4, 2, 0), "{outcome}");
     // Not due yet: a second pass leaves it alone.
     worker.deliver(&envelope.id, false).await.unwrap();
     let again = spool.load_envelope(&envelope.id).await.unwrap();
@@ -351,7 +353,7 @@ async fn retries_back_off_then_expire_into_a_failure_with_a_report() {
     let fresh = worker.status_after(
         now - 10,
         &RecipientStatus::Pending,
-        Attempt::Temporary("4.4.1 no".into()),
+        Attempt::temporary(Status::new(4, 4, 1), "no".into()),
         now,
     );
     assert_eq!(
@@ -359,13 +361,18 @@ async fn retries_back_off_then_expire_into_a_failure_with_a_report() {
         RecipientStatus::Deferred {
             attempts: 1,
             next_attempt: now + 300,
-            reason: "4.4.1 no".into()
+            outcome: Outcome::local(Status::new(4, 4, 1), "no")
         }
     );
     let old = now - 5 * 24 * 3600;
-    let expired = worker.status_after(old, &fresh, Attempt::Temporary("4.4.1 no".into()), now);
+    let expired = worker.status_after(
+        old,
+        &fresh,
+        Attempt::temporary(Status::new(4, 4, 1), "no".into()),
+        now,
+    );
     assert!(
-        matches!(&expired, RecipientStatus::Failed { reason } if reason.contains("expired")),
+        matches!(&expired, RecipientStatus::Failed { outcome } if outcome.expired && outcome.to_string() == "4.4.1 no (message expired in the queue)"),
         "{expired:?}"
     );
 
@@ -405,7 +412,7 @@ async fn delay_warning_is_sent_once_when_the_warning_time_passes() {
     let before = RecipientStatus::Deferred {
         attempts: 2,
         next_attempt: now + 600 - 400,
-        reason: "x".into(),
+        outcome: Outcome::local(Status::new(4, 4, 1), "x"),
     };
     assert!(worker.crosses_delay_warning(arrived, &before, now));
     // That attempt (now) deferred again for 1200 s; the next one, after the mark like
@@ -413,7 +420,7 @@ async fn delay_warning_is_sent_once_when_the_warning_time_passes() {
     let later = RecipientStatus::Deferred {
         attempts: 3,
         next_attempt: now + 1200,
-        reason: "x".into(),
+        outcome: Outcome::local(Status::new(4, 4, 1), "x"),
     };
     assert!(!worker.crosses_delay_warning(arrived, &later, now + 1200));
     assert!(!worker.crosses_delay_warning(now - 60, &RecipientStatus::Pending, now));

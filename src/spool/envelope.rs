@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::QueueId;
+use super::outcome::Outcome;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -133,12 +134,12 @@ pub enum RecipientStatus {
     Deferred {
         attempts: u32,
         next_attempt: u64,
-        reason: String,
+        outcome: Outcome,
     },
-    /// Final: accepted by the mailbox or the next hop; `detail` says where.
-    Delivered { detail: String },
-    /// Final: permanently refused; `reason` starts with the enhanced status code.
-    Failed { reason: String },
+    /// Final: accepted by the mailbox or the next hop.
+    Delivered { outcome: Outcome },
+    /// Final: permanently refused.
+    Failed { outcome: Outcome },
 }
 
 impl RecipientStatus {

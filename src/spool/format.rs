@@ -4,14 +4,18 @@
 //! message:
 //!
 //! ```text
-//! POSTHORN-QUEUE 1 <envelope length> <message length>\n
+//! POSTHORN-QUEUE <version> <envelope length> <message length>\n
 //! <envelope JSON>\n
 //! <message bytes>
 //! ```
 //!
 //! The lengths make a truncated file detectable from its size alone. The sidecar
-//! `<id>.status` holds appended records `\n{"rcpt":N,"status":{...}}\n`; the leading
-//! newline keeps a record torn by a crash from swallowing the next one.
+//! `<id>.status` holds appended records `\n{"v":2,"rcpt":N,"status":{...}}\n`; the
+//! leading newline keeps a record torn by a crash from swallowing the next one.
+//!
+//! Versions: 2 records outcomes as structures ([`super::Outcome`]); 1, written before,
+//! recorded them as text and is still read (see [`super::legacy`]). A status record
+//! without `v` is version 1: a sidecar begun by version 1 may continue in version 2.
 
 use std::io::{BufRead, Read};
 
@@ -19,8 +23,11 @@ use anyhow::{Context, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 use super::envelope::{Envelope, RecipientStatus};
+use super::legacy;
 
-const MAGIC: &str = "POSTHORN-QUEUE 1";
+const MAGIC: &str = "POSTHORN-QUEUE";
+/// The format version written.
+const VERSION: u64 = 2;
 /// Upper bound of the header line, so a garbage file is not read to its end looking
 /// for a newline.
 const MAX_HEADER: u64 = 64;
@@ -28,7 +35,7 @@ const MAX_HEADER: u64 = 64;
 /// Header line and envelope line to write before the message bytes.
 pub fn encode_prefix(envelope: &Envelope, message_len: usize) -> anyhow::Result<Vec<u8>> {
     let json = serde_json::to_vec(envelope)?;
-    let mut prefix = format!("{MAGIC} {} {message_len}\n", json.len()).into_bytes();
+    let mut prefix = format!("{MAGIC} {VERSION} {} {message_len}\n", json.len()).into_bytes();
     prefix.extend_from_slice(&json);
     prefix.push(b'\n');
     Ok(prefix)
@@ -41,12 +48,12 @@ pub fn read_prefix(reader: &mut impl BufRead, file_len: u64) -> anyhow::Result<(
     reader.take(MAX_HEADER).read_until(b'\n', &mut line)?;
     ensure!(line.last() == Some(&b'\n'), "no header line");
     let header = std::str::from_utf8(&line[..line.len() - 1]).context("header is not text")?;
-    let Some(lengths) = header.strip_prefix(MAGIC) else {
+    let Some(fields) = header.strip_prefix(MAGIC) else {
         bail!("unknown header {header:?}");
     };
-    let mut fields = lengths.split_ascii_whitespace().map(str::parse::<u64>);
-    let (Some(Ok(json_len)), Some(Ok(message_len)), None) =
-        (fields.next(), fields.next(), fields.next())
+    let mut fields = fields.split_ascii_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(version @ (1 | VERSION))), Some(Ok(json_len)), Some(Ok(message_len)), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
     else {
         bail!("bad header {header:?}");
     };
@@ -60,14 +67,43 @@ pub fn read_prefix(reader: &mut impl BufRead, file_len: u64) -> anyhow::Result<(
     let mut json = vec![0; json_len as usize + 1];
     reader.read_exact(&mut json)?;
     ensure!(json.pop() == Some(b'\n'), "envelope line not terminated");
-    let envelope = serde_json::from_slice(&json).context("envelope")?;
+    let envelope = if version == 1 {
+        legacy::envelope(&json)
+    } else {
+        serde_json::from_slice(&json).map_err(Into::into)
+    }
+    .context("envelope")?;
     Ok((envelope, start))
 }
 
-#[derive(Serialize, Deserialize)]
-struct StatusRecord {
+#[derive(Serialize)]
+struct StatusRecord<'a> {
+    v: u64,
     rcpt: usize,
-    status: RecipientStatus,
+    status: &'a RecipientStatus,
+}
+
+/// A record as read: its status is parsed once its version is known.
+#[derive(Deserialize)]
+struct ReadRecord {
+    #[serde(default = "version_1")]
+    v: u64,
+    rcpt: usize,
+    status: serde_json::Value,
+}
+
+fn version_1() -> u64 {
+    1
+}
+
+impl ReadRecord {
+    fn status(self) -> anyhow::Result<RecipientStatus> {
+        Ok(match self.v {
+            1 => serde_json::from_value::<legacy::TextStatus>(self.status)?.into(),
+            VERSION => serde_json::from_value(self.status)?,
+            v => bail!("unknown status record version {v}"),
+        })
+    }
 }
 
 pub fn encode_status(updates: &[(usize, RecipientStatus)]) -> Vec<u8> {
@@ -75,8 +111,9 @@ pub fn encode_status(updates: &[(usize, RecipientStatus)]) -> Vec<u8> {
     for (rcpt, status) in updates {
         out.push(b'\n');
         let record = StatusRecord {
+            v: VERSION,
             rcpt: *rcpt,
-            status: status.clone(),
+            status,
         };
         serde_json::to_writer(&mut out, &record).expect("status records serialize");
         out.push(b'\n');
@@ -89,18 +126,21 @@ pub fn encode_status(updates: &[(usize, RecipientStatus)]) -> Vec<u8> {
 /// delivery that was in flight.
 pub fn apply_status(envelope: &mut Envelope, sidecar: &[u8]) {
     for line in sidecar.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        match serde_json::from_slice::<StatusRecord>(line) {
-            Ok(record) => match envelope.recipients.get_mut(record.rcpt) {
-                Some(rcpt) => rcpt.status = record.status,
+        let read = serde_json::from_slice::<ReadRecord>(line)
+            .map_err(anyhow::Error::from)
+            .and_then(|record| Ok((record.rcpt, record.status()?)));
+        match read {
+            Ok((index, status)) => match envelope.recipients.get_mut(index) {
+                Some(rcpt) => rcpt.status = status,
                 None => tracing::warn!(
                     id = %envelope.id,
-                    rcpt = record.rcpt,
+                    rcpt = index,
                     "status record for a recipient the envelope does not have; ignored"
                 ),
             },
             Err(error) => tracing::warn!(
                 id = %envelope.id,
-                %error,
+                error = format!("{error:#}"),
                 "torn status record ignored"
             ),
         }

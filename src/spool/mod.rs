@@ -12,6 +12,8 @@ mod committer;
 mod envelope;
 pub mod format;
 mod id;
+mod legacy;
+mod outcome;
 
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -30,6 +32,7 @@ use tokio::task::spawn_blocking;
 use committer::{Committer, Counters, Op};
 pub use envelope::{BodyType, Envelope, Notify, Recipient, RecipientStatus, Ret, TlsInfo};
 pub use id::QueueId;
+pub use outcome::{Cause, Command, Outcome, Remote, RemoteKind, Reply, Status};
 
 /// Queue file writes running at once: their fsyncs overlap, but a burst of sessions
 /// must not occupy the whole blocking thread pool.

@@ -230,15 +230,15 @@ async fn recipient_status_survives_reopen_and_torn_records() {
     let env = envelope(&["a@example.com", "b@example.com", "c@example.com"]);
     spool.commit(&env, message(1)).await.unwrap();
     let delivered = RecipientStatus::Delivered {
-        detail: "maildir".into(),
+        outcome: Outcome::local(Status::new(2, 0, 0), "maildir"),
     };
     let failed = RecipientStatus::Failed {
-        reason: "5.1.1 no such user".into(),
+        outcome: Outcome::local(Status::new(5, 1, 1), "no such user"),
     };
     let deferred = RecipientStatus::Deferred {
         attempts: 1,
         next_attempt: 1_700_000_300,
-        reason: "4.4.1 connection refused".into(),
+        outcome: Outcome::local(Status::new(4, 4, 1), "connection refused"),
     };
     spool
         .record(&env.id, &[(0, delivered.clone())])
@@ -284,7 +284,12 @@ async fn remove_deletes_message_and_sidecar() {
     spool
         .record(
             &env.id,
-            &[(0, RecipientStatus::Delivered { detail: "x".into() })],
+            &[(
+                0,
+                RecipientStatus::Delivered {
+                    outcome: Outcome::local(Status::new(2, 0, 0), "x"),
+                },
+            )],
         )
         .await
         .unwrap();
@@ -335,4 +340,236 @@ async fn group_commit_speed() {
             all.as_secs_f64() / single.as_secs_f64()
         );
     }
+}
+
+/// Queue and status files written before the format had a version (by the commit
+/// before structured outcomes).
+const UNVERSIONED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/spool/testdata/unversioned"
+);
+
+fn mx_reply(name: &str, addr: [u8; 4], code: u16, enhanced: &str, text: &str) -> Cause {
+    Cause::Reply {
+        remote: Remote {
+            kind: RemoteKind::Host,
+            name: name.into(),
+            addr: Some(addr.into()),
+        },
+        reply: Reply {
+            code,
+            enhanced: Some(enhanced.parse().unwrap()),
+            text: text.into(),
+        },
+        command: Command::RcptTo,
+    }
+}
+
+#[test]
+fn unversioned_files_are_read_as_structured_outcomes() {
+    let entries = inspect(Path::new(UNVERSIONED)).unwrap();
+    let [entry] = &entries[..] else {
+        panic!("{entries:?}");
+    };
+    let statuses: Vec<_> = entry
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.status.clone())
+        .collect();
+    let relay = Cause::Reply {
+        remote: Remote {
+            kind: RemoteKind::Relay,
+            name: "smtp.relay.example:587".into(),
+            addr: None,
+        },
+        reply: Reply {
+            code: 554,
+            enhanced: None,
+            text: "Transaction failed".into(),
+        },
+        command: Command::EndOfData,
+    };
+    let outcome = |status: &str, cause| Outcome {
+        status: status.parse().unwrap(),
+        cause,
+        expired: false,
+    };
+    assert_eq!(
+        statuses,
+        [
+            RecipientStatus::Deferred {
+                attempts: 1,
+                next_attempt: 1_764_000_400,
+                outcome: outcome(
+                    "4.3.0",
+                    mx_reply(
+                        "mx.temp.example",
+                        [192, 0, 2, 3],
+                        450,
+                        "4.3.0",
+                        "Try again later"
+                    )
+                ),
+            },
+            RecipientStatus::Failed {
+                outcome: outcome(
+                    "5.1.1",
+                    mx_reply(
+                        "mx.reject.example",
+                        [192, 0, 2, 4],
+                        550,
+                        "5.1.1",
+                        "<carol@reject.example>: Recipient address rejected: User unknown"
+                    )
+                ),
+            },
+            RecipientStatus::Deferred {
+                attempts: 1,
+                next_attempt: 1_764_000_400,
+                outcome: Outcome::local(
+                    Status::new(4, 4, 1),
+                    "connect to host mx.gone.example[192.0.2.5]:25: Connection refused (os error 111)"
+                ),
+            },
+            RecipientStatus::Delivered {
+                outcome: Outcome::local(
+                    Status::new(2, 0, 0),
+                    "delivered to maildir /var/mail/example.com/erin"
+                ),
+            },
+            RecipientStatus::Failed {
+                outcome: outcome("5.0.0", relay),
+            },
+        ]
+    );
+
+    // Rendered, each outcome reads exactly as the old text did.
+    let sidecar = fs::read_to_string(
+        Path::new(UNVERSIONED)
+            .join("queue")
+            .join(format!("{}{SIDECAR_SUFFIX}", entry.envelope.id)),
+    )
+    .unwrap();
+    let texts: Vec<String> = sidecar
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let record: serde_json::Value = serde_json::from_str(l).unwrap();
+            let status = &record["status"];
+            status
+                .get("reason")
+                .unwrap_or(&status["detail"])
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let rendered: Vec<String> = statuses
+        .iter()
+        .map(|s| match s {
+            RecipientStatus::Deferred { outcome, .. }
+            | RecipientStatus::Failed { outcome }
+            | RecipientStatus::Delivered { outcome } => outcome.to_string(),
+            RecipientStatus::Pending => String::new(),
+        })
+        .collect();
+    assert_eq!(rendered, texts);
+}
+
+#[tokio::test]
+async fn an_unversioned_message_takes_new_records_and_new_files_carry_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fs::create_dir(&queue).unwrap();
+    for entry in fs::read_dir(Path::new(UNVERSIONED).join("queue")).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), queue.join(entry.file_name())).unwrap();
+    }
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let [id] = spool.list().await.unwrap()[..] else {
+        panic!("the fixture holds one message");
+    };
+    let delivered = RecipientStatus::Delivered {
+        outcome: Outcome::local(Status::new(2, 0, 0), "delivered to maildir /m"),
+    };
+    spool.record(&id, &[(0, delivered.clone())]).await.unwrap();
+    drop(spool);
+    let spool = Spool::open(dir.path()).await.unwrap();
+    assert_eq!(names(&dir.path().join("corrupt")), Vec::<String>::new());
+    let loaded = spool.load(&id).await.unwrap();
+    assert_eq!(loaded.envelope.recipients[0].status, delivered);
+    assert!(matches!(
+        loaded.envelope.recipients[1].status,
+        RecipientStatus::Failed { .. }
+    ));
+    assert_eq!(
+        &loaded.message[..],
+        b"From: alice@example.com\r\nSubject: fixture\r\n\r\nHello\r\n"
+    );
+    let sidecar = fs::read_to_string(queue.join(format!("{id}{SIDECAR_SUFFIX}"))).unwrap();
+    assert!(sidecar.ends_with("\n{\"v\":2,\"rcpt\":0,\"status\":{\"state\":\"delivered\",\"outcome\":{\"status\":\"2.0.0\",\"cause\":\"local\",\"text\":\"delivered to maildir /m\"}}}\n"), "{sidecar}");
+
+    let env = envelope(&["a@example.com"]);
+    spool.commit(&env, message(1)).await.unwrap();
+    let written = fs::read(queue.join(env.id.as_str())).unwrap();
+    assert!(written.starts_with(b"POSTHORN-QUEUE 2 "), "{written:?}");
+}
+
+#[test]
+fn legacy_text_is_parsed_once_and_renders_back() {
+    for text in [
+        "5.1.1 host mx.example.net[2001:db8::1] said: 550 5.1.1 <b@x>: no (in reply to RCPT TO command) (message expired in the queue)",
+        "4.0.0 lmtp unix:/run/lmtp said: 451 try later (in reply to end of DATA command)",
+        "4.4.2 lost connection with host mx.x[192.0.2.1] while sending RCPT TO: timeout",
+        "5.1.3 mailbox name \"..\" is not usable as a directory",
+        "5.6.3 host mx.x[192.0.2.1] said: nothing parseable",
+    ] {
+        assert_eq!(
+            legacy::outcome(text, Status::new(5, 0, 0)).to_string(),
+            text
+        );
+    }
+    let expired = legacy::outcome(
+        "5.1.1 host mx.example.net[2001:db8::1] said: 550 5.1.1 <b@x>: no (in reply to RCPT TO command) (message expired in the queue)",
+        Status::new(5, 0, 0),
+    );
+    assert!(expired.expired);
+    assert!(matches!(
+        expired.cause,
+        Cause::Reply { ref remote, .. } if remote.addr == Some("2001:db8::1".parse().unwrap())
+    ));
+    assert!(matches!(
+        legacy::outcome(
+            "5.6.3 host mx.x[192.0.2.1] said: nothing parseable",
+            Status::new(5, 0, 0)
+        )
+        .cause,
+        Cause::Local { .. }
+    ));
+    // No status code: the state's class.
+    assert_eq!(
+        legacy::outcome("delivered", Status::new(2, 0, 0)).to_string(),
+        "2.0.0 delivered"
+    );
+}
+
+#[test]
+fn unversioned_envelope_statuses_are_converted_too() {
+    let json = br#"{"id":"1K1E9MFM7GVE6DG","mail_from":"","recipients":[{"address":"a@x","status":{"state":"failed","reason":"5.1.1 host mx.x[192.0.2.1] said: 550 5.1.1 no (in reply to RCPT TO command)"}}],"client_addr":"192.0.2.1:25","client_helo":"h","listener":"smtp","received_at":1}"#;
+    let mut file = format!("POSTHORN-QUEUE 1 {} 2\n", json.len()).into_bytes();
+    file.extend_from_slice(json);
+    file.extend_from_slice(b"\nhi");
+    let (envelope, start) = format::read_prefix(&mut &file[..], file.len() as u64).unwrap();
+    assert_eq!(start as usize, file.len() - 2);
+    let RecipientStatus::Failed { outcome } = &envelope.recipients[0].status else {
+        panic!("{envelope:?}");
+    };
+    assert!(matches!(outcome.cause, Cause::Reply { .. }), "{outcome:?}");
+    assert_eq!(
+        outcome.to_string(),
+        "5.1.1 host mx.x[192.0.2.1] said: 550 5.1.1 no (in reply to RCPT TO command)"
+    );
+    let unknown = [b"POSTHORN-QUEUE 3".as_slice(), &file[16..]].concat();
+    assert!(format::read_prefix(&mut &unknown[..], unknown.len() as u64).is_err());
 }

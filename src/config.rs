@@ -611,17 +611,19 @@ impl Config {
     }
 }
 
+/// The smallest valid config file, for the tests of this module and its submodules.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = "
+const MINIMAL: &str = "
 hostname: mail.example.com
 domains: [example.com]
 tls: {cert: /tls/tls.crt, key: /tls/tls.key}
 auth: {passwdFile: /users/passwd}
 spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn minimal_file_gets_defaults() {

@@ -57,14 +57,7 @@ fn check_path(path: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MINIMAL: &str = "
-hostname: mail.example.com
-domains: [example.com]
-tls: {cert: /tls/tls.crt, key: /tls/tls.key}
-auth: {passwdFile: /users/passwd}
-spool: {directory: /var/spool/posthorn, maildirRoot: /var/mail}
-";
+    use crate::config::MINIMAL;
 
     fn config() -> Config {
         let c: Config = serde_saphyr::from_str(MINIMAL).unwrap();

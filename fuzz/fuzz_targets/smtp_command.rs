@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use posthorn::smtp::session::parse_command;
+use posthorn::smtp::command::parse_command;
 use smtp_proto::Request;
 
 fn check(what: &str, value: &str) {

@@ -1,13 +1,15 @@
 //! The SMTP side: listeners, connection limits, and the session state machine.
 
+pub mod command;
 pub mod data;
 mod deadline;
 mod duplicates;
+mod envelope;
 mod limits;
 mod path;
 pub mod proxy;
 mod received;
-pub mod session;
+mod session;
 mod size_param;
 mod stream;
 #[cfg(test)]

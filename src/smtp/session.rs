@@ -16,18 +16,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::command::parse_command;
 use super::data::{DataReceiver, Discard};
 use super::deadline::Deadline;
 use super::duplicates::DuplicateFilter;
+use super::envelope::{body_type, recipient, ret_type};
 use super::limits::{Refused, Slot};
-use super::path;
 use super::received::Trace;
 use super::size_param::{DeclaredSize, declared_size};
 use super::stream::Stream;
 use super::{ListenerKind, Server, client_name, printable};
 use crate::auth::{Verdict, sasl};
 use crate::policy::RcptContext;
-use crate::spool::{self, BodyType, Envelope, Notify, QueueId, Recipient, Ret, Spool, TlsInfo};
+use crate::spool::{self, Envelope, QueueId, Spool, TlsInfo};
 
 const READ_BUFFER: usize = 16 * 1024;
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4 allows 512; extensions need more).
@@ -953,177 +954,5 @@ impl Session {
                 }
             }
         }
-    }
-}
-
-fn body_type(flags: u64) -> Option<BodyType> {
-    if flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
-        Some(BodyType::EightBitMime)
-    } else if flags & smtp_proto::MAIL_BODY_7BIT != 0 {
-        Some(BodyType::SevenBit)
-    } else {
-        None
-    }
-}
-
-fn ret_type(flags: u64) -> Option<Ret> {
-    if flags & smtp_proto::MAIL_RET_FULL != 0 {
-        Some(Ret::Full)
-    } else if flags & smtp_proto::MAIL_RET_HDRS != 0 {
-        Some(Ret::Hdrs)
-    } else {
-        None
-    }
-}
-
-/// RCPT TO with its DSN parameters (RFC 3461), as the envelope keeps them; mail for
-/// postmaster goes to `postmaster`, and when that rewrites the address, the address as
-/// given is kept in ORCPT (RFC 3461 §4.2).
-fn recipient(to: &RcptTo<String>, postmaster: Option<&str>) -> Recipient {
-    let rewritten = postmaster.filter(|target| *target != to.address);
-    let mut rcpt = Recipient::new(rewritten.unwrap_or(&to.address));
-    // smtp-proto keeps the ORCPT address without its type, which it requires be rfc822.
-    rcpt.orcpt = to
-        .orcpt
-        .as_deref()
-        .or(rewritten.map(|_| to.address.as_str()))
-        .map(|address| format!("rfc822;{address}"));
-    rcpt.notify = [
-        (smtp_proto::RCPT_NOTIFY_SUCCESS, Notify::Success),
-        (smtp_proto::RCPT_NOTIFY_FAILURE, Notify::Failure),
-        (smtp_proto::RCPT_NOTIFY_DELAY, Notify::Delay),
-        (smtp_proto::RCPT_NOTIFY_NEVER, Notify::Never),
-    ]
-    .into_iter()
-    .filter(|(flag, _)| to.flags & flag != 0)
-    .map(|(_, notify)| notify)
-    .collect();
-    rcpt
-}
-
-/// Parses one command line (LF included) as the session does.
-pub fn parse_command(line: &[u8]) -> Result<Request<String>, ParseError> {
-    let parsed = match Request::parse(&mut line.iter()).map(Request::into_owned) {
-        // smtp-proto reads both `<>` and `<postmaster>` as "".
-        Ok(Request::Rcpt { to }) if to.address.is_empty() => {
-            path::reparse(line, ParseError::InvalidRecipientAddress)
-        }
-        // Address literals and `RCPT TO:<bob>`, which smtp-proto refuses.
-        Err(err @ (ParseError::InvalidSenderAddress | ParseError::InvalidRecipientAddress)) => {
-            path::reparse(line, err)
-        }
-        parsed => parsed,
-    };
-    match parsed {
-        // Kept for the Received header and the queue file: as Postfix, `?` for controls.
-        Ok(Request::Ehlo { host }) => Ok(Request::Ehlo {
-            host: printable(&host),
-        }),
-        Ok(Request::Helo { host }) => Ok(Request::Helo {
-            host: printable(&host),
-        }),
-        // Addresses and DSN parameters reach the next hop: no control characters (the
-        // xtext of ORCPT and ENVID may decode to any byte).
-        Ok(Request::Mail { from }) if has_control(&from.address) => {
-            Err(ParseError::InvalidSenderAddress)
-        }
-        Ok(Request::Mail { from }) if from.env_id.as_deref().is_some_and(has_control) => {
-            Err(ParseError::InvalidParameter { param: "ENVID" })
-        }
-        Ok(Request::Rcpt { to }) if has_control(&to.address) => {
-            Err(ParseError::InvalidRecipientAddress)
-        }
-        Ok(Request::Rcpt { to }) if to.orcpt.as_deref().is_some_and(has_control) => {
-            Err(ParseError::InvalidParameter { param: "ORCPT" })
-        }
-        parsed => parsed,
-    }
-}
-
-fn has_control(s: &str) -> bool {
-    s.chars().any(char::is_control)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn to(address: &str, orcpt: Option<&str>) -> RcptTo<String> {
-        RcptTo {
-            address: address.into(),
-            orcpt: orcpt.map(String::from),
-            rrvs: 0,
-            flags: smtp_proto::RCPT_NOTIFY_FAILURE,
-        }
-    }
-
-    #[test]
-    fn envelope_recipient_keeps_orcpt_with_its_type() {
-        let rcpt = recipient(&to("bob@example.com", Some("Bob@Example.COM")), None);
-        assert_eq!(rcpt.address, "bob@example.com");
-        assert_eq!(rcpt.orcpt.as_deref(), Some("rfc822;Bob@Example.COM"));
-        assert_eq!(rcpt.notify, [Notify::Failure]);
-        assert_eq!(recipient(&to("bob@example.com", None), None).orcpt, None);
-    }
-
-    #[test]
-    fn postmaster_goes_to_its_address_with_the_original_in_orcpt() {
-        let admin = Some("admin@example.net");
-        let rcpt = recipient(&to("PostMaster", None), admin);
-        assert_eq!(rcpt.address, "admin@example.net");
-        assert_eq!(rcpt.orcpt.as_deref(), Some("rfc822;PostMaster"));
-        let rcpt = recipient(&to("postmaster@example.com", Some("pm@example.org")), admin);
-        assert_eq!(rcpt.address, "admin@example.net");
-        assert_eq!(rcpt.orcpt.as_deref(), Some("rfc822;pm@example.org"));
-        // Nothing rewritten, nothing to remember.
-        let same = Some("postmaster@example.com");
-        let rcpt = recipient(&to("postmaster@example.com", None), same);
-        assert_eq!(rcpt.address, "postmaster@example.com");
-        assert_eq!(rcpt.orcpt, None);
-    }
-
-    #[test]
-    fn parse_command_takes_a_bare_local_part() {
-        let Ok(Request::Rcpt { to }) = parse_command(b"RCPT TO:<bob>\r\n") else {
-            panic!("RCPT");
-        };
-        assert_eq!(to.address, "bob");
-        assert_eq!(
-            parse_command(b"RCPT TO:<b ob>\r\n").unwrap_err(),
-            ParseError::InvalidRecipientAddress
-        );
-    }
-
-    #[test]
-    fn parse_command_neuters_control_characters_in_the_helo_name() {
-        // Found by fuzz/fuzz_targets/smtp_command.rs.
-        let line = b"HELO CP\x01\x01\0T.\xb0.2.1]\r\n";
-        let Ok(Request::Helo { host }) = parse_command(line) else {
-            panic!("HELO");
-        };
-        assert_eq!(host, "CP???T.\u{fffd}.2.1]");
-        let Ok(Request::Ehlo { host }) = parse_command(b"EHLO a\x1bb\r\n") else {
-            panic!("EHLO");
-        };
-        assert_eq!(host, "a?b");
-    }
-
-    #[test]
-    fn parse_command_refuses_control_characters_in_addresses_and_dsn_parameters() {
-        // Found by fuzz/fuzz_targets/smtp_command.rs: a DEL in ORCPT; and a CR as xtext.
-        for line in [
-            &b"RCPT TO:<bob@example.com> ORCPT=rfc822;bob@exa\rmple.c\x7fm\r\n"[..],
-            b"RCPT TO:<bob@example.com> ORCPT=rfc822;bob@exa+0Dmple.com\r\n",
-        ] {
-            assert_eq!(
-                parse_command(line).unwrap_err(),
-                ParseError::InvalidParameter { param: "ORCPT" }
-            );
-        }
-        assert_eq!(
-            parse_command(b"MAIL FROM:<a@example.com> ENVID=a+0Ab\r\n").unwrap_err(),
-            ParseError::InvalidParameter { param: "ENVID" }
-        );
-        assert!(parse_command(b"RCPT TO:<bob@example.com> ORCPT=rfc822;b+2Bob@x.y\r\n").is_ok());
     }
 }

@@ -157,7 +157,7 @@ mod tests {
         // builds, an absurd allocation in release ones).
         let max = u64::MAX;
         for (json_len, message_len) in [(max, max), (max - 17, 3), (2, max)] {
-            let file = format!("{MAGIC} {json_len} {message_len}\n{{}}\n");
+            let file = format!("{MAGIC} {VERSION} {json_len} {message_len}\n{{}}\n");
             let err = read_prefix(&mut file.as_bytes(), file.len() as u64).unwrap_err();
             assert!(err.to_string().contains("says otherwise"), "{err}");
         }

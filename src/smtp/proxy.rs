@@ -80,6 +80,11 @@ pub async fn read_header<R: AsyncRead + Unpin>(io: &mut R) -> Result<Option<Sock
 
 fn parse_v1(line: &[u8]) -> Result<Option<SocketAddr>, Error> {
     use ppp::v1::{Addresses, Header};
+    // The line is US-ASCII by the spec; ppp slices it by byte offsets and panics inside
+    // a multi-byte character (found by fuzz/fuzz_targets/proxy_header.rs).
+    if !line.is_ascii() {
+        return Err(Error::Malformed("not ASCII".into()));
+    }
     let text = std::str::from_utf8(line).map_err(|_| Error::Malformed("not ASCII".into()))?;
     let header = Header::try_from(text).map_err(|e| Error::Malformed(e.to_string()))?;
     // The parser stops at the first CR; anything between it and the LF is not CRLF.
@@ -192,6 +197,8 @@ mod tests {
             b"PROXY TCP4 203.0.113.7 192.0.2.1 1 25\rx\n",
             b"PROXY TCP4 203.0.113.7 192.0.2.1 1 25 extra\r\n",
             b"PROXY TCP4 203.0.113.\xff 192.0.2.1 1 25\r\n",
+            // Valid UTF-8 but not ASCII: ppp panicked on it (found by fuzzing).
+            "PROXY TCP6 2001:db8::7 2001:db8:\rƘb P6 2001Ƙb\n".as_bytes(),
         ] {
             let (got, _) = run(PEER, bad);
             assert!(

@@ -389,6 +389,15 @@ pub(super) mod tests {
         );
     }
 
+    /// What a next hop got after its `DATA` command: the message as sent.
+    pub fn after_data(seen: &[u8]) -> &[u8] {
+        let at = seen
+            .windows(6)
+            .position(|w| w == b"DATA\r\n")
+            .expect("a DATA command");
+        &seen[at + 6..]
+    }
+
     /// A next hop (SMTP, or LMTP with one recipient) that accepts everything and records
     /// the bytes it got.
     pub async fn next_hop(io: impl AsyncRead + AsyncWrite, greet: bool) -> Vec<u8> {
@@ -438,13 +447,8 @@ pub(super) mod tests {
         assert!(matches!(outcome.results[..], [(0, Attempt::Delivered(_))]));
         drop(client);
         let seen = hop.await.unwrap();
-        let data = seen
-            .windows(6)
-            .position(|w| w == b"DATA\r\n")
-            .map(|at| &seen[at + 6..])
-            .unwrap();
         assert_eq!(
-            data,
+            after_data(&seen),
             b"Subject: x\r\n\r\nbare\r\nlf cr\r\n..\r\nMAIL FROM:<a@b>\r\n..  end\r\n.\r\n"
         );
     }

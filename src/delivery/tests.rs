@@ -485,13 +485,8 @@ delivery: {{lmtp: '{addr}', connectTimeout: 2s}}
     let seen = tokio::time::timeout(Duration::from_secs(30), hop)
         .await
         .expect("the next hop saw no end of data");
-    let data = seen
-        .windows(6)
-        .position(|w| w == b"DATA\r\n")
-        .map(|at| &seen[at + 6..])
-        .unwrap();
     assert_eq!(
-        data,
+        super::client::tests::after_data(&seen),
         &b"Subject: x\r\n\r\nbare\r\nlf cr\r\n..\r\nMAIL FROM:<a@b>\r\n..  end\r\n.\r\nQUIT\r\n"[..]
     );
 }

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -217,10 +217,7 @@ impl Drop for Attempt<'_> {
 /// The unit one client controls: an IPv4 address, or an IPv6 /64 (a single host
 /// usually has a whole /64 to pick addresses from).
 fn network(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & (u128::MAX << 64))),
-        v4 => v4,
-    }
+    crate::mail::network(ip, 32, 64)
 }
 
 #[cfg(test)]

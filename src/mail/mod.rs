@@ -3,6 +3,8 @@
 
 mod address;
 mod listener;
+mod network;
 
 pub use address::{Address, primary_domain};
 pub use listener::{ListenerKind, METRICS_NAME, METRICS_POD_PORT};
+pub use network::network;

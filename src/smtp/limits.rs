@@ -3,7 +3,7 @@
 //! taken (Postfix's stress-adaptive behaviour).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -105,10 +105,7 @@ impl Counts {
 
 /// The client's network: its IPv4 /24 or IPv6 /64.
 fn network(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & !0xff)),
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
-    }
+    crate::mail::network(ip, 24, 64)
 }
 
 fn release(map: &mut HashMap<IpAddr, usize>, key: IpAddr) {

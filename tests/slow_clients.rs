@@ -154,6 +154,11 @@ fn stress_shortens_the_idle_timeout() {
     }
     let took = stressed.elapsed();
     assert!(took < Duration::from_secs(2) + SLACK, "{took:?}");
+    // The log line may reach our reader after the replies did.
+    let logged = Instant::now() + SLACK;
+    while !s.stderr().contains("stress=true") && Instant::now() < logged {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(s.stderr().contains("stress=true"), "{}", s.stderr());
 
     // Stress is over once they are gone: the normal timeout applies again.

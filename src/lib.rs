@@ -10,6 +10,7 @@ pub mod crlf;
 pub mod delivery;
 pub mod mail;
 pub mod operator;
+pub mod plan;
 pub mod policy;
 pub mod reload;
 pub mod serve;

@@ -13,9 +13,10 @@ use rand::distr::{Alphanumeric, SampleString};
 
 use crate::api::{self, MailServer, TlsSource};
 use crate::auth::scheme::{self, Scheme};
-use crate::config::{Config, FileLayout, Listeners};
+use crate::config::Listeners;
 use crate::delivery::dkim::KeyAlgorithm;
 use crate::mail::{self, Address, ListenerKind};
+use crate::plan::{self, DKIM_KEY, FileLayout};
 use crate::serve;
 
 pub struct Options {
@@ -36,7 +37,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let (cert, key) = tls_files(&manifest, &options)?;
     let (passwd, test_user) = users_file(&manifest, &options)?;
     let senders = state.join("sender-login-map");
-    write_private(&senders, &sender_map(&manifest))?;
+    write_private(&senders, &plan::sender_map(&manifest.spec))?;
 
     let layout = FileLayout {
         cert,
@@ -58,7 +59,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             .map(|(dir, secret)| dir.join(secret)),
         dkim_key: dkim_key_file(&manifest, &options)?,
     };
-    let mut config = Config::for_mailserver(&manifest.spec, &layout)?;
+    let mut config = plan::server_config(&manifest.spec, &layout)?;
     // The manifest's ports are the Service's; locally we bind the pod's unprivileged ports.
     let pod = config.listeners.clone();
     config.listeners = Listeners::from_fn(|kind| {
@@ -168,7 +169,7 @@ fn users_file(
 fn dkim_key_file(manifest: &MailServer, options: &Options) -> anyhow::Result<PathBuf> {
     let dkim = &manifest.spec.dkim;
     if let (Some(dir), Some(secret)) = (&options.secrets_dir, &dkim.secret_name) {
-        let path = dir.join(secret).join(crate::operator::render::DKIM_KEY);
+        let path = dir.join(secret).join(DKIM_KEY);
         if path.exists() {
             return Ok(path);
         }
@@ -183,20 +184,11 @@ fn dkim_key_file(manifest: &MailServer, options: &Options) -> anyhow::Result<Pat
             .primary_domain()
             .context("spec.domains is empty")?;
         tracing::info!(
-            record = %crate::delivery::dkim::zone_line(&format!("{}._domainkey.{domain}.", dkim.selector), &key.dns_record),
+            record = %crate::delivery::dkim::zone_line(&format!("{}.", plan::dkim_record_name(&dkim.selector, domain)), &key.dns_record),
             "generated a DKIM key; publish this record"
         );
     }
     Ok(path)
-}
-
-fn sender_map(manifest: &MailServer) -> String {
-    manifest
-        .spec
-        .sender_logins
-        .iter()
-        .map(|entry| format!("{} {}\n", entry.address, entry.logins.join(", ")))
-        .collect()
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {

@@ -12,4 +12,3 @@ pub use crd::crd_yaml;
 pub use manifest::load_manifest;
 pub use spec::{IssuerKind, MailServer, MailServerSpec, QueueStorage, ServiceType, TlsSource};
 pub use status::{DnsRecord, Endpoints, MailServerStatus};
-pub use validate::split_host_port;

@@ -7,7 +7,7 @@
 use anyhow::bail;
 
 use super::Config;
-use crate::api::validate::{check_address, check_dns_name, check_fqdn, split_host_port};
+use crate::mail::name::{check_address, check_dns_name, check_fqdn, split_host_port};
 
 impl Config {
     pub(super) fn check_wire_strings(&self) -> anyhow::Result<()> {

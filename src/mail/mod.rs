@@ -3,6 +3,7 @@
 
 mod address;
 mod listener;
+pub mod name;
 mod network;
 
 pub use address::{Address, primary_domain};

@@ -24,12 +24,13 @@ use super::apply::{self, FIELD_MANAGER};
 use super::keys;
 use super::metrics::OperatorMetrics;
 use super::render::{
-    self, DKIM_KEY, GeneratedSecret, Names, PdbApi, RenderOptions, Rendered, SecretData,
-    SelfSignedReason, TlsPlan,
+    self, GeneratedSecret, Names, PdbApi, RenderOptions, Rendered, SecretData, SelfSignedReason,
+    TlsPlan,
 };
 use super::status::{self, Cond};
 use crate::api::{Endpoints, MailServer, TlsSource};
 use crate::mail::ListenerKind;
+use crate::plan::DKIM_KEY;
 
 /// How often a MailServer is looked at without any change: repairs objects whose kinds
 /// are not watched (Certificate, DNSEndpoint, PodDisruptionBudget) and deletions missed
@@ -915,7 +916,7 @@ mod tests {
             "mail-dkim",
             &[
                 (DKIM_KEY, "key"),
-                (render::DKIM_TXT_KEY, "v=DKIM1; k=rsa; p=AAAA"),
+                (crate::plan::DKIM_TXT_KEY, "v=DKIM1; k=rsa; p=AAAA"),
             ],
         );
         let tls = secret(

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::delivery::dkim;
-
-use super::render::{DKIM_KEY, DKIM_TXT_KEY};
+use crate::plan::{DKIM_KEY, DKIM_TXT_KEY};
 
 /// RSA, not Ed25519: receivers that ignore Ed25519 signatures (RFC 8463) are common.
 const DKIM_RSA_BITS: usize = 2048;

@@ -26,31 +26,18 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::api::{
-    DnsRecord, IssuerKind, MailServer, QueueStorage, ServiceType, TlsSource, split_host_port,
-};
-use crate::config::{Config, FileLayout, LogFormat};
+use crate::api::{DnsRecord, IssuerKind, MailServer, QueueStorage, ServiceType, TlsSource};
+use crate::config::LogFormat;
 use crate::mail;
+use crate::mail::name::split_host_port;
+use crate::plan::{
+    self, CONFIG_DIR, CONFIG_FILE, CONFIG_KEY, DKIM_KEY, DKIM_TXT_KEY, FileLayout, SECRETS_DIR,
+    SENDER_MAP_KEY, STATE_DIR,
+};
 
-/// Where the pod finds its files. The ConfigMap is mounted at [`CONFIG_DIR`]; each Secret
-/// gets a directory of its own under [`SECRETS_DIR`] (not nested inside the ConfigMap's
-/// read-only mount).
-pub const CONFIG_DIR: &str = "/etc/posthorn";
-pub const CONFIG_FILE: &str = "/etc/posthorn/config.yaml";
-pub const SECRETS_DIR: &str = "/run/posthorn";
-/// The pod's writable state: spool and maildirs (emptyDir or the queue claim).
-pub const STATE_DIR: &str = "/var/lib/posthorn";
 /// Where the image keeps the binary.
 pub const POD_BINARY: &str = "/usr/local/bin/posthorn";
 
-/// Key of the server config in the ConfigMap.
-pub const CONFIG_KEY: &str = "config.yaml";
-/// Key of the sender login map in the ConfigMap.
-pub const SENDER_MAP_KEY: &str = "sender-logins";
-/// Keys of the DKIM Secret: the private key (PKCS#8 PEM) and, in generated Secrets, the
-/// TXT record value that publishes its public half.
-pub const DKIM_KEY: &str = "dkim.key";
-pub const DKIM_TXT_KEY: &str = "dkim.txt";
 /// Pod template annotation holding the sha256 of the server config: a config change
 /// rolls the pods. Certificates, users and the sender map are hot-reloaded and are
 /// deliberately not part of it.
@@ -283,20 +270,6 @@ impl Names {
     }
 }
 
-/// The pod's file layout, as `Config::for_mailserver` wants it.
-pub fn pod_layout() -> FileLayout {
-    FileLayout {
-        cert: format!("{SECRETS_DIR}/tls/tls.crt").into(),
-        key: format!("{SECRETS_DIR}/tls/tls.key").into(),
-        passwd: format!("{SECRETS_DIR}/users/passwd").into(),
-        sender_login_map: format!("{CONFIG_DIR}/{SENDER_MAP_KEY}").into(),
-        spool: format!("{STATE_DIR}/spool").into(),
-        maildir_root: format!("{STATE_DIR}/mail").into(),
-        relay_credentials: Some(format!("{SECRETS_DIR}/relay").into()),
-        dkim_key: format!("{SECRETS_DIR}/dkim/{DKIM_KEY}").into(),
-    }
-}
-
 /// Renders every object `server` needs. Fails only when the spec cannot be turned into
 /// a server config (the controller reports that in the Degraded condition).
 pub fn render(
@@ -308,7 +281,7 @@ pub fn render(
     let names = Names::new(server);
     let base = Base::new(server);
 
-    let mut config = Config::for_mailserver(spec, &pod_layout())?;
+    let mut config = plan::server_config(spec, &FileLayout::pod())?;
     config.log.format = LogFormat::Json;
     let config_yaml = config.to_yaml()?;
     let checksum = sha256_hex(config_yaml.as_bytes());
@@ -316,7 +289,7 @@ pub fn render(
         metadata: base.meta(names.config_map(), "mail-server"),
         data: Some(BTreeMap::from([
             (CONFIG_KEY.to_string(), config_yaml),
-            (SENDER_MAP_KEY.to_string(), sender_map(server)),
+            (SENDER_MAP_KEY.to_string(), plan::sender_map(spec)),
         ])),
         ..ConfigMap::default()
     };
@@ -766,16 +739,6 @@ fn service(server: &MailServer, names: &Names, base: &Base) -> Service {
     }
 }
 
-/// Postfix `smtpd_sender_login_maps` lines: `address login1, login2`.
-fn sender_map(server: &MailServer) -> String {
-    server
-        .spec
-        .sender_logins
-        .iter()
-        .map(|entry| format!("{} {}\n", entry.address, entry.logins.join(", ")))
-        .collect()
-}
-
 /// The DKIM TXT record from the DKIM Secret: its `dkim.txt` when the operator generated
 /// it, else derived from an RSA private key in `dkim.key`.
 fn dkim_record(secret: Option<&BTreeMap<String, Vec<u8>>>) -> Option<String> {
@@ -819,7 +782,7 @@ fn dns_records(server: &MailServer, dkim_txt: Option<&str>) -> Vec<DnsRecord> {
         }
         if let Some(txt) = dkim_txt {
             records.push(record(
-                format!("{}._domainkey.{domain}", spec.dkim.selector),
+                plan::dkim_record_name(&spec.dkim.selector, domain),
                 "TXT",
                 txt.to_string(),
             ));
@@ -1197,7 +1160,7 @@ mod tests {
         assert_eq!(container.args.as_ref().unwrap()[2], CONFIG_FILE);
 
         // The config file the pod reads names only paths that its volumes provide.
-        let config: Config =
+        let config: crate::config::Config =
             serde_saphyr::from_str(&rendered.config_map.data.as_ref().unwrap()[CONFIG_KEY])
                 .unwrap();
         let mounts: Vec<&str> = container

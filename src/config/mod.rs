@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::api::MailServerSpec;
 use crate::mail::{self, ListenerKind};
 
 mod wire;
@@ -70,7 +69,7 @@ pub struct Listeners {
 impl Default for Listeners {
     /// Every listener, on its pod port on all addresses.
     fn default() -> Self {
-        Listeners::from_fn(|kind| Some(any_address(kind.pod_port())))
+        Listeners::pod_ports(|_| true)
     }
 }
 
@@ -82,6 +81,11 @@ impl Listeners {
             submission: at(ListenerKind::Submission),
             submissions: at(ListenerKind::Submissions),
         }
+    }
+
+    /// The `enabled` kinds on their pod ports, on all addresses.
+    pub fn pod_ports(enabled: impl Fn(ListenerKind) -> bool) -> Listeners {
+        Listeners::from_fn(|kind| enabled(kind).then(|| any_address(kind.pod_port())))
     }
 
     pub fn get(&self, kind: ListenerKind) -> Option<SocketAddr> {
@@ -468,85 +472,32 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-/// Where the files a server needs are, on a pod (the operator's mounts) or locally (`up`).
-pub struct FileLayout {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub passwd: PathBuf,
-    pub sender_login_map: PathBuf,
-    pub spool: PathBuf,
-    pub maildir_root: PathBuf,
-    /// The mounted relay credentials Secret (`username`, `password`), when there is one.
-    pub relay_credentials: Option<PathBuf>,
-    /// The DKIM private key (PEM).
-    pub dkim_key: PathBuf,
-}
-
 impl Config {
-    /// The server config a `MailServer` asks for, with files where `layout` says. The
-    /// operator writes this into the ConfigMap; `posthorn up` runs it directly.
-    pub fn for_mailserver(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Result<Config> {
-        let max_message_size = spec
-            .submission
-            .max_message_bytes()
-            .map_err(|e| anyhow::anyhow!("spec.submission.maxMessageSize: {e}"))?;
-        let config = Config {
-            hostname: spec.hostname.clone(),
-            domains: spec.domains.clone(),
-            postmaster: spec.postmaster.clone(),
-            // The pod's ports, whatever the Service's.
-            listeners: Listeners::from_fn(|kind| {
-                spec.service_port(kind)
-                    .map(|_| any_address(kind.pod_port()))
-            }),
+    /// The config a file naming only these gets: every other key at its default.
+    pub fn with_defaults(
+        hostname: String,
+        tls: TlsConfig,
+        auth: AuthConfig,
+        spool: SpoolConfig,
+    ) -> Config {
+        Config {
+            hostname,
+            domains: Vec::new(),
+            postmaster: None,
+            listeners: Listeners::default(),
             metrics: default_metrics(),
-            tls: TlsConfig {
-                cert: layout.cert.clone(),
-                key: layout.key.clone(),
-            },
-            auth: AuthConfig::new(layout.passwd.clone()),
-            sender_login_map: Some(layout.sender_login_map.clone()),
+            tls,
+            auth,
+            sender_login_map: None,
             dns: DnsConfig::default(),
-            spool: SpoolConfig {
-                directory: layout.spool.clone(),
-                maildir_root: layout.maildir_root.clone(),
-            },
-            limits: Limits {
-                max_message_size: usize::try_from(max_message_size)?,
-                ..Limits::default()
-            },
-            proxy_protocol: ProxyProtocol {
-                trusted_cidrs: spec
-                    .proxy_protocol
-                    .trusted_cidrs
-                    .iter()
-                    .map(|cidr| cidr.parse())
-                    .collect::<Result<_, _>>()
-                    .context("spec.proxyProtocol.trustedCIDRs")?,
-            },
-            delivery: DeliveryConfig {
-                relay: spec.relay.as_ref().map(|relay| RelayConfig {
-                    host: relay.host.clone(),
-                    tls: None,
-                    ca_file: None,
-                    credentials_dir: relay
-                        .credentials_secret
-                        .as_ref()
-                        .and(layout.relay_credentials.clone()),
-                }),
-                lmtp: spec.delivery.local.lmtp.clone(),
-                ..DeliveryConfig::default()
-            },
+            spool,
+            limits: Limits::default(),
+            proxy_protocol: ProxyProtocol::default(),
+            delivery: DeliveryConfig::default(),
             log: LogConfig::default(),
-            dkim: Some(DkimConfig {
-                selector: spec.dkim.selector.clone(),
-                key_file: layout.dkim_key.clone(),
-                domains: Vec::new(),
-            }),
+            dkim: None,
             reload_interval: default_reload_interval(),
-        };
-        config.validate()?;
-        Ok(config)
+        }
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -648,6 +599,21 @@ mod tests {
         assert!(!c.auth.allow_plaintext);
         assert_eq!(c.limits.max_message_size, 25 * 1024 * 1024);
         assert_eq!(c.dkim, None);
+    }
+
+    #[test]
+    fn with_defaults_is_the_minimal_file() {
+        let parsed: Config = serde_saphyr::from_str(MINIMAL).unwrap();
+        let built = Config {
+            domains: vec!["example.com".into()],
+            ..Config::with_defaults(
+                "mail.example.com".into(),
+                parsed.tls.clone(),
+                AuthConfig::new("/users/passwd".into()),
+                parsed.spool.clone(),
+            )
+        };
+        assert_eq!(built, parsed);
     }
 
     #[test]
@@ -765,39 +731,6 @@ mod tests {
         let mut c = c;
         c.limits.max_connections_per_network = Some(0);
         assert!(c.validate().is_err());
-    }
-
-    #[test]
-    fn postmaster_comes_from_the_mailserver_spec() {
-        let spec: MailServerSpec = serde_saphyr::from_str(
-            "hostname: mail.example.com\ndomains: [example.com]\nusers: {secretName: users}\n\
-             postmaster: hostmaster@example.org\n",
-        )
-        .unwrap();
-        let file = PathBuf::from;
-        let layout = FileLayout {
-            cert: file("/tls/tls.crt"),
-            key: file("/tls/tls.key"),
-            passwd: file("/users/passwd"),
-            sender_login_map: file("/users/senders"),
-            spool: file("/spool"),
-            maildir_root: file("/mail"),
-            relay_credentials: None,
-            dkim_key: file("/dkim/key"),
-        };
-        let config = Config::for_mailserver(&spec, &layout).unwrap();
-        assert_eq!(config.postmaster(), Some("hostmaster@example.org".into()));
-        // Every enabled listener on its pod port, whatever the Service port.
-        for kind in ListenerKind::ALL {
-            let addr = config.listeners.get(kind).unwrap();
-            assert_eq!(addr, any_address(kind.pod_port()), "{}", kind.name());
-        }
-        assert_eq!(config.metrics, Some(any_address(9090)));
-        let yaml = config.to_yaml().unwrap();
-        assert!(
-            yaml.contains("postmaster: hostmaster@example.org"),
-            "{yaml}"
-        );
     }
 
     #[test]

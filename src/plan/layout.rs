@@ -1,0 +1,51 @@
+//! Where a server's files are: on a pod, the mounts the operator renders; locally,
+//! wherever `posthorn up` puts them.
+
+use std::path::PathBuf;
+
+/// The ConfigMap is mounted at [`CONFIG_DIR`]; each Secret gets a directory of its own
+/// under [`SECRETS_DIR`] (not nested inside the ConfigMap's read-only mount).
+pub const CONFIG_DIR: &str = "/etc/posthorn";
+pub const CONFIG_FILE: &str = "/etc/posthorn/config.yaml";
+pub const SECRETS_DIR: &str = "/run/posthorn";
+/// The pod's writable state: spool and maildirs (emptyDir or the queue claim).
+pub const STATE_DIR: &str = "/var/lib/posthorn";
+
+/// Key of the server config in the ConfigMap.
+pub const CONFIG_KEY: &str = "config.yaml";
+/// Key of the sender login map in the ConfigMap.
+pub const SENDER_MAP_KEY: &str = "sender-logins";
+/// Keys of the DKIM Secret: the private key (PKCS#8 PEM) and, in generated Secrets, the
+/// TXT record value that publishes its public half.
+pub const DKIM_KEY: &str = "dkim.key";
+pub const DKIM_TXT_KEY: &str = "dkim.txt";
+
+/// Where the files a server needs are, on a pod (the operator's mounts) or locally (`up`).
+pub struct FileLayout {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub passwd: PathBuf,
+    pub sender_login_map: PathBuf,
+    pub spool: PathBuf,
+    pub maildir_root: PathBuf,
+    /// The mounted relay credentials Secret (`username`, `password`), when there is one.
+    pub relay_credentials: Option<PathBuf>,
+    /// The DKIM private key (PEM).
+    pub dkim_key: PathBuf,
+}
+
+impl FileLayout {
+    /// The pod's files, where the rendered Deployment mounts them.
+    pub fn pod() -> FileLayout {
+        FileLayout {
+            cert: format!("{SECRETS_DIR}/tls/tls.crt").into(),
+            key: format!("{SECRETS_DIR}/tls/tls.key").into(),
+            passwd: format!("{SECRETS_DIR}/users/passwd").into(),
+            sender_login_map: format!("{CONFIG_DIR}/{SENDER_MAP_KEY}").into(),
+            spool: format!("{STATE_DIR}/spool").into(),
+            maildir_root: format!("{STATE_DIR}/mail").into(),
+            relay_credentials: Some(format!("{SECRETS_DIR}/relay").into()),
+            dkim_key: format!("{SECRETS_DIR}/dkim/{DKIM_KEY}").into(),
+        }
+    }
+}

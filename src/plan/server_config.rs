@@ -1,0 +1,106 @@
+//! The server config a `MailServer` asks for: what the operator writes into the
+//! ConfigMap and what `posthorn up` runs directly.
+
+use anyhow::Context;
+
+use super::FileLayout;
+use crate::api::MailServerSpec;
+use crate::config::{
+    AuthConfig, Config, DeliveryConfig, DkimConfig, Limits, Listeners, ProxyProtocol, RelayConfig,
+    SpoolConfig, TlsConfig,
+};
+
+/// The config for `spec`, with files where `layout` says, validated.
+pub fn server_config(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Result<Config> {
+    let max_message_size = spec
+        .submission
+        .max_message_bytes()
+        .map_err(|e| anyhow::anyhow!("spec.submission.maxMessageSize: {e}"))?;
+    let config = Config {
+        domains: spec.domains.clone(),
+        postmaster: spec.postmaster.clone(),
+        // The pod's ports, whatever the Service's.
+        listeners: Listeners::pod_ports(|kind| spec.service_port(kind).is_some()),
+        sender_login_map: Some(layout.sender_login_map.clone()),
+        limits: Limits {
+            max_message_size: usize::try_from(max_message_size)?,
+            ..Limits::default()
+        },
+        proxy_protocol: ProxyProtocol {
+            trusted_cidrs: spec
+                .proxy_protocol
+                .trusted_cidrs
+                .iter()
+                .map(|cidr| cidr.parse())
+                .collect::<Result<_, _>>()
+                .context("spec.proxyProtocol.trustedCIDRs")?,
+        },
+        delivery: DeliveryConfig {
+            relay: spec.relay.as_ref().map(|relay| RelayConfig {
+                host: relay.host.clone(),
+                tls: None,
+                ca_file: None,
+                credentials_dir: relay
+                    .credentials_secret
+                    .as_ref()
+                    .and(layout.relay_credentials.clone()),
+            }),
+            lmtp: spec.delivery.local.lmtp.clone(),
+            ..DeliveryConfig::default()
+        },
+        dkim: Some(DkimConfig {
+            selector: spec.dkim.selector.clone(),
+            key_file: layout.dkim_key.clone(),
+            domains: Vec::new(),
+        }),
+        ..Config::with_defaults(
+            spec.hostname.clone(),
+            TlsConfig {
+                cert: layout.cert.clone(),
+                key: layout.key.clone(),
+            },
+            AuthConfig::new(layout.passwd.clone()),
+            SpoolConfig {
+                directory: layout.spool.clone(),
+                maildir_root: layout.maildir_root.clone(),
+            },
+        )
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::mail::ListenerKind;
+
+    #[test]
+    fn postmaster_comes_from_the_mailserver_spec() {
+        let spec: MailServerSpec = serde_saphyr::from_str(
+            "hostname: mail.example.com\ndomains: [example.com]\nusers: {secretName: users}\n\
+             postmaster: hostmaster@example.org\n",
+        )
+        .unwrap();
+        let config = server_config(&spec, &FileLayout::pod()).unwrap();
+        assert_eq!(config.postmaster(), Some("hostmaster@example.org".into()));
+        // Every enabled listener on its pod port, whatever the Service port.
+        for kind in ListenerKind::ALL {
+            let addr = config.listeners.get(kind).unwrap();
+            assert_eq!(
+                addr,
+                SocketAddr::from(([0, 0, 0, 0], kind.pod_port())),
+                "{}",
+                kind.name()
+            );
+        }
+        assert_eq!(config.metrics, Some(SocketAddr::from(([0, 0, 0, 0], 9090))));
+        let yaml = config.to_yaml().unwrap();
+        assert!(
+            yaml.contains("postmaster: hostmaster@example.org"),
+            "{yaml}"
+        );
+    }
+}

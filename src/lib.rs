@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod crlf;
 pub mod delivery;
@@ -18,4 +19,3 @@ pub mod smtp;
 pub mod spool;
 pub mod telemetry;
 pub mod tls;
-pub mod up;

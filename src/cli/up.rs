@@ -13,29 +13,47 @@ use rand::distr::{Alphanumeric, SampleString};
 
 use crate::api::{self, MailServer, TlsSource};
 use crate::auth::scheme::{self, Scheme};
-use crate::config::Listeners;
+use crate::config::{Listeners, LogFormat};
 use crate::delivery::dkim::KeyAlgorithm;
 use crate::mail::{self, Address, ListenerKind};
 use crate::plan::{self, DKIM_KEY, FileLayout};
-use crate::serve;
+use crate::{serve, telemetry};
 
-pub struct Options {
-    pub manifest: PathBuf,
-    pub state_dir: PathBuf,
-    pub secrets_dir: Option<PathBuf>,
-    pub bind: IpAddr,
-    pub dns_server: Option<SocketAddr>,
+#[derive(clap::Args)]
+pub struct Args {
+    /// The MailServer manifest.
+    #[arg(long = "file", short = 'f')]
+    file: PathBuf,
+    /// Spool, mailboxes, generated certificate and users live here.
+    #[arg(long, default_value = "./.posthorn")]
+    state_dir: PathBuf,
+    /// Secrets as Kubernetes mounts them: DIR/<secret-name>/<key>.
+    #[arg(long)]
+    secrets_dir: Option<PathBuf>,
+    /// Address the listeners bind to.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Name server for recipient domain checks (default: the system's).
+    #[arg(long)]
+    dns_server: Option<SocketAddr>,
+    #[arg(long, value_enum, default_value_t)]
+    log_format: LogFormat,
 }
 
-pub async fn run(options: Options) -> anyhow::Result<()> {
-    let manifest = api::load_manifest(&options.manifest)?;
-    let state = &options.state_dir;
+pub fn run(args: Args) -> anyhow::Result<()> {
+    telemetry::init_logging(args.log_format);
+    super::runtime()?.block_on(up(&args))
+}
+
+async fn up(args: &Args) -> anyhow::Result<()> {
+    let manifest = api::load_manifest(&args.file)?;
+    let state = &args.state_dir;
     std::fs::create_dir_all(state)
         .with_context(|| format!("creating the state directory {}", state.display()))?;
     std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))?;
 
-    let (cert, key) = tls_files(&manifest, &options)?;
-    let (passwd, test_user) = users_file(&manifest, &options)?;
+    let (cert, key) = tls_files(&manifest, args)?;
+    let (passwd, test_user) = users_file(&manifest, args)?;
     let senders = state.join("sender-login-map");
     write_private(&senders, &plan::sender_map(&manifest.spec))?;
 
@@ -46,7 +64,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         sender_login_map: senders,
         spool: state.join("spool"),
         maildir_root: state.join("mail"),
-        relay_credentials: options
+        relay_credentials: args
             .secrets_dir
             .as_ref()
             .zip(
@@ -57,17 +75,17 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                     .and_then(|r| r.credentials_secret.as_ref()),
             )
             .map(|(dir, secret)| dir.join(secret)),
-        dkim_key: dkim_key_file(&manifest, &options)?,
+        dkim_key: dkim_key_file(&manifest, args)?,
     };
     let mut config = plan::server_config(&manifest.spec, &layout)?;
     // The manifest's ports are the Service's; locally we bind the pod's unprivileged ports.
     let pod = config.listeners.clone();
     config.listeners = Listeners::from_fn(|kind| {
         pod.get(kind)
-            .map(|addr| SocketAddr::new(options.bind, addr.port()))
+            .map(|addr| SocketAddr::new(args.bind, addr.port()))
     });
-    config.metrics = Some(SocketAddr::new(options.bind, mail::METRICS_POD_PORT));
-    config.dns.nameservers = options.dns_server.into_iter().collect();
+    config.metrics = Some(SocketAddr::new(args.bind, mail::METRICS_POD_PORT));
+    config.dns.nameservers = args.dns_server.into_iter().collect();
     let config_path = state.join("config.yaml");
     std::fs::write(&config_path, config.to_yaml()?)?;
 
@@ -111,9 +129,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
 /// The user's TLS Secret if the secrets directory has it, else a self-signed pair kept
 /// in the state directory across runs.
-fn tls_files(manifest: &MailServer, options: &Options) -> anyhow::Result<(PathBuf, PathBuf)> {
-    if let (Some(dir), TlsSource::Secret(name)) = (&options.secrets_dir, manifest.spec.tls_source())
-    {
+fn tls_files(manifest: &MailServer, args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if let (Some(dir), TlsSource::Secret(name)) = (&args.secrets_dir, manifest.spec.tls_source()) {
         let (cert, key) = (
             dir.join(name).join("tls.crt"),
             dir.join(name).join("tls.key"),
@@ -126,17 +143,17 @@ fn tls_files(manifest: &MailServer, options: &Options) -> anyhow::Result<(PathBu
             "TLS Secret not found in the secrets directory, using a self-signed certificate"
         );
     }
-    crate::tls::write_self_signed(&manifest.spec.hostname, &options.state_dir.join("tls"))
+    crate::tls::write_self_signed(&manifest.spec.hostname, &args.state_dir.join("tls"))
 }
 
 /// The users Secret if present; else a generated test user whose password is kept
 /// beside it, so repeated runs print the same credentials.
 fn users_file(
     manifest: &MailServer,
-    options: &Options,
+    args: &Args,
 ) -> anyhow::Result<(PathBuf, Option<(String, String)>)> {
     let users = &manifest.spec.users;
-    if let Some(dir) = &options.secrets_dir {
+    if let Some(dir) = &args.secrets_dir {
         let path = dir.join(&users.secret_name).join(&users.key);
         if path.exists() {
             return Ok((path, None));
@@ -148,8 +165,8 @@ fn users_file(
         .primary_domain()
         .context("spec.domains is empty")?;
     let user = format!("test@{domain}");
-    let passwd = options.state_dir.join("passwd");
-    let password_file = options.state_dir.join("test-password");
+    let passwd = args.state_dir.join("passwd");
+    let password_file = args.state_dir.join("test-password");
     let password = match std::fs::read_to_string(&password_file) {
         Ok(p) if passwd.exists() => p.trim().to_string(),
         _ => {
@@ -166,16 +183,16 @@ fn users_file(
 
 /// The DKIM Secret's key if the secrets directory has it; else a key generated once
 /// into the state directory, its DNS record logged for the zone.
-fn dkim_key_file(manifest: &MailServer, options: &Options) -> anyhow::Result<PathBuf> {
+fn dkim_key_file(manifest: &MailServer, args: &Args) -> anyhow::Result<PathBuf> {
     let dkim = &manifest.spec.dkim;
-    if let (Some(dir), Some(secret)) = (&options.secrets_dir, &dkim.secret_name) {
+    if let (Some(dir), Some(secret)) = (&args.secrets_dir, &dkim.secret_name) {
         let path = dir.join(secret).join(DKIM_KEY);
         if path.exists() {
             return Ok(path);
         }
         tracing::warn!(%secret, "DKIM Secret not found in the secrets directory, using a generated key");
     }
-    let path = options.state_dir.join("dkim.key");
+    let path = args.state_dir.join("dkim.key");
     if !path.exists() {
         let key = crate::delivery::dkim::generate_key(KeyAlgorithm::Rsa, 2048)?;
         crate::delivery::dkim::write_private_key(&path, &key.private_pem)?;

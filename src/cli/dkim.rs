@@ -1,0 +1,118 @@
+//! `posthorn dkim`: generate a signing key, or sign a message as the server would.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::config::DkimConfig;
+use crate::crlf;
+use crate::delivery::dkim::{self, KeyAlgorithm, Signer};
+use crate::plan;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Generate a signing key: print it (or write it to --out, mode 0600) and the DNS
+    /// TXT record that publishes it, as a zone file line.
+    Keygen {
+        #[arg(long, default_value = "posthorn")]
+        selector: String,
+        /// Domain the record name is made for; without it the name is relative.
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long, value_enum, default_value = "rsa")]
+        algorithm: KeyAlgorithm,
+        /// RSA key size (2048 to 4096).
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Write the private key to this new file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sign the message on stdin as the server would and print it, to check a key and
+    /// its DNS record with any verifier (as `opendkim-testmsg` does).
+    Sign {
+        /// PEM private key (RSA or Ed25519).
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value = "posthorn")]
+        selector: String,
+        /// Signing domain (`d=`); default: the From header's domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Keygen {
+            selector,
+            domain,
+            algorithm,
+            bits,
+            out,
+        } => keygen(&selector, domain.as_deref(), algorithm, bits, out),
+        Command::Sign {
+            key,
+            selector,
+            domain,
+        } => sign(key, selector, domain),
+    }
+}
+
+fn keygen(
+    selector: &str,
+    domain: Option<&str>,
+    algorithm: KeyAlgorithm,
+    bits: usize,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let key = dkim::generate_key(algorithm, bits)?;
+    match out {
+        Some(path) => {
+            dkim::write_private_key(&path, &key.private_pem)?;
+            eprintln!("private key written to {}", path.display());
+        }
+        None => print!("{}", key.private_pem),
+    }
+    let name = match domain {
+        Some(domain) => format!(
+            "{}.",
+            plan::dkim_record_name(selector, domain.trim_end_matches('.'))
+        ),
+        None => format!("{selector}._domainkey"),
+    };
+    println!("{}", dkim::zone_line(&name, &key.dns_record));
+    Ok(())
+}
+
+fn sign(key: PathBuf, selector: String, domain: Option<String>) -> anyhow::Result<()> {
+    let mut message = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut message)
+        .context("reading the message from stdin")?;
+    // A file edited by hand has bare LFs; what is signed is what goes on the wire.
+    let message = crlf::canonical(&message).unwrap_or(message);
+    let domain = domain
+        .or_else(|| dkim::from_domain(&message))
+        .context("no --domain and no From header address")?;
+    let config = DkimConfig {
+        selector,
+        key_file: key,
+        domains: vec![domain.clone()],
+    };
+    let signer = Signer::load(&config, &[])?;
+    let header = signer
+        .sign(&message, &domain)?
+        .context("the signer refused the domain")?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&header)?;
+    out.write_all(&message)?;
+    Ok(())
+}

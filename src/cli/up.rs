@@ -17,7 +17,7 @@ use crate::config::{Listeners, LogFormat};
 use crate::delivery::dkim::KeyAlgorithm;
 use crate::mail::{self, Address, ListenerKind};
 use crate::plan::{self, DKIM_KEY, FileLayout};
-use crate::{serve, telemetry};
+use crate::{serve, telemetry, tls};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -132,8 +132,8 @@ async fn up(args: &Args) -> anyhow::Result<()> {
 fn tls_files(manifest: &MailServer, args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
     if let (Some(dir), TlsSource::Secret(name)) = (&args.secrets_dir, manifest.spec.tls_source()) {
         let (cert, key) = (
-            dir.join(name).join("tls.crt"),
-            dir.join(name).join("tls.key"),
+            dir.join(name).join(tls::CERT_FILE),
+            dir.join(name).join(tls::KEY_FILE),
         );
         if cert.exists() && key.exists() {
             return Ok((cert, key));
@@ -143,7 +143,7 @@ fn tls_files(manifest: &MailServer, args: &Args) -> anyhow::Result<(PathBuf, Pat
             "TLS Secret not found in the secrets directory, using a self-signed certificate"
         );
     }
-    crate::tls::write_self_signed(&manifest.spec.hostname, &args.state_dir.join("tls"))
+    tls::write_self_signed(&manifest.spec.hostname, &args.state_dir.join("tls"))
 }
 
 /// The users Secret if present; else a generated test user whose password is kept

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::delivery::dkim;
 use crate::plan::{DKIM_KEY, DKIM_TXT_KEY};
+use crate::tls;
 
 /// RSA, not Ed25519: receivers that ignore Ed25519 signatures (RFC 8463) are common.
 const DKIM_RSA_BITS: usize = 2048;
@@ -15,10 +16,10 @@ const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
 
 /// `tls.crt` and `tls.key` of a self-signed certificate for `hostname`.
 pub fn self_signed_tls(hostname: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let (cert, key) = crate::tls::self_signed_pem(hostname, SELF_SIGNED_VALIDITY)?;
+    let (cert, key) = tls::self_signed_pem(hostname, SELF_SIGNED_VALIDITY)?;
     Ok(BTreeMap::from([
-        ("tls.crt".to_string(), cert),
-        ("tls.key".to_string(), key),
+        (tls::CERT_FILE.to_string(), cert),
+        (tls::KEY_FILE.to_string(), key),
     ]))
 }
 
@@ -54,9 +55,9 @@ mod tests {
         for (name, pem) in &files {
             std::fs::write(dir.path().join(name), pem).unwrap();
         }
-        let key = crate::tls::load_certified_key(
-            &dir.path().join("tls.crt"),
-            &dir.path().join("tls.key"),
+        let key = tls::load_certified_key(
+            &dir.path().join(tls::CERT_FILE),
+            &dir.path().join(tls::KEY_FILE),
         )
         .unwrap();
         assert_eq!(key.cert.len(), 1);

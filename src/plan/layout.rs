@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::tls::{CERT_FILE, KEY_FILE};
+
 /// The ConfigMap is mounted at [`CONFIG_DIR`]; each Secret gets a directory of its own
 /// under [`SECRETS_DIR`] (not nested inside the ConfigMap's read-only mount).
 pub const CONFIG_DIR: &str = "/etc/posthorn";
@@ -38,8 +40,8 @@ impl FileLayout {
     /// The pod's files, where the rendered Deployment mounts them.
     pub fn pod() -> FileLayout {
         FileLayout {
-            cert: format!("{SECRETS_DIR}/tls/tls.crt").into(),
-            key: format!("{SECRETS_DIR}/tls/tls.key").into(),
+            cert: format!("{SECRETS_DIR}/tls/{CERT_FILE}").into(),
+            key: format!("{SECRETS_DIR}/tls/{KEY_FILE}").into(),
             passwd: format!("{SECRETS_DIR}/users/passwd").into(),
             sender_login_map: format!("{CONFIG_DIR}/{SENDER_MAP_KEY}").into(),
             spool: format!("{STATE_DIR}/spool").into(),

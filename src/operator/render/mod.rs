@@ -21,7 +21,7 @@ mod meta;
 mod service;
 mod storage;
 #[cfg(test)]
-mod testing;
+pub(super) mod testing;
 mod workload;
 
 use std::collections::BTreeMap;

@@ -150,7 +150,19 @@ impl MailServerSpec {
     /// violation, each starting with the field path (`spec.domains[1]: ...`).
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut p = Problems::default();
+        self.validate_identity(&mut p);
+        self.validate_tls(&mut p);
+        self.validate_logins(&mut p);
+        self.validate_listeners(&mut p);
+        self.validate_delivery(&mut p);
+        self.validate_dns(&mut p);
+        self.validate_network(&mut p);
+        self.validate_pods(&mut p);
+        if p.0.is_empty() { Ok(()) } else { Err(p.0) }
+    }
 
+    /// The server's names: hostname, local domains, postmaster; and the replica count.
+    fn validate_identity(&self, p: &mut Problems) {
         p.check("spec.hostname", check_fqdn(&self.hostname));
 
         if self.domains.is_empty() {
@@ -180,7 +192,10 @@ impl MailServerSpec {
                 format_args!("{} is negative; use 0 or more", self.replicas),
             );
         }
+    }
 
+    /// Where the certificate comes from: a Secret or an issuer, not both.
+    fn validate_tls(&self, p: &mut Problems) {
         if let Some(tls) = &self.tls {
             if tls.secret_name.is_some() && tls.issuer_ref.is_some() {
                 p.push(
@@ -197,7 +212,10 @@ impl MailServerSpec {
                 p.check("spec.tls.issuerRef.group", check_dns_name(&issuer.group));
             }
         }
+    }
 
+    /// The users Secret and the sender login map.
+    fn validate_logins(&self, p: &mut Problems) {
         p.check(
             "spec.users.secretName",
             check_object_name(&self.users.secret_name),
@@ -230,7 +248,10 @@ impl MailServerSpec {
                 p.check(format_args!("{path}.logins[{j}]"), check_address(login));
             }
         }
+    }
 
+    /// The listeners' ports (distinct, as one Service exposes them all) and message size.
+    fn validate_listeners(&self, p: &mut Problems) {
         let submission = &self.submission;
         if submission.port == 0 {
             p.push("spec.submission.port", "0 is not a port; use 1-65535");
@@ -256,7 +277,10 @@ impl MailServerSpec {
             "spec.submission.maxMessageSize",
             check_positive_size(&submission.max_message_size.0),
         );
+    }
 
+    /// Where mail goes: relay host, LMTP, and the DKIM key that signs it.
+    fn validate_delivery(&self, p: &mut Problems) {
         if let Some(relay) = &self.relay {
             p.check("spec.relay.host", split_host_port(&relay.host).map(drop));
             if let Some(secret) = &relay.credentials_secret {
@@ -272,7 +296,10 @@ impl MailServerSpec {
         if let Some(secret) = &self.dkim.secret_name {
             p.check("spec.dkim.secretName", check_object_name(secret));
         }
+    }
 
+    /// The published SPF and DMARC records.
+    fn validate_dns(&self, p: &mut Problems) {
         if let Some(spf) = &self.dns.spf
             && !spf.is_empty()
             && !spf.starts_with("v=spf1")
@@ -295,7 +322,10 @@ impl MailServerSpec {
                 ),
             );
         }
+    }
 
+    /// The Service and the PROXY protocol's trusted networks.
+    fn validate_network(&self, p: &mut Problems) {
         if self.service.r#type == ServiceType::ClusterIp
             && self.service.external_traffic_policy.is_some()
         {
@@ -311,7 +341,10 @@ impl MailServerSpec {
                 check_cidr(cidr),
             );
         }
+    }
 
+    /// What the pods run and store: the queue's volume and the image.
+    fn validate_pods(&self, p: &mut Problems) {
         let queue = &self.queue;
         match &queue.size {
             Some(size) => p.check("spec.queue.size", check_positive_size(&size.0)),
@@ -340,8 +373,6 @@ impl MailServerSpec {
                 format_args!("{image:?} is not an image reference"),
             );
         }
-
-        if p.0.is_empty() { Ok(()) } else { Err(p.0) }
     }
 }
 

@@ -23,14 +23,9 @@ use tokio::sync::Mutex;
 use super::apply::{self, FIELD_MANAGER};
 use super::keys;
 use super::metrics::OperatorMetrics;
-use super::render::{
-    self, GeneratedSecret, Names, PdbApi, RenderOptions, Rendered, SecretData, SelfSignedReason,
-    TlsPlan,
-};
+use super::render::{self, GeneratedSecret, Names, PdbApi, RenderOptions, Rendered, SecretData};
 use super::status::{self, Cond};
-use crate::api::{Endpoints, MailServer, TlsSource};
-use crate::mail::ListenerKind;
-use crate::plan::DKIM_KEY;
+use crate::api::{Endpoints, MailServer};
 
 /// How often a MailServer is looked at without any change: repairs objects whose kinds
 /// are not watched (Certificate, DNSEndpoint, PodDisruptionBudget) and deletions missed
@@ -171,7 +166,7 @@ pub async fn run(context: Arc<Context>) {
                     .filter(|server| {
                         server.namespace() == namespace
                             && (owners.contains(&server.name_any())
-                                || referenced_secrets(server).contains(&name))
+                                || status::referenced_secrets(server).contains(&name))
                     })
                     .map(|server| ObjectRef::from_obj(&*server))
                     .collect::<Vec<_>>()
@@ -227,25 +222,6 @@ impl Backoff for WatchBackoff {
     }
 }
 
-/// Names of the Secrets a MailServer reads but does not own.
-fn referenced_secrets(server: &MailServer) -> Vec<String> {
-    let spec = &server.spec;
-    let mut names = vec![spec.users.secret_name.clone()];
-    if let TlsSource::Secret(name) = spec.tls_source() {
-        names.push(name.into());
-    }
-    if let TlsSource::Issuer(_) = spec.tls_source() {
-        names.push(Names::new(server).issued_tls_secret());
-    }
-    names.extend(spec.dkim.secret_name.clone());
-    names.extend(
-        spec.relay
-            .as_ref()
-            .and_then(|r| r.credentials_secret.clone()),
-    );
-    names
-}
-
 fn error_policy(server: Arc<MailServer>, error: &Error, _context: Arc<Context>) -> Action {
     tracing::warn!(mailserver = %server.name_any(), %error, "reconcile failed, retrying");
     // The controller's scheduler deduplicates; a short fixed retry is enough since
@@ -263,24 +239,9 @@ pub async fn reconcile(server: Arc<MailServer>, context: Arc<Context>) -> Result
 }
 
 async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Action, Error> {
-    let client = &context.client;
     let namespace = server.namespace().unwrap_or_else(|| "default".into());
-    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-
     if let Err(problems) = server.spec.validate() {
-        let message = format!("the spec is invalid: {}", problems.join("; "));
-        let conditions = vec![
-            Cond::new(
-                "Ready",
-                false,
-                "InvalidSpec",
-                "the spec is invalid; see Degraded",
-            ),
-            Cond::new("Degraded", true, "InvalidSpec", message.clone()),
-        ];
-        if write_status(server, context, conditions, None, vec![], None).await? {
-            publish(context, server, EventType::Warning, "InvalidSpec", &message).await;
-        }
+        report_degraded(server, context, status::invalid_spec(&problems)).await?;
         // Nothing to retry: the next spec edit triggers a reconcile.
         return Ok(Action::await_change());
     }
@@ -294,49 +255,23 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
     };
 
     // Generated key material first, so the DKIM record can be rendered with it.
-    let first = render_or_degrade(server, context, &SecretData::new(), &options).await?;
-    let Some(first) = first else {
+    let Some(first) = render_or_degrade(server, context, &SecretData::new(), &options).await?
+    else {
         return Ok(Action::await_change());
     };
+    let secrets_api: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
     for generated in &first.generated_secrets {
         ensure_generated(server, context, &secrets_api, generated).await?;
     }
-    let mut secrets = SecretData::new();
-    let mut missing = Vec::new();
-    for name in referenced_secrets(server)
+    let wanted = status::referenced_secrets(server)
         .into_iter()
-        .chain([first.dkim_secret.clone(), first.tls_secret.clone()])
-    {
-        if secrets.contains_key(&name) {
-            continue;
-        }
-        match secrets_api.get_opt(&name).await? {
-            Some(secret) => {
-                secrets.insert(name, secret_data(&secret));
-            }
-            None => missing.push(name),
-        }
-    }
+        .chain([first.dkim_secret.clone(), first.tls_secret.clone()]);
+    let (secrets, missing) = read_secrets(&secrets_api, wanted).await?;
     let Some(rendered) = render_or_degrade(server, context, &secrets, &options).await? else {
         return Ok(Action::await_change());
     };
 
-    let mut changed = Vec::new();
-    for object in rendered.objects() {
-        if apply::apply(client, &namespace, &object).await? {
-            context.metrics.applied(object.kind());
-            changed.push(format!("{} {}", object.kind(), object.name()));
-        }
-    }
-    for (resource, name) in unwanted(server, &rendered, &capabilities) {
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
-        if let Some(live) = api.get_opt(&name).await?
-            && owned_by(&live.metadata, server)
-        {
-            api.delete(&name, &DeleteParams::background()).await?;
-            changed.push(format!("deleted {} {name}", resource.kind));
-        }
-    }
+    let changed = apply_and_prune(server, context, &namespace, &rendered, &capabilities).await?;
     if !changed.is_empty() {
         tracing::info!(mailserver = %server.name_any(), changed = ?changed, "applied");
         publish(
@@ -349,7 +284,7 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         .await;
     }
 
-    let deployment = Api::<Deployment>::namespaced(client.clone(), &namespace)
+    let deployment = Api::<Deployment>::namespaced(context.client.clone(), &namespace)
         .get_opt(&Names::new(server).workload())
         .await?;
     let ready_replicas = deployment
@@ -357,7 +292,12 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         .and_then(|d| d.status.as_ref())
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    let conditions = conditions(server, &rendered, &secrets, &missing, ready_replicas);
+    let observed = status::Observed {
+        secrets: &secrets,
+        missing: &missing,
+        ready_replicas,
+    };
+    let conditions = status::conditions(server, &rendered, &observed);
     let degraded = conditions
         .iter()
         .find(|c| c.type_ == "Degraded" && c.status)
@@ -368,7 +308,7 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         conditions,
         Some(ready_replicas),
         rendered.dns_records.clone(),
-        Some(endpoints(server)),
+        Some(status::endpoints(server)),
     )
     .await?
         && let Some(message) = degraded
@@ -376,6 +316,55 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         publish(context, server, EventType::Warning, "Degraded", &message).await;
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// The data of the named Secrets that exist, and the names of those that do not.
+async fn read_secrets(
+    api: &Api<Secret>,
+    names: impl IntoIterator<Item = String>,
+) -> Result<(SecretData, Vec<String>), Error> {
+    let mut secrets = SecretData::new();
+    let mut missing = Vec::new();
+    for name in names {
+        if secrets.contains_key(&name) || missing.contains(&name) {
+            continue;
+        }
+        match api.get_opt(&name).await? {
+            Some(secret) => {
+                secrets.insert(name, secret_data(&secret));
+            }
+            None => missing.push(name),
+        }
+    }
+    Ok((secrets, missing))
+}
+
+/// Applies what changed and deletes owned objects no longer wanted; returns what it did.
+async fn apply_and_prune(
+    server: &MailServer,
+    context: &Context,
+    namespace: &str,
+    rendered: &Rendered,
+    capabilities: &Capabilities,
+) -> Result<Vec<String>, Error> {
+    let client = &context.client;
+    let mut changed = Vec::new();
+    for object in rendered.objects() {
+        if apply::apply(client, namespace, &object).await? {
+            context.metrics.applied(object.kind());
+            changed.push(format!("{} {}", object.kind(), object.name()));
+        }
+    }
+    for (resource, name) in unwanted(server, rendered, capabilities) {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        if let Some(live) = api.get_opt(&name).await?
+            && owned_by(&live.metadata, server)
+        {
+            api.delete(&name, &DeleteParams::background()).await?;
+            changed.push(format!("deleted {} {name}", resource.kind));
+        }
+    }
+    Ok(changed)
 }
 
 /// Renders, or reports why it cannot in the Degraded condition (and returns None).
@@ -388,24 +377,29 @@ async fn render_or_degrade(
     match render::render(server, secrets, options) {
         Ok(rendered) => Ok(Some(rendered)),
         Err(e) => {
-            let message = format!("cannot build the server config: {e:#}");
-            let conditions = vec![
-                Cond::new("Ready", false, "InvalidSpec", "see Degraded"),
-                Cond::new("Degraded", true, "RenderFailed", message.clone()),
-            ];
-            if write_status(server, context, conditions, None, vec![], None).await? {
-                publish(
-                    context,
-                    server,
-                    EventType::Warning,
-                    "RenderFailed",
-                    &message,
-                )
-                .await;
-            }
+            report_degraded(server, context, status::render_failed(&e)).await?;
             Ok(None)
         }
     }
+}
+
+/// Writes `conditions` of a MailServer that cannot be rendered, and a Warning Event
+/// with the Degraded condition's reason and message when that status is new.
+async fn report_degraded(
+    server: &MailServer,
+    context: &Context,
+    conditions: Vec<Cond>,
+) -> Result<(), Error> {
+    let degraded = conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    if write_status(server, context, conditions, None, vec![], None).await?
+        && let Some((reason, message)) = degraded
+    {
+        publish(context, server, EventType::Warning, &reason, &message).await;
+    }
+    Ok(())
 }
 
 /// Creates a generated Secret once; an existing one is never touched (its key is what
@@ -507,176 +501,6 @@ fn unwanted(
         unwanted.push((render::dns_endpoint_resource(), name));
     }
     unwanted
-}
-
-/// The conditions, from what this reconcile saw.
-pub fn conditions(
-    server: &MailServer,
-    rendered: &Rendered,
-    secrets: &SecretData,
-    missing: &[String],
-    ready_replicas: i32,
-) -> Vec<Cond> {
-    let spec = &server.spec;
-    let mut problems = Vec::new();
-    let users = &spec.users;
-    if missing.contains(&users.secret_name) {
-        problems.push(format!(
-            "users Secret {:?} not found: create it with a key {:?} holding Dovecot passwd-file lines",
-            users.secret_name, users.key
-        ));
-    } else if !secrets
-        .get(&users.secret_name)
-        .is_some_and(|s| s.contains_key(&users.key))
-    {
-        problems.push(format!(
-            "users Secret {:?} has no key {:?}",
-            users.secret_name, users.key
-        ));
-    }
-    if let Some(credentials) = spec
-        .relay
-        .as_ref()
-        .and_then(|r| r.credentials_secret.as_ref())
-        && missing.contains(credentials)
-    {
-        problems.push(format!(
-            "relay credentials Secret {credentials:?} not found"
-        ));
-    }
-    if let Some(dkim) = &spec.dkim.secret_name
-        && !secrets.get(dkim).is_some_and(|s| s.contains_key(DKIM_KEY))
-    {
-        problems.push(format!(
-            "DKIM Secret {dkim:?} not found or without key {DKIM_KEY:?}"
-        ));
-    }
-
-    let tls_present = secrets
-        .get(&rendered.tls_secret)
-        .is_some_and(|s| s.contains_key("tls.crt") && s.contains_key("tls.key"));
-    let tls = match &rendered.tls {
-        TlsPlan::UserSecret if tls_present => Cond::new(
-            "TLSReady",
-            true,
-            "SecretProvided",
-            format!("certificate from Secret {}", rendered.tls_secret),
-        ),
-        TlsPlan::UserSecret => {
-            problems.push(format!(
-                "TLS Secret {:?} not found or without tls.crt and tls.key",
-                rendered.tls_secret
-            ));
-            Cond::new(
-                "TLSReady",
-                false,
-                "SecretMissing",
-                format!("TLS Secret {} not found or incomplete", rendered.tls_secret),
-            )
-        }
-        TlsPlan::CertManager if tls_present => Cond::new(
-            "TLSReady",
-            true,
-            "Issued",
-            format!(
-                "certificate issued by cert-manager into Secret {}",
-                rendered.tls_secret
-            ),
-        ),
-        TlsPlan::CertManager => Cond::new(
-            "TLSReady",
-            false,
-            "Issuing",
-            format!(
-                "waiting for cert-manager to issue the certificate into Secret {}",
-                rendered.tls_secret
-            ),
-        ),
-        TlsPlan::SelfSigned {
-            because: SelfSignedReason::NoSource,
-        } => Cond::new(
-            "TLSReady",
-            false,
-            "SelfSigned",
-            "serving a generated self-signed certificate: clients will not trust it; set spec.tls.secretName or spec.tls.issuerRef",
-        ),
-        TlsPlan::SelfSigned {
-            because: SelfSignedReason::CertManagerMissing,
-        } => Cond::new(
-            "TLSReady",
-            false,
-            "CertManagerMissing",
-            "spec.tls.issuerRef is set but cert-manager's Certificate CRD is not installed: serving a self-signed certificate meanwhile",
-        ),
-    };
-
-    let dns = if !spec.dns.external_dns {
-        Cond::new(
-            "DNSPublished",
-            false,
-            "Disabled",
-            "spec.dns.externalDNS is false: publish status.dnsRecords by hand",
-        )
-    } else if rendered.dns_endpoint.is_none() {
-        Cond::new(
-            "DNSPublished",
-            false,
-            "DNSEndpointCRDMissing",
-            "the ExternalDNS DNSEndpoint CRD (externaldns.k8s.io/v1alpha1) is not installed: publish status.dnsRecords by hand or install ExternalDNS with its CRD source",
-        )
-    } else {
-        Cond::new(
-            "DNSPublished",
-            true,
-            "Published",
-            format!(
-                "{} records in DNSEndpoint {}",
-                rendered.dns_records.len(),
-                Names::new(server).workload()
-            ),
-        )
-    };
-
-    let degraded = if problems.is_empty() {
-        Cond::new(
-            "Degraded",
-            false,
-            "AsExpected",
-            "every referenced Secret is present",
-        )
-    } else {
-        Cond::new("Degraded", true, "MissingInput", problems.join("; "))
-    };
-    let wanted = spec.replicas;
-    let ready = if !problems.is_empty() {
-        Cond::new("Ready", false, "Degraded", "see Degraded")
-    } else if ready_replicas >= wanted {
-        Cond::new(
-            "Ready",
-            true,
-            "Available",
-            format!("{ready_replicas} of {wanted} pods ready"),
-        )
-    } else {
-        Cond::new(
-            "Ready",
-            false,
-            "Progressing",
-            format!("{ready_replicas} of {wanted} pods ready"),
-        )
-    };
-    vec![ready, tls, dns, degraded]
-}
-
-fn endpoints(server: &MailServer) -> Endpoints {
-    let spec = &server.spec;
-    let at = |port: u16| format!("{}:{port}", spec.hostname);
-    let endpoint = |kind| spec.service_port(kind).map(at);
-    Endpoints {
-        submission: endpoint(ListenerKind::Submission),
-        submissions: endpoint(ListenerKind::Submissions),
-        smtp: endpoint(ListenerKind::Smtp),
-    }
 }
 
 /// Writes the status when it differs from what is there. Returns whether it wrote.
@@ -915,7 +739,7 @@ mod tests {
         let dkim = secret(
             "mail-dkim",
             &[
-                (DKIM_KEY, "key"),
+                (crate::plan::DKIM_KEY, "key"),
                 (crate::plan::DKIM_TXT_KEY, "v=DKIM1; k=rsa; p=AAAA"),
             ],
         );
@@ -961,7 +785,12 @@ mod tests {
             live.insert(path(&object), value);
         }
 
-        let ready = conditions(&server, &rendered, &secrets, &[], 0);
+        let observed = status::Observed {
+            secrets: &secrets,
+            missing: &[],
+            ready_replicas: 0,
+        };
+        let ready = status::conditions(&server, &rendered, &observed);
         let mut current = server.clone();
         current.status = Some(status::build(
             None,
@@ -969,7 +798,7 @@ mod tests {
             ready,
             Some(0),
             rendered.dns_records.clone(),
-            Some(endpoints(&server)),
+            Some(status::endpoints(&server)),
             Time(jiff::Timestamp::from_second(1_000_000).unwrap()),
         ));
 

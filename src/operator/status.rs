@@ -1,10 +1,14 @@
 //! The MailServer's status: conditions a human can act on, computed from what the
 //! reconcile saw, merged with the old ones so that an unchanged condition keeps its
-//! lastTransitionTime (and an unchanged status is not written at all).
+//! lastTransitionTime (and an unchanged status is not written at all). Everything here
+//! is pure; the controller does the reading and writing.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{DnsRecord, Endpoints, MailServerStatus};
+use super::render::{Names, Rendered, SecretData, SelfSignedReason, TlsPlan};
+use crate::api::{DnsRecord, Endpoints, MailServer, MailServerSpec, MailServerStatus, TlsSource};
+use crate::mail::ListenerKind;
+use crate::plan::DKIM_KEY;
 
 /// One condition before timestamps: type, status, reason, message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,9 +75,448 @@ pub fn build(
     }
 }
 
+/// Names of the Secrets a MailServer reads but does not own.
+pub fn referenced_secrets(server: &MailServer) -> Vec<String> {
+    let spec = &server.spec;
+    let mut names = vec![spec.users.secret_name.clone()];
+    match spec.tls_source() {
+        TlsSource::Secret(name) => names.push(name.into()),
+        TlsSource::Issuer(_) => names.push(Names::new(server).issued_tls_secret()),
+        TlsSource::SelfSigned => {}
+    }
+    names.extend(spec.dkim.secret_name.clone());
+    names.extend(
+        spec.relay
+            .as_ref()
+            .and_then(|r| r.credentials_secret.clone()),
+    );
+    names
+}
+
+/// Where clients reach the server, as the status reports it.
+pub fn endpoints(server: &MailServer) -> Endpoints {
+    let spec = &server.spec;
+    let at = |port: u16| format!("{}:{port}", spec.hostname);
+    let endpoint = |kind| spec.service_port(kind).map(at);
+    Endpoints {
+        submission: endpoint(ListenerKind::Submission),
+        submissions: endpoint(ListenerKind::Submissions),
+        smtp: endpoint(ListenerKind::Smtp),
+    }
+}
+
+/// The conditions when `validate` rejects the spec: nothing is rendered or applied.
+pub fn invalid_spec(problems: &[String]) -> Vec<Cond> {
+    let message = format!("the spec is invalid: {}", problems.join("; "));
+    vec![
+        Cond::new(
+            "Ready",
+            false,
+            "InvalidSpec",
+            "the spec is invalid; see Degraded",
+        ),
+        Cond::new("Degraded", true, "InvalidSpec", message),
+    ]
+}
+
+/// The conditions when the spec passes `validate` but yields no server config.
+pub fn render_failed(error: &anyhow::Error) -> Vec<Cond> {
+    let message = format!("cannot build the server config: {error:#}");
+    vec![
+        Cond::new("Ready", false, "InvalidSpec", "see Degraded"),
+        Cond::new("Degraded", true, "RenderFailed", message),
+    ]
+}
+
+/// What the reconcile read from the cluster.
+pub struct Observed<'a> {
+    /// Data of the referenced Secrets that exist.
+    pub secrets: &'a SecretData,
+    /// Referenced Secrets that do not exist.
+    pub missing: &'a [String],
+    pub ready_replicas: i32,
+}
+
+/// The conditions of a rendered and applied MailServer: Ready, TLSReady, DNSPublished
+/// and Degraded, in that order.
+pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed) -> Vec<Cond> {
+    let mut problems = input_problems(&server.spec, observed);
+    let tls = tls_condition(rendered, observed.secrets);
+    if tls.reason == "SecretMissing" {
+        problems.push(format!(
+            "TLS Secret {:?} not found or without tls.crt and tls.key",
+            rendered.tls_secret
+        ));
+    }
+    let ready = ready_condition(&problems, observed.ready_replicas, server.spec.replicas);
+    vec![
+        ready,
+        tls,
+        dns_condition(server, rendered),
+        degraded_condition(&problems),
+    ]
+}
+
+/// What is wrong with the Secrets the spec names (the TLS Secret aside).
+fn input_problems(spec: &MailServerSpec, observed: &Observed) -> Vec<String> {
+    let mut problems = Vec::new();
+    let users = &spec.users;
+    if observed.missing.contains(&users.secret_name) {
+        problems.push(format!(
+            "users Secret {:?} not found: create it with a key {:?} holding Dovecot passwd-file lines",
+            users.secret_name, users.key
+        ));
+    } else if !observed
+        .secrets
+        .get(&users.secret_name)
+        .is_some_and(|s| s.contains_key(&users.key))
+    {
+        problems.push(format!(
+            "users Secret {:?} has no key {:?}",
+            users.secret_name, users.key
+        ));
+    }
+    if let Some(credentials) = spec
+        .relay
+        .as_ref()
+        .and_then(|r| r.credentials_secret.as_ref())
+        && observed.missing.contains(credentials)
+    {
+        problems.push(format!(
+            "relay credentials Secret {credentials:?} not found"
+        ));
+    }
+    if let Some(dkim) = &spec.dkim.secret_name
+        && !observed
+            .secrets
+            .get(dkim)
+            .is_some_and(|s| s.contains_key(DKIM_KEY))
+    {
+        problems.push(format!(
+            "DKIM Secret {dkim:?} not found or without key {DKIM_KEY:?}"
+        ));
+    }
+    problems
+}
+
+fn tls_condition(rendered: &Rendered, secrets: &SecretData) -> Cond {
+    let present = secrets
+        .get(&rendered.tls_secret)
+        .is_some_and(|s| s.contains_key("tls.crt") && s.contains_key("tls.key"));
+    let secret = &rendered.tls_secret;
+    match &rendered.tls {
+        TlsPlan::UserSecret if present => Cond::new(
+            "TLSReady",
+            true,
+            "SecretProvided",
+            format!("certificate from Secret {secret}"),
+        ),
+        TlsPlan::UserSecret => Cond::new(
+            "TLSReady",
+            false,
+            "SecretMissing",
+            format!("TLS Secret {secret} not found or incomplete"),
+        ),
+        TlsPlan::CertManager if present => Cond::new(
+            "TLSReady",
+            true,
+            "Issued",
+            format!("certificate issued by cert-manager into Secret {secret}"),
+        ),
+        TlsPlan::CertManager => Cond::new(
+            "TLSReady",
+            false,
+            "Issuing",
+            format!("waiting for cert-manager to issue the certificate into Secret {secret}"),
+        ),
+        TlsPlan::SelfSigned {
+            because: SelfSignedReason::NoSource,
+        } => Cond::new(
+            "TLSReady",
+            false,
+            "SelfSigned",
+            "serving a generated self-signed certificate: clients will not trust it; set spec.tls.secretName or spec.tls.issuerRef",
+        ),
+        TlsPlan::SelfSigned {
+            because: SelfSignedReason::CertManagerMissing,
+        } => Cond::new(
+            "TLSReady",
+            false,
+            "CertManagerMissing",
+            "spec.tls.issuerRef is set but cert-manager's Certificate CRD is not installed: serving a self-signed certificate meanwhile",
+        ),
+    }
+}
+
+fn dns_condition(server: &MailServer, rendered: &Rendered) -> Cond {
+    if !server.spec.dns.external_dns {
+        Cond::new(
+            "DNSPublished",
+            false,
+            "Disabled",
+            "spec.dns.externalDNS is false: publish status.dnsRecords by hand",
+        )
+    } else if rendered.dns_endpoint.is_none() {
+        Cond::new(
+            "DNSPublished",
+            false,
+            "DNSEndpointCRDMissing",
+            "the ExternalDNS DNSEndpoint CRD (externaldns.k8s.io/v1alpha1) is not installed: publish status.dnsRecords by hand or install ExternalDNS with its CRD source",
+        )
+    } else {
+        Cond::new(
+            "DNSPublished",
+            true,
+            "Published",
+            format!(
+                "{} records in DNSEndpoint {}",
+                rendered.dns_records.len(),
+                Names::new(server).workload()
+            ),
+        )
+    }
+}
+
+fn degraded_condition(problems: &[String]) -> Cond {
+    if problems.is_empty() {
+        Cond::new(
+            "Degraded",
+            false,
+            "AsExpected",
+            "every referenced Secret is present",
+        )
+    } else {
+        Cond::new("Degraded", true, "MissingInput", problems.join("; "))
+    }
+}
+
+fn ready_condition(problems: &[String], ready_replicas: i32, wanted: i32) -> Cond {
+    let message = format!("{ready_replicas} of {wanted} pods ready");
+    if !problems.is_empty() {
+        Cond::new("Ready", false, "Degraded", "see Degraded")
+    } else if ready_replicas >= wanted {
+        Cond::new("Ready", true, "Available", message)
+    } else {
+        Cond::new("Ready", false, "Progressing", message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::render::testing::{edge_case_secrets, load, options};
+    use super::super::render::{self, RenderOptions};
     use super::*;
+
+    /// The four conditions for `server` rendered with `options` and these Secrets.
+    fn conds_with(
+        server: &MailServer,
+        options: &RenderOptions,
+        secrets: &SecretData,
+        missing: &[&str],
+        ready_replicas: i32,
+    ) -> Vec<Cond> {
+        let rendered = render::render(server, secrets, options).unwrap();
+        let missing: Vec<String> = missing.iter().map(|m| m.to_string()).collect();
+        let observed = Observed {
+            secrets,
+            missing: &missing,
+            ready_replicas,
+        };
+        conditions(server, &rendered, &observed)
+    }
+
+    fn find<'a>(conds: &'a [Cond], type_: &str) -> &'a Cond {
+        conds.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    /// (status, reason) of one condition.
+    fn state(conds: &[Cond], type_: &str) -> (bool, String) {
+        let c = find(conds, type_);
+        (c.status, c.reason.clone())
+    }
+
+    fn secret(keys: &[&str]) -> BTreeMap<String, Vec<u8>> {
+        keys.iter()
+            .map(|k| (k.to_string(), b"x".to_vec()))
+            .collect()
+    }
+
+    /// The typical example with its users Secret and generated TLS and DKIM Secrets.
+    fn typical_secrets() -> SecretData {
+        SecretData::from([
+            ("mail-users".to_string(), secret(&["passwd"])),
+            (
+                "mail-tls-self-signed".to_string(),
+                secret(&["tls.crt", "tls.key"]),
+            ),
+            ("mail-dkim".to_string(), secret(&[DKIM_KEY])),
+        ])
+    }
+
+    #[test]
+    fn ready_counts_pods_and_waits_for_inputs() {
+        let server = load("examples/mailserver.yaml");
+        let secrets = typical_secrets();
+        let conds = conds_with(&server, &options(), &secrets, &[], 1);
+        assert_eq!(state(&conds, "Ready"), (true, "Available".into()));
+        assert_eq!(find(&conds, "Ready").message, "1 of 1 pods ready");
+        let conds = conds_with(&server, &options(), &secrets, &[], 0);
+        assert_eq!(state(&conds, "Ready"), (false, "Progressing".into()));
+        assert_eq!(find(&conds, "Ready").message, "0 of 1 pods ready");
+
+        let mut no_users = secrets.clone();
+        no_users.remove("mail-users");
+        let conds = conds_with(&server, &options(), &no_users, &["mail-users"], 1);
+        assert_eq!(state(&conds, "Ready"), (false, "Degraded".into()));
+    }
+
+    #[test]
+    fn degraded_names_each_missing_input() {
+        let server = load("examples/mailserver.yaml");
+        let conds = conds_with(&server, &options(), &typical_secrets(), &[], 1);
+        assert_eq!(state(&conds, "Degraded"), (false, "AsExpected".into()));
+
+        let mut secrets = typical_secrets();
+        secrets.remove("mail-users");
+        let conds = conds_with(&server, &options(), &secrets, &["mail-users"], 1);
+        assert_eq!(state(&conds, "Degraded"), (true, "MissingInput".into()));
+        assert!(
+            find(&conds, "Degraded")
+                .message
+                .starts_with("users Secret \"mail-users\" not found"),
+            "{conds:?}"
+        );
+
+        let mut secrets = typical_secrets();
+        secrets.insert("mail-users".into(), secret(&["other"]));
+        let conds = conds_with(&server, &options(), &secrets, &[], 1);
+        assert_eq!(
+            find(&conds, "Degraded").message,
+            "users Secret \"mail-users\" has no key \"passwd\""
+        );
+
+        let relay = load("examples/mailserver-relay.yaml");
+        let mut secrets = typical_secrets();
+        secrets.insert("mail-tls".into(), secret(&["tls.crt", "tls.key"]));
+        let conds = conds_with(&relay, &options(), &secrets, &["relay-credentials"], 1);
+        assert_eq!(
+            find(&conds, "Degraded").message,
+            "relay credentials Secret \"relay-credentials\" not found"
+        );
+
+        // The user's own DKIM Secret without its key, and the user's TLS Secret missing.
+        let edge = load("src/operator/testdata/edge-cases.yaml");
+        let mut secrets = edge_case_secrets();
+        secrets.insert("submit-users".into(), secret(&["users.passwd"]));
+        secrets.insert("submit-dkim".into(), secret(&["other"]));
+        let conds = conds_with(&edge, &options(), &secrets, &["submit-cert"], 3);
+        assert_eq!(
+            find(&conds, "Degraded").message,
+            "DKIM Secret \"submit-dkim\" not found or without key \"dkim.key\"; \
+             TLS Secret \"submit-cert\" not found or without tls.crt and tls.key"
+        );
+    }
+
+    #[test]
+    fn tls_ready_follows_the_certificate_source() {
+        let edge = load("src/operator/testdata/edge-cases.yaml");
+        let mut secrets = edge_case_secrets();
+        secrets.insert("submit-users".into(), secret(&["users.passwd"]));
+        let conds = conds_with(&edge, &options(), &secrets, &["submit-cert"], 3);
+        assert_eq!(state(&conds, "TLSReady"), (false, "SecretMissing".into()));
+        secrets.insert("submit-cert".into(), secret(&["tls.crt", "tls.key"]));
+        let conds = conds_with(&edge, &options(), &secrets, &[], 3);
+        assert_eq!(state(&conds, "TLSReady"), (true, "SecretProvided".into()));
+        assert_eq!(state(&conds, "Ready"), (true, "Available".into()));
+
+        let relay = load("examples/mailserver-relay.yaml");
+        let mut secrets = typical_secrets();
+        secrets.insert(
+            "relay-credentials".into(),
+            secret(&["username", "password"]),
+        );
+        let conds = conds_with(&relay, &options(), &secrets, &["mail-tls"], 1);
+        assert_eq!(state(&conds, "TLSReady"), (false, "Issuing".into()));
+        assert!(!find(&conds, "Degraded").status, "issuing takes a while");
+        secrets.insert("mail-tls".into(), secret(&["tls.crt", "tls.key"]));
+        let conds = conds_with(&relay, &options(), &secrets, &[], 1);
+        assert_eq!(state(&conds, "TLSReady"), (true, "Issued".into()));
+        let no_cert_manager = RenderOptions {
+            certificate_crd: false,
+            ..options()
+        };
+        let conds = conds_with(&relay, &no_cert_manager, &secrets, &[], 1);
+        assert_eq!(
+            state(&conds, "TLSReady"),
+            (false, "CertManagerMissing".into())
+        );
+
+        let typical = load("examples/mailserver.yaml");
+        let conds = conds_with(&typical, &options(), &typical_secrets(), &[], 1);
+        assert_eq!(state(&conds, "TLSReady"), (false, "SelfSigned".into()));
+    }
+
+    #[test]
+    fn dns_published_only_through_a_dns_endpoint() {
+        let typical = load("examples/mailserver.yaml");
+        let secrets = typical_secrets();
+        let conds = conds_with(&typical, &options(), &secrets, &[], 1);
+        assert_eq!(state(&conds, "DNSPublished"), (true, "Published".into()));
+        assert_eq!(
+            find(&conds, "DNSPublished").message,
+            "3 records in DNSEndpoint mail"
+        );
+        let no_crd = RenderOptions {
+            dns_endpoint_crd: false,
+            ..options()
+        };
+        let conds = conds_with(&typical, &no_crd, &secrets, &[], 1);
+        assert_eq!(
+            state(&conds, "DNSPublished"),
+            (false, "DNSEndpointCRDMissing".into())
+        );
+        let mut off = typical.clone();
+        off.spec.dns.external_dns = false;
+        let conds = conds_with(&off, &options(), &secrets, &[], 1);
+        assert_eq!(state(&conds, "DNSPublished"), (false, "Disabled".into()));
+    }
+
+    #[test]
+    fn unrenderable_specs_are_degraded_and_not_ready() {
+        let conds = invalid_spec(&["a".into(), "b".into()]);
+        assert_eq!(state(&conds, "Ready"), (false, "InvalidSpec".into()));
+        assert_eq!(state(&conds, "Degraded"), (true, "InvalidSpec".into()));
+        assert_eq!(
+            find(&conds, "Degraded").message,
+            "the spec is invalid: a; b"
+        );
+        let conds = render_failed(&anyhow::anyhow!("no listener"));
+        assert_eq!(state(&conds, "Degraded"), (true, "RenderFailed".into()));
+        assert_eq!(
+            find(&conds, "Degraded").message,
+            "cannot build the server config: no listener"
+        );
+    }
+
+    #[test]
+    fn referenced_secrets_and_endpoints_follow_the_spec() {
+        let relay = load("examples/mailserver-relay.yaml");
+        assert_eq!(
+            referenced_secrets(&relay),
+            ["mail-users", "mail-tls", "relay-credentials"]
+        );
+        let edge = load("src/operator/testdata/edge-cases.yaml");
+        assert_eq!(
+            referenced_secrets(&edge),
+            ["submit-users", "submit-cert", "submit-dkim"]
+        );
+        let typical = endpoints(&load("examples/mailserver.yaml"));
+        assert_eq!(typical.submission.as_deref(), Some("mail.example.com:587"));
+        assert_eq!(typical.submissions.as_deref(), Some("mail.example.com:465"));
+        assert_eq!(typical.smtp.as_deref(), Some("mail.example.com:25"));
+    }
 
     fn at(seconds: i64) -> Time {
         Time(jiff::Timestamp::from_second(seconds).unwrap())

@@ -1,0 +1,424 @@
+//! The objects a `MailServer` needs, as a pure function of the MailServer, the data of
+//! the Secrets it references, and what the cluster offers. `posthorn render` prints them
+//! and the controller applies them, so both always agree.
+//!
+//! Nothing here is random or time-dependent: rendering the same inputs twice gives the
+//! same objects byte for byte (GitOps tools diff them, and the controller skips applies
+//! that would change nothing). Key material (the self-signed certificate, the DKIM key)
+//! is generated once by the controller into Secrets that render only refers to, listed
+//! in [`Rendered::generated_secrets`].
+
+//!
+//! One file per object: `config_map`, `certificate`, `storage` (the queue's claim),
+//! `workload` (the pod template and its controller), `service`, `disruption` (the
+//! PodDisruptionBudget) and `dns`; `meta` holds the names and labels they share.
+
+mod certificate;
+mod config_map;
+mod disruption;
+mod dns;
+mod meta;
+mod service;
+mod storage;
+#[cfg(test)]
+pub(super) mod testing;
+mod workload;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Resource;
+use kube::api::{ApiResource, DynamicObject};
+
+pub use certificate::{SelfSignedReason, TlsPlan, certificate_resource};
+pub use disruption::{PdbApi, pdb_resource};
+pub use dns::dns_endpoint_resource;
+pub use meta::Names;
+
+use crate::api::{DnsRecord, MailServer};
+
+/// Where the image keeps the binary.
+pub const POD_BINARY: &str = "/usr/local/bin/posthorn";
+
+/// Pod template annotation holding the sha256 of the server config: a config change
+/// rolls the pods. Certificates, users and the sender map are hot-reloaded and are
+/// deliberately not part of it.
+pub const CONFIG_CHECKSUM_ANNOTATION: &str = "checksum/config";
+pub const EXTERNAL_DNS_HOSTNAME_ANNOTATION: &str = "external-dns.alpha.kubernetes.io/hostname";
+
+/// What the cluster offers and what the operator runs as: the inputs to rendering that
+/// are not in the MailServer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Image for the mail server pods unless the spec names one: the operator's own.
+    pub image: String,
+    /// The cert-manager `Certificate` CRD is installed.
+    pub certificate_crd: bool,
+    /// The ExternalDNS `DNSEndpoint` CRD is installed.
+    pub dns_endpoint_crd: bool,
+    /// API version for PodDisruptionBudgets: `policy/v1` from Kubernetes 1.21,
+    /// `policy/v1beta1` before (the same fields for what is rendered here).
+    pub pdb_api: PdbApi,
+}
+
+/// Data of the Secrets a MailServer references, as far as known: Secret name → key →
+/// value. Only the DKIM Secret is read (for the public key in DNS); the rest is mounted.
+pub type SecretData = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+/// A Secret with key material that the controller generates once, when it does not
+/// exist yet, and never replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GeneratedSecret {
+    /// `kubernetes.io/tls` Secret with a self-signed certificate for `hostname`.
+    SelfSignedTls { name: String, hostname: String },
+    /// Secret holding a DKIM private key ([`DKIM_KEY`]) and its TXT record ([`DKIM_TXT_KEY`]).
+    DkimKey { name: String },
+}
+
+impl GeneratedSecret {
+    pub fn name(&self) -> &str {
+        match self {
+            GeneratedSecret::SelfSignedTls { name, .. } | GeneratedSecret::DkimKey { name } => name,
+        }
+    }
+}
+
+/// Everything one MailServer needs.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub config_map: ConfigMap,
+    pub deployment: Deployment,
+    pub service: Service,
+    /// The queue's claim, when the spec asks for persistent storage.
+    pub queue_claim: Option<PersistentVolumeClaim>,
+    /// When more than one replica runs.
+    pub pdb: Option<PodDisruptionBudget>,
+    pub pdb_api: PdbApi,
+    /// cert-manager Certificate, when the spec names an issuer and the CRD exists.
+    pub certificate: Option<DynamicObject>,
+    /// ExternalDNS DNSEndpoint, when the spec asks for it and the CRD exists.
+    pub dns_endpoint: Option<DynamicObject>,
+    pub tls: TlsPlan,
+    /// Name of the Secret the pods read the certificate from.
+    pub tls_secret: String,
+    /// Name of the Secret the pods read the DKIM key from.
+    pub dkim_secret: String,
+    /// Secrets the controller must create once if missing (render never fills in keys).
+    pub generated_secrets: Vec<GeneratedSecret>,
+    /// The DNS records the setup needs (published through the DNSEndpoint when there is
+    /// one). The DKIM record is missing while the DKIM key is unknown.
+    pub dns_records: Vec<DnsRecord>,
+}
+
+/// One rendered object with the API resource it belongs to, ready for server-side apply.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub resource: ApiResource,
+    pub object: DynamicObject,
+}
+
+impl Object {
+    fn typed<K>(object: &K) -> Object
+    where
+        K: Resource<DynamicType = ()> + serde::Serialize,
+    {
+        let value = serde_json::to_value(object).expect("Kubernetes objects serialise to JSON");
+        Object {
+            resource: ApiResource::erase::<K>(&()),
+            object: serde_json::from_value(value).expect("a serialised object is a DynamicObject"),
+        }
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.resource.kind
+    }
+
+    pub fn name(&self) -> &str {
+        self.object.metadata.name.as_deref().unwrap_or_default()
+    }
+}
+
+impl Rendered {
+    /// Every object to apply, in an order that lets each find what it refers to.
+    pub fn objects(&self) -> Vec<Object> {
+        let mut objects = vec![Object::typed(&self.config_map)];
+        if let Some(claim) = &self.queue_claim {
+            objects.push(Object::typed(claim));
+        }
+        if let Some(certificate) = &self.certificate {
+            objects.push(Object {
+                resource: certificate_resource(),
+                object: certificate.clone(),
+            });
+        }
+        objects.push(Object::typed(&self.deployment));
+        objects.push(Object::typed(&self.service));
+        if let Some(pdb) = &self.pdb {
+            let mut object = Object::typed(pdb);
+            object.resource = pdb_resource(self.pdb_api);
+            if let Some(types) = &mut object.object.types {
+                types.api_version = self.pdb_api.api_version().into();
+            }
+            objects.push(object);
+        }
+        if let Some(endpoint) = &self.dns_endpoint {
+            objects.push(Object {
+                resource: dns_endpoint_resource(),
+                object: endpoint.clone(),
+            });
+        }
+        objects
+    }
+}
+
+/// Renders every object `server` needs. Fails only when the spec cannot be turned into
+/// a server config (the controller reports that in the Degraded condition).
+pub fn render(
+    server: &MailServer,
+    secrets: &SecretData,
+    options: &RenderOptions,
+) -> anyhow::Result<Rendered> {
+    let names = Names::new(server);
+    let base = meta::Base::new(server);
+
+    let (config_map, checksum) = config_map::config_map(server, &names, &base)?;
+    let tls = certificate::tls(server, &names, &base, options);
+    let mut generated_secrets: Vec<_> = tls.generated.into_iter().collect();
+    let dkim_secret = match &server.spec.dkim.secret_name {
+        Some(name) => name.clone(),
+        None => {
+            let name = names.dkim_secret();
+            generated_secrets.push(GeneratedSecret::DkimKey { name: name.clone() });
+            name
+        }
+    };
+
+    let inputs = workload::PodInputs {
+        checksum: &checksum,
+        tls_secret: &tls.secret,
+        dkim_secret: &dkim_secret,
+    };
+    let deployment = workload::deployment(server, &names, &base, options, &inputs);
+
+    let dkim_txt = dns::dkim_record(secrets.get(&dkim_secret));
+    let dns_records = dns::dns_records(server, dkim_txt.as_deref());
+    let dns_endpoint = (server.spec.dns.external_dns && options.dns_endpoint_crd)
+        .then(|| dns::dns_endpoint(&names, &base, &dns_records));
+
+    Ok(Rendered {
+        config_map,
+        deployment,
+        service: service::service(server, &names, &base),
+        queue_claim: storage::queue_claim(server, &names, &base),
+        pdb: disruption::pdb(server, &names, &base),
+        pdb_api: options.pdb_api,
+        certificate: tls.certificate,
+        dns_endpoint,
+        tls: tls.plan,
+        tls_secret: tls.secret,
+        dkim_secret,
+        generated_secrets,
+        dns_records,
+    })
+}
+
+/// The objects as a multi-document YAML stream, as `posthorn render` prints them.
+pub fn to_yaml(rendered: &Rendered) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for secret in &rendered.generated_secrets {
+        let what = match secret {
+            GeneratedSecret::SelfSignedTls { .. } => "a self-signed certificate",
+            GeneratedSecret::DkimKey { .. } => "a DKIM key",
+        };
+        out.push_str(&format!(
+            "# Secret {} ({what}) is generated once by the operator, not rendered.\n",
+            secret.name()
+        ));
+    }
+    for object in rendered.objects() {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&object.object)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{edge_case_secrets, load, options, path};
+    use super::*;
+
+    /// Compares with `src/operator/testdata/<name>.golden.yaml`; `UPDATE_GOLDEN=1`
+    /// rewrites the file instead.
+    fn golden(name: &str, rendered: &Rendered) {
+        let actual = to_yaml(rendered).unwrap();
+        let file = path(&format!("src/operator/testdata/{name}.golden.yaml"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&file, &actual).unwrap();
+            return;
+        }
+        let expected = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", file.display()));
+        if actual != expected {
+            let line = actual
+                .lines()
+                .zip(expected.lines())
+                .position(|(a, e)| a != e)
+                .unwrap_or(actual.lines().count().min(expected.lines().count()));
+            panic!(
+                "{} differs from the rendering at line {} (UPDATE_GOLDEN=1 rewrites it):\n\
+                 actual:\n{actual}",
+                file.display(),
+                line + 1
+            );
+        }
+    }
+
+    #[test]
+    fn golden_typical() {
+        let rendered = render(
+            &load("examples/mailserver.yaml"),
+            &SecretData::new(),
+            &options(),
+        )
+        .unwrap();
+        golden("typical", &rendered);
+    }
+
+    #[test]
+    fn golden_relay_with_issuer() {
+        let rendered = render(
+            &load("examples/mailserver-relay.yaml"),
+            &SecretData::new(),
+            &options(),
+        )
+        .unwrap();
+        golden("relay", &rendered);
+    }
+
+    #[test]
+    fn golden_edge_cases() {
+        let rendered = render(
+            &load("src/operator/testdata/edge-cases.yaml"),
+            &edge_case_secrets(),
+            &options(),
+        )
+        .unwrap();
+        golden("edge-cases", &rendered);
+    }
+
+    #[test]
+    fn golden_issuer_without_cert_manager() {
+        let options = RenderOptions {
+            certificate_crd: false,
+            dns_endpoint_crd: false,
+            pdb_api: PdbApi::V1beta1,
+            ..options()
+        };
+        let rendered = render(
+            &load("src/operator/testdata/issuer-without-cert-manager.yaml"),
+            &SecretData::new(),
+            &options,
+        )
+        .unwrap();
+        golden("issuer-without-cert-manager", &rendered);
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        let server = load("src/operator/testdata/edge-cases.yaml");
+        let first = to_yaml(&render(&server, &edge_case_secrets(), &options()).unwrap()).unwrap();
+        let second = to_yaml(&render(&server, &edge_case_secrets(), &options()).unwrap()).unwrap();
+        assert_eq!(first, second);
+    }
+
+    fn checksum(rendered: &Rendered) -> String {
+        rendered
+            .deployment
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_CHECKSUM_ANNOTATION]
+            .clone()
+    }
+
+    #[test]
+    fn config_changes_roll_pods_but_hot_reloaded_inputs_do_not() {
+        let server = load("examples/mailserver.yaml");
+        let base = render(&server, &SecretData::new(), &options()).unwrap();
+
+        let mut bigger = server.clone();
+        bigger.spec.submission.max_message_size.0 = "50Mi".into();
+        assert_ne!(
+            checksum(&render(&bigger, &SecretData::new(), &options()).unwrap()),
+            checksum(&base)
+        );
+
+        // Sender map and certificate source: read from mounted files, reloaded in place.
+        let mut other = server.clone();
+        other.spec.sender_logins[0]
+            .logins
+            .push("carol@example.com".into());
+        let rendered = render(&other, &SecretData::new(), &options()).unwrap();
+        assert_eq!(checksum(&rendered), checksum(&base));
+        assert!(
+            rendered.config_map.data.as_ref().unwrap()[crate::plan::SENDER_MAP_KEY]
+                .contains("carol@")
+        );
+        let with_dkim = render(&server, &edge_case_secrets(), &options()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&with_dkim.deployment).unwrap(),
+            serde_json::to_value(&base.deployment).unwrap()
+        );
+    }
+
+    #[test]
+    fn owner_references_only_for_objects_from_the_api_server() {
+        let rendered = render(
+            &load("src/operator/testdata/edge-cases.yaml"),
+            &edge_case_secrets(),
+            &options(),
+        )
+        .unwrap();
+        for object in rendered.objects() {
+            let owners = object.object.metadata.owner_references.as_ref().unwrap();
+            assert_eq!(owners.len(), 1, "{}", object.kind());
+            assert_eq!(owners[0].kind, "MailServer");
+            assert_eq!(owners[0].controller, Some(true));
+            assert_eq!(owners[0].uid, "4a3c1e0e-8d7b-4c55-9c1e-2f0b6f3a9d10");
+            assert_eq!(object.object.metadata.namespace.as_deref(), Some("mail"));
+        }
+        let kinds: Vec<_> = rendered
+            .objects()
+            .iter()
+            .map(|o| o.kind().to_string())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ConfigMap",
+                "PersistentVolumeClaim",
+                "Deployment",
+                "Service",
+                "PodDisruptionBudget"
+            ]
+        );
+        let plain = render(
+            &load("examples/mailserver.yaml"),
+            &SecretData::new(),
+            &options(),
+        )
+        .unwrap();
+        assert!(
+            plain
+                .objects()
+                .iter()
+                .all(|o| o.object.metadata.owner_references.is_none())
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! The Service exposing the mail listeners.
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::EXTERNAL_DNS_HOSTNAME_ANNOTATION;
+use super::meta::{Base, Names};
+use crate::api::{MailServer, ServiceType};
+
+pub(super) fn service(server: &MailServer, names: &Names, base: &Base) -> Service {
+    let spec = &server.spec;
+    let port = |name: &str, port: u16| ServicePort {
+        name: Some(name.into()),
+        port: port.into(),
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    };
+    let ports = spec
+        .listeners()
+        .into_iter()
+        .map(|(kind, service_port)| port(kind.name(), service_port))
+        .collect();
+
+    let mut annotations = spec.service.annotations.clone();
+    if spec.dns.external_dns {
+        annotations.insert(
+            EXTERNAL_DNS_HOSTNAME_ANNOTATION.into(),
+            spec.hostname.clone(),
+        );
+    }
+    let mut metadata = base.meta(names.workload(), "mail-server");
+    metadata.annotations = (!annotations.is_empty()).then_some(annotations);
+
+    let service_type = match spec.service.r#type {
+        ServiceType::LoadBalancer => "LoadBalancer",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::ClusterIp => "ClusterIP",
+    };
+    let external_traffic_policy = spec
+        .service
+        .external_traffic_policy
+        .filter(|_| spec.service.r#type != ServiceType::ClusterIp)
+        .map(|policy| {
+            serde_json::to_value(policy)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        });
+
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: Some(service_type.into()),
+            selector: Some(base.selector()),
+            ports: Some(ports),
+            external_traffic_policy,
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}

@@ -1,6 +1,7 @@
 //! The `posthorn` command: argument parsing and dispatch to the library.
 
-use posthorn::{api, auth, config, crlf, delivery, operator, serve, spool, telemetry, up};
+use posthorn::mail::dkim;
+use posthorn::{api, auth, config, crlf, operator, queue, serve, spool, telemetry, transport, up};
 
 use std::io::{BufRead, IsTerminal};
 use std::net::{IpAddr, SocketAddr};
@@ -139,7 +140,7 @@ enum DkimCommand {
         #[arg(long)]
         domain: Option<String>,
         #[arg(long, value_enum, default_value = "rsa")]
-        algorithm: delivery::dkim::KeyAlgorithm,
+        algorithm: dkim::KeyAlgorithm,
         /// RSA key size (2048 to 4096).
         #[arg(long, default_value_t = 2048)]
         bits: usize,
@@ -266,10 +267,10 @@ fn main() -> anyhow::Result<()> {
                     out,
                 },
         } => {
-            let key = delivery::dkim::generate_key(algorithm, bits)?;
+            let key = dkim::generate_key(algorithm, bits)?;
             match out {
                 Some(path) => {
-                    delivery::dkim::write_private_key(&path, &key.private_pem)?;
+                    dkim::write_private_key(&path, &key.private_pem)?;
                     eprintln!("private key written to {}", path.display());
                 }
                 None => print!("{}", key.private_pem),
@@ -278,7 +279,7 @@ fn main() -> anyhow::Result<()> {
                 Some(domain) => format!("{selector}._domainkey.{}.", domain.trim_end_matches('.')),
                 None => format!("{selector}._domainkey"),
             };
-            println!("{}", delivery::dkim::zone_line(&name, &key.dns_record));
+            println!("{}", dkim::zone_line(&name, &key.dns_record));
             Ok(())
         }
         Command::Dkim {
@@ -295,14 +296,14 @@ fn main() -> anyhow::Result<()> {
             // A file edited by hand has bare LFs; what is signed is what goes on the wire.
             let message = crlf::canonical(&message).unwrap_or(message);
             let domain = domain
-                .or_else(|| delivery::dkim::from_domain(&message))
+                .or_else(|| transport::dkim::from_domain(&message))
                 .context("no --domain and no From header address")?;
             let config = config::DkimConfig {
                 selector,
                 key_file: key,
                 domains: vec![domain.clone()],
             };
-            let signer = delivery::dkim::Signer::load(&config, &[])?;
+            let signer = transport::dkim::Signer::load(&config, &[])?;
             let header = signer
                 .sign(&message, &domain)?
                 .context("the signer refused the domain")?;
@@ -315,7 +316,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn queue_command(spool: &std::path::Path, action: QueueAction) -> anyhow::Result<()> {
-    use delivery::control;
+    use queue::control;
     use std::io::Write;
     match action {
         QueueAction::List => print!("{}", control::list(spool)?),

@@ -492,6 +492,70 @@ pub(crate) mod tests {
         );
     }
 
+    /// LMTP: a refused RCPT keeps its own reply, and the end of data brings one reply
+    /// per accepted recipient, in RCPT order (RFC 2033 §4.2).
+    #[tokio::test]
+    async fn lmtp_end_of_data_brings_one_reply_per_accepted_recipient() {
+        use tokio::io::AsyncBufReadExt;
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let hop = tokio::spawn(async move {
+            let (read, mut write) = tokio::io::split(theirs);
+            let mut read = tokio::io::BufReader::new(read);
+            let mut in_data = false;
+            loop {
+                let mut line = Vec::new();
+                if read.read_until(b'\n', &mut line).await.unwrap() == 0 {
+                    return;
+                }
+                let reply: &[u8] = match (in_data, line.as_slice()) {
+                    (false, b"DATA\r\n") => b"354 go ahead\r\n",
+                    (false, l) if l.starts_with(b"RCPT TO:<carol@") => {
+                        b"550 5.1.1 <carol@example.com>: no such user\r\n"
+                    }
+                    (false, _) => b"250 2.1.0 Ok\r\n",
+                    (true, b".\r\n") => {
+                        b"250 2.0.0 <bob@example.com> saved\r\n\
+                        452 4.2.2 <dave@example.com> over quota\r\n"
+                    }
+                    (true, _) => continue,
+                };
+                in_data = reply.starts_with(b"354");
+                write.write_all(reply).await.unwrap();
+            }
+        });
+        let envelope = Envelope::sample(
+            "alice@example.net",
+            &["bob@example.com", "carol@example.com", "dave@example.com"],
+        );
+        let txn = Transaction {
+            envelope: &envelope,
+            recipients: &[0, 1, 2],
+            message: b"Subject: x\r\n\r\nhi\r\n",
+        };
+        let mut client = SmtpClient {
+            stream: ours,
+            timeout: std::time::Duration::from_secs(10),
+        };
+        let caps = EhloResponse::new("lmtp.example.com".to_string());
+        let Sent { results, reusable } = send(&mut client, &caps, &mx(), &txn, true).await;
+        assert!(reusable);
+        let kinds: Vec<(usize, &str)> = results
+            .iter()
+            .map(|(i, attempt)| match attempt {
+                Attempt::Delivered(_) => (*i, "delivered"),
+                Attempt::Temporary(_) => (*i, "temporary"),
+                Attempt::Permanent(_) => (*i, "permanent"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [(1, "permanent"), (0, "delivered"), (2, "temporary")]
+        );
+        assert_eq!(results[2].1.outcome().status, Status::new(4, 2, 2));
+        drop(client);
+        hop.await.unwrap();
+    }
+
     #[test]
     fn xtext_encodes_plus_equals_and_spaces() {
         assert_eq!(

@@ -13,9 +13,9 @@ use tokio::time::Instant;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::delivery::{QueueHandle, QueueRunner, control};
 use crate::mail::{self, ListenerKind};
 use crate::policy::Policy;
+use crate::queue::{QueueHandle, QueueRunner, control};
 use crate::smtp::{self, ConnectionLimits, Server};
 use crate::spool::Spool;
 use crate::telemetry::{self, Metrics};

@@ -20,7 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -139,6 +139,18 @@ pub struct Metrics {
     queue_oldest_age: Gauge<u64, AtomicU64>,
 }
 
+/// The registry being filled by [`Metrics::new`].
+struct Registrar(Registry);
+
+impl Registrar {
+    /// Registers `metric` under `name` and hands it back: the registry keeps a clone
+    /// that shares its values.
+    fn add<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -147,124 +159,92 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("posthorn");
-        // Counters get their `_total` suffix from the encoder.
-        let connections = Family::default();
-        registry.register(
-            "connections",
-            "SMTP connections accepted",
-            Family::clone(&connections),
-        );
-        let connections_active = Family::default();
-        registry.register(
-            "connections_active",
-            "SMTP connections open now",
-            Family::clone(&connections_active),
-        );
-        let connections_rejected = Family::default();
-        registry.register(
-            "connections_rejected",
-            "SMTP connections refused by a connection limit (limit_total, limit_per_ip, limit_per_network)",
-            Family::clone(&connections_rejected),
-        );
-        let tls_handshakes = Family::default();
-        registry.register(
-            "tls_handshakes",
-            "TLS handshakes by result (ok, failed)",
-            Family::clone(&tls_handshakes),
-        );
-        let auth_attempts = Family::default();
-        registry.register(
-            "auth_attempts",
-            "SASL authentication attempts by mechanism and result (success, failure)",
-            Family::clone(&auth_attempts),
-        );
-        let auth_throttled = Family::default();
-        registry.register(
-            "auth_throttled",
-            "SASL attempts refused with 454 unchecked: too many recent failed logins",
-            Family::clone(&auth_throttled),
-        );
-        let auth_throttle_keys = Gauge::default();
-        registry.register(
-            "auth_throttle_tracked_keys",
-            "Client addresses and logins the failed-login throttle remembers",
-            Gauge::clone(&auth_throttle_keys),
-        );
-        let messages_accepted = Family::default();
-        registry.register(
-            "messages_accepted",
-            "Messages accepted into the spool",
-            Family::clone(&messages_accepted),
-        );
-        let messages_rejected = Family::default();
-        registry.register(
-            "messages_rejected",
-            "Messages or recipients rejected, by reason",
-            Family::clone(&messages_rejected),
-        );
-        let message_bytes_accepted = Family::default();
-        registry.register(
-            "message_bytes_accepted",
-            "Bytes of messages accepted into the spool",
-            Family::clone(&message_bytes_accepted),
-        );
-        let spool_messages = Gauge::default();
-        registry.register(
-            "spool_messages",
-            "Messages waiting in the spool",
-            Gauge::clone(&spool_messages),
-        );
-        let spool_bytes = Gauge::default();
-        registry.register(
-            "spool_bytes",
-            "Bytes of messages waiting in the spool",
-            Gauge::clone(&spool_bytes),
-        );
-        let deliveries = Family::default();
-        registry.register(
-            "deliveries",
-            "Recipient delivery attempts by destination class (local, lmtp, relay, mx) and \
-             outcome (delivered, deferred, failed)",
-            Family::clone(&deliveries),
-        );
-        let delivery_duration: HistogramFamily<DestinationLabels> =
-            Family::new_with_constructor(delivery_histogram);
-        registry.register(
-            "delivery_duration_seconds",
-            "Time of one delivery transaction, by destination class",
-            Family::clone(&delivery_duration),
-        );
-        let queue_messages = Family::default();
-        registry.register(
-            "queue_messages",
-            "Queued messages by state: active (being delivered), waiting (for a retry)",
-            Family::clone(&queue_messages),
-        );
-        let queue_oldest_age = Gauge::default();
-        registry.register(
-            "queue_oldest_message_age_seconds",
-            "Age of the oldest message in the queue (0 when it is empty)",
-            Gauge::clone(&queue_oldest_age),
-        );
+        let mut r = Registrar(Registry::with_prefix("posthorn"));
+        // Counters get their `_total` suffix from the encoder. Fields are registered in
+        // the order written, which is the order `/metrics` lists them in.
         Metrics {
-            registry,
-            connections,
-            connections_active,
-            connections_rejected,
-            tls_handshakes,
-            auth_attempts,
-            auth_throttled,
-            auth_throttle_keys,
-            messages_accepted,
-            messages_rejected,
-            message_bytes_accepted,
-            spool_messages,
-            spool_bytes,
-            deliveries,
-            delivery_duration,
-            queue_messages,
-            queue_oldest_age,
+            connections: r.add(
+                "connections",
+                "SMTP connections accepted",
+                Family::default(),
+            ),
+            connections_active: r.add(
+                "connections_active",
+                "SMTP connections open now",
+                Family::default(),
+            ),
+            connections_rejected: r.add(
+                "connections_rejected",
+                "SMTP connections refused by a connection limit (limit_total, limit_per_ip, limit_per_network)",
+                Family::default(),
+            ),
+            tls_handshakes: r.add(
+                "tls_handshakes",
+                "TLS handshakes by result (ok, failed)",
+                Family::default(),
+            ),
+            auth_attempts: r.add(
+                "auth_attempts",
+                "SASL authentication attempts by mechanism and result (success, failure)",
+                Family::default(),
+            ),
+            auth_throttled: r.add(
+                "auth_throttled",
+                "SASL attempts refused with 454 unchecked: too many recent failed logins",
+                Family::default(),
+            ),
+            auth_throttle_keys: r.add(
+                "auth_throttle_tracked_keys",
+                "Client addresses and logins the failed-login throttle remembers",
+                Gauge::default(),
+            ),
+            messages_accepted: r.add(
+                "messages_accepted",
+                "Messages accepted into the spool",
+                Family::default(),
+            ),
+            messages_rejected: r.add(
+                "messages_rejected",
+                "Messages or recipients rejected, by reason",
+                Family::default(),
+            ),
+            message_bytes_accepted: r.add(
+                "message_bytes_accepted",
+                "Bytes of messages accepted into the spool",
+                Family::default(),
+            ),
+            spool_messages: r.add(
+                "spool_messages",
+                "Messages waiting in the spool",
+                Gauge::default(),
+            ),
+            spool_bytes: r.add(
+                "spool_bytes",
+                "Bytes of messages waiting in the spool",
+                Gauge::default(),
+            ),
+            deliveries: r.add(
+                "deliveries",
+                "Recipient delivery attempts by destination class (local, lmtp, relay, mx) and \
+             outcome (delivered, deferred, failed)",
+                Family::default(),
+            ),
+            delivery_duration: r.add(
+                "delivery_duration_seconds",
+                "Time of one delivery transaction, by destination class",
+                Family::new_with_constructor(delivery_histogram),
+            ),
+            queue_messages: r.add(
+                "queue_messages",
+                "Queued messages by state: active (being delivered), waiting (for a retry)",
+                Family::default(),
+            ),
+            queue_oldest_age: r.add(
+                "queue_oldest_message_age_seconds",
+                "Age of the oldest message in the queue (0 when it is empty)",
+                Gauge::default(),
+            ),
+            registry: r.0,
         }
     }
 

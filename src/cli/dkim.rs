@@ -7,8 +7,9 @@ use anyhow::Context;
 
 use crate::config::DkimConfig;
 use crate::crlf;
-use crate::delivery::dkim::{self, KeyAlgorithm, Signer};
+use crate::mail::dkim::{self, KeyAlgorithm};
 use crate::plan;
+use crate::transport::dkim::{Signer, from_domain};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -100,7 +101,7 @@ fn sign(key: PathBuf, selector: String, domain: Option<String>) -> anyhow::Resul
     // A file edited by hand has bare LFs; what is signed is what goes on the wire.
     let message = crlf::canonical(&message).unwrap_or(message);
     let domain = domain
-        .or_else(|| dkim::from_domain(&message))
+        .or_else(|| from_domain(&message))
         .context("no --domain and no From header address")?;
     let config = DkimConfig {
         selector,

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::delivery::control;
+use crate::queue::control;
 use crate::spool::QueueId;
 
 #[derive(clap::Args)]

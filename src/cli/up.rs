@@ -14,7 +14,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use crate::api::{self, MailServer, TlsSource};
 use crate::auth::scheme::{self, Scheme};
 use crate::config::{Listeners, LogFormat};
-use crate::delivery::dkim::KeyAlgorithm;
+use crate::mail::dkim::KeyAlgorithm;
 use crate::mail::{self, Address, ListenerKind};
 use crate::plan::{self, DKIM_KEY, FileLayout};
 use crate::{serve, telemetry, tls};
@@ -194,14 +194,14 @@ fn dkim_key_file(manifest: &MailServer, args: &Args) -> anyhow::Result<PathBuf> 
     }
     let path = args.state_dir.join("dkim.key");
     if !path.exists() {
-        let key = crate::delivery::dkim::generate_key(KeyAlgorithm::Rsa, 2048)?;
-        crate::delivery::dkim::write_private_key(&path, &key.private_pem)?;
+        let key = crate::mail::dkim::generate_key(KeyAlgorithm::Rsa, 2048)?;
+        crate::mail::dkim::write_private_key(&path, &key.private_pem)?;
         let domain = manifest
             .spec
             .primary_domain()
             .context("spec.domains is empty")?;
         tracing::info!(
-            record = %crate::delivery::dkim::zone_line(&format!("{}.", plan::dkim_record_name(&dkim.selector, domain)), &key.dns_record),
+            record = %crate::mail::dkim::zone_line(&format!("{}.", plan::dkim_record_name(&dkim.selector, domain)), &key.dns_record),
             "generated a DKIM key; publish this record"
         );
     }

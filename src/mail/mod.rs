@@ -1,7 +1,10 @@
 //! The shared vocabulary of the mail side, below everything else: it imports nothing of
-//! the crate, so `api`, `config`, `operator`, `policy`, `smtp` and `delivery` all use it.
+//! the crate, so `api`, `config`, `operator`, `policy`, `smtp`, `queue` and `transport`
+//! all use it.
 
 mod address;
+pub mod dkim;
+pub mod dns;
 mod listener;
 pub mod name;
 mod network;

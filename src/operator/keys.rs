@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::delivery::dkim;
+use crate::mail::dkim;
 use crate::plan::{DKIM_KEY, DKIM_TXT_KEY};
 use crate::tls;
 

@@ -4,10 +4,8 @@
 use std::net::SocketAddr;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
-use crate::mail::Address;
+use crate::mail::{Address, dns};
 
 /// The domain part of an address, if it has one.
 pub fn domain_of(address: &str) -> Option<&str> {
@@ -49,33 +47,6 @@ pub enum DomainStatus {
     TempFail,
 }
 
-/// A resolver asking `nameservers` (over UDP, then TCP) when given, else the ones in the
-/// system's resolv.conf. Shared by the recipient checks and MX delivery.
-pub fn resolver(nameservers: &[SocketAddr]) -> anyhow::Result<TokioResolver> {
-    let builder = if nameservers.is_empty() {
-        TokioResolver::builder_tokio()?
-    } else {
-        let servers = nameservers
-            .iter()
-            .map(|addr| {
-                let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
-                    .into_iter()
-                    .map(|mut c| {
-                        c.port = addr.port();
-                        c
-                    })
-                    .collect();
-                NameServerConfig::new(addr.ip(), true, connections)
-            })
-            .collect();
-        TokioResolver::builder_with_config(
-            ResolverConfig::from_name_servers(servers),
-            TokioRuntimeProvider::default(),
-        )
-    };
-    Ok(builder.build()?)
-}
-
 pub struct DomainChecker {
     resolver: TokioResolver,
 }
@@ -85,7 +56,7 @@ impl DomainChecker {
     /// system's resolv.conf.
     pub fn new(nameservers: &[SocketAddr]) -> anyhow::Result<DomainChecker> {
         Ok(DomainChecker {
-            resolver: resolver(nameservers)?,
+            resolver: dns::resolver(nameservers)?,
         })
     }
 

@@ -25,9 +25,9 @@ use tracing::Instrument;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::delivery::QueueHandle;
 use crate::mail::ListenerKind;
 use crate::policy::Policy;
+use crate::queue::QueueHandle;
 use crate::spool::Spool;
 use crate::telemetry::Metrics;
 pub use limits::ConnectionLimits;

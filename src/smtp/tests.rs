@@ -22,8 +22,8 @@ use super::{ConnectionLimits, ListenerKind, Server, session};
 use crate::auth::Authenticator;
 use crate::auth::scheme::{Scheme, hash_password};
 use crate::config::Config;
-use crate::delivery::Enqueued;
 use crate::policy::Policy;
+use crate::queue::Enqueued;
 use crate::spool::Spool;
 use crate::telemetry::Metrics;
 

@@ -51,7 +51,7 @@ pub(super) fn dkim_record(secret: Option<&BTreeMap<String, Vec<u8>>>) -> Option<
             .ok()
             .map(|t| t.trim().to_string());
     }
-    crate::delivery::dkim::dns_record_from_pem(secret.get(DKIM_KEY)?).ok()
+    crate::mail::dkim::dns_record_from_pem(secret.get(DKIM_KEY)?).ok()
 }
 
 /// MX, SPF and DMARC for every domain, and DKIM when its public key is known. Without

@@ -1,8 +1,8 @@
 //! Delivery of queued messages: the queue runner.
 //!
 //! The recipients of a message are grouped by destination — the built-in Maildir, the
-//! LMTP server, the relay host, or one MX domain — and each group goes out in one
-//! transaction, under a limit of deliveries in total and per destination. Every
+//! LMTP server, the relay host, or one MX domain (see [`crate::transport`]) — and each
+//! group goes out in one transaction, under a limit of deliveries in total and per destination. Every
 //! outcome is recorded in the spool before the next group is tried, so after a crash
 //! only the transaction in flight is repeated; a recipient deferred is tried again
 //! after an exponential backoff (see [`schedule`]) until it is delivered, fails, or has
@@ -10,18 +10,11 @@
 //! final outcome, and any report to its sender is queued before that outcome is
 //! recorded.
 
-mod client;
 pub mod control;
-pub mod dkim;
 pub mod dsn;
-mod lmtp;
-pub mod maildir;
-mod mx;
-mod remote;
 mod schedule;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,50 +22,15 @@ use anyhow::Context;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::config::{Config, DeliveryConfig, RelayConfig};
-use crate::mail::Address;
-use crate::reload::Watched;
+use crate::config::{Config, DeliveryConfig};
 use crate::spool::{
-    BodyType, Envelope, Notify, Outcome, QueueId, QueuedMessage, Recipient, RecipientStatus, Spool,
-    Status,
+    Envelope, Notify, Outcome, QueueId, QueuedMessage, Recipient, RecipientStatus, Spool,
 };
 use crate::telemetry::Metrics;
-use client::{Attempt, Sent, Transaction};
-use maildir::Route;
-use remote::{Connector, SessionCache};
+use crate::transport::{Attempt, Destination, Transports};
 #[cfg(test)]
 pub use schedule::Enqueued;
 pub use schedule::QueueHandle;
-
-/// Where a group of recipients goes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Destination {
-    Maildir,
-    Lmtp,
-    Relay,
-    /// A recipient domain, lowercased.
-    Mx(String),
-}
-
-impl Destination {
-    /// The `destination` label of the delivery metrics.
-    fn class(&self) -> &'static str {
-        match self {
-            Destination::Maildir => "local",
-            Destination::Lmtp => "lmtp",
-            Destination::Relay => "relay",
-            Destination::Mx(_) => "mx",
-        }
-    }
-
-    /// The name concurrency limits and cached sessions are kept under.
-    fn key(&self) -> String {
-        match self {
-            Destination::Mx(domain) => format!("mx:{domain}"),
-            other => other.class().to_string(),
-        }
-    }
-}
 
 /// What a report to the sender is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,18 +54,11 @@ pub struct QueueRunner {
     spool: Arc<Spool>,
     config: DeliveryConfig,
     hostname: String,
-    domains: Vec<String>,
-    maildir_root: PathBuf,
-    connector: Connector,
-    mx: mx::MxResolver,
-    lmtp: Option<lmtp::Lmtp>,
-    sessions: SessionCache,
+    transports: Transports,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
     metrics: Arc<Metrics>,
     /// The scheduler, for the reports this runner queues; set once it runs.
     queue: OnceLock<QueueHandle>,
-    /// Signs mail from our domains before it leaves; none without a `dkim:` config.
-    dkim: Option<Arc<Watched<dkim::Signer>>>,
 }
 
 impl QueueRunner {
@@ -127,48 +78,11 @@ impl QueueRunner {
         config: &Config,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<QueueRunner> {
-        let delivery = config.delivery.clone();
-        let connector = Connector::new(
-            config.hostname.clone(),
-            delivery.connect_timeout,
-            delivery.command_timeout,
-            delivery.relay.as_ref().and_then(|r| r.ca_file.as_deref()),
-        )
-        .context("setting up TLS for outgoing mail")?;
-        let resolver = crate::policy::recipient::resolver(&config.dns.nameservers)
-            .context("setting up the resolver for MX lookups")?;
-        let lmtp = delivery
-            .lmtp
-            .as_deref()
-            .map(|spec| {
-                lmtp::Target::parse(spec).map(|target| {
-                    lmtp::Lmtp::new(
-                        target,
-                        config.hostname.clone(),
-                        delivery.connect_timeout,
-                        delivery.command_timeout,
-                    )
-                })
-            })
-            .transpose()
-            .context("delivery.lmtp")?;
-        let dkim = config
-            .dkim
-            .as_ref()
-            .map(|dkim| dkim::Signer::watch(dkim, &config.domains, config.reload_interval))
-            .transpose()
-            .context("loading the DKIM key")?;
         Ok(QueueRunner {
-            dkim,
             spool,
-            mx: mx::MxResolver::new(resolver, delivery.mx_port),
-            config: delivery,
+            config: config.delivery.clone(),
             hostname: config.hostname.clone(),
-            domains: config.domains.clone(),
-            maildir_root: config.spool.maildir_root.clone(),
-            connector,
-            lmtp,
-            sessions: SessionCache::default(),
+            transports: Transports::new(config)?,
             per_destination: Mutex::default(),
             metrics,
             queue: OnceLock::new(),
@@ -206,7 +120,7 @@ impl QueueRunner {
                 next_attempt = earliest(next_attempt, Some(at));
                 continue;
             }
-            match self.route(&rcpt.address) {
+            match self.transports.route(&rcpt.address) {
                 Ok(destination) => groups.entry(destination).or_default().push(index),
                 Err(reason) => refused.push((index, Attempt::Permanent(reason))),
             }
@@ -217,19 +131,23 @@ impl QueueRunner {
         }
         let mut signed: Option<Bytes> = None;
         for (destination, indexes) in groups {
-            let payload = match destination {
-                Destination::Relay | Destination::Mx(_) => {
-                    if signed.is_none() {
-                        signed = Some(self.dkim_sign(&envelope.id, message.clone()).await);
-                    }
-                    signed.clone().unwrap_or_else(|| message.clone())
+            let payload = if destination.is_remote() {
+                if signed.is_none() {
+                    signed = Some(
+                        self.transports
+                            .dkim_sign(&envelope.id, message.clone())
+                            .await,
+                    );
                 }
-                _ => message.clone(),
+                signed.clone().unwrap_or_else(|| message.clone())
+            } else {
+                message.clone()
             };
             let started = Instant::now();
             let results = {
                 let _permit = self.destination_slot(&destination).await;
-                self.transfer(&destination, &envelope, &indexes, &payload)
+                self.transports
+                    .transfer(&destination, &envelope, &indexes, &payload)
                     .await
             };
             self.metrics
@@ -256,20 +174,6 @@ impl QueueRunner {
         Ok(Some((at, envelope.received_at)))
     }
 
-    /// Where mail for `address` goes, or why it cannot go anywhere.
-    fn route(&self, address: &str) -> Result<Destination, Outcome> {
-        match maildir::route(address, &self.domains) {
-            Route::Local(_) if self.lmtp.is_some() => Ok(Destination::Lmtp),
-            Route::Local(_) => Ok(Destination::Maildir),
-            Route::Refused(reason) => Err(reason),
-            Route::Remote if self.config.relay.is_some() => Ok(Destination::Relay),
-            Route::Remote => {
-                let domain = Address::parse(address).map_or("", |a| a.domain());
-                Ok(Destination::Mx(domain.to_ascii_lowercase()))
-            }
-        }
-    }
-
     async fn destination_slot(
         &self,
         destination: &Destination,
@@ -286,136 +190,6 @@ impl QueueRunner {
                 .clone()
         };
         semaphore.acquire_owned().await.expect("never closed")
-    }
-
-    /// One attempt for a group of recipients bound for `destination`.
-    async fn transfer(
-        &self,
-        destination: &Destination,
-        envelope: &Envelope,
-        indexes: &[usize],
-        message: &Bytes,
-    ) -> Vec<(usize, Attempt)> {
-        let txn = Transaction {
-            envelope,
-            recipients: indexes,
-            message,
-        };
-        match destination {
-            Destination::Maildir => {
-                let mut results = Vec::with_capacity(indexes.len());
-                for &index in indexes {
-                    results.push((index, self.to_maildir(envelope, index, message).await));
-                }
-                results
-            }
-            Destination::Lmtp => {
-                let lmtp = self
-                    .lmtp
-                    .as_ref()
-                    .expect("routed to LMTP only when configured");
-                lmtp.deliver(&txn).await.results
-            }
-            Destination::Relay => {
-                let relay = self
-                    .config
-                    .relay
-                    .as_ref()
-                    .expect("routed to the relay only when set");
-                self.to_relay(relay, &txn, &destination.key()).await
-            }
-            Destination::Mx(domain) => self.to_mx(domain, &txn, &destination.key()).await,
-        }
-    }
-
-    async fn to_relay(
-        &self,
-        relay: &RelayConfig,
-        txn: &Transaction<'_>,
-        key: &str,
-    ) -> Vec<(usize, Attempt)> {
-        let mut session = match self.sessions.take(key).await {
-            Some(session) => session,
-            None => match self.connector.open_relay(relay).await {
-                Ok(session) => session,
-                Err(error) => return all(txn, error.attempt),
-            },
-        };
-        let Sent { results, reusable } = session.send(txn).await;
-        if reusable {
-            self.sessions.put(key, session);
-        }
-        results
-    }
-
-    /// Tries the MX hosts in preference order, each address in turn, until one takes
-    /// the transaction; hosts that cannot be reached or refuse the session are skipped.
-    async fn to_mx(&self, domain: &str, txn: &Transaction<'_>, key: &str) -> Vec<(usize, Attempt)> {
-        if let Some(mut session) = self.sessions.take(key).await {
-            let Sent { results, reusable } = session.send(txn).await;
-            if reusable {
-                self.sessions.put(key, session);
-            }
-            return results;
-        }
-        let hosts = match self.mx.hosts(domain).await {
-            Ok(hosts) => hosts,
-            Err(attempt) => return all(txn, attempt),
-        };
-        let mut last = Attempt::temporary(
-            Status::new(4, 4, 1),
-            format!("no mail host for {domain} answered"),
-        );
-        for host in &hosts {
-            for &addr in &host.addrs {
-                match self.connector.open_mx(&host.name, addr).await {
-                    Ok(mut session) => {
-                        let Sent { results, reusable } = session.send(txn).await;
-                        if reusable {
-                            self.sessions.put(key, session);
-                        }
-                        return results;
-                    }
-                    Err(error) => {
-                        tracing::info!(domain, host = host.name, %addr, reason = %error.attempt.outcome(), "MX host skipped");
-                        let next = error.next_host;
-                        last = error.attempt;
-                        if !next {
-                            return all(txn, last);
-                        }
-                    }
-                }
-            }
-        }
-        all(txn, last)
-    }
-
-    async fn to_maildir(&self, envelope: &Envelope, index: usize, message: &Bytes) -> Attempt {
-        let address = envelope.recipients[index].address.clone();
-        let Route::Local(mailbox) = maildir::route(&address, &self.domains) else {
-            unreachable!("routed to the Maildir only when local");
-        };
-        let dir = mailbox.maildir(&self.maildir_root);
-        let sender = envelope.mail_from.clone();
-        let binary = envelope.body == Some(BodyType::BinaryMime);
-        let (message, hostname, target) = (message.clone(), self.hostname.clone(), dir.clone());
-        let written = tokio::task::spawn_blocking(move || {
-            let copy = maildir::mailbox_copy(&sender, &address, &message, binary);
-            maildir::deliver(&target, &hostname, &copy)
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
-        match written {
-            Ok(_) => Attempt::Delivered(Outcome::local(
-                Status::new(2, 0, 0),
-                format!("delivered to maildir {}", dir.display()),
-            )),
-            Err(error) => Attempt::temporary(
-                Status::new(4, 2, 0),
-                format!("cannot write to maildir {}: {error}", dir.display()),
-            ),
-        }
     }
 
     /// Turns attempts into recipient statuses, queues the reports they call for, then
@@ -602,47 +376,6 @@ impl QueueRunner {
         }
         Ok(())
     }
-
-    /// Mail whose From domain is ours leaves with a DKIM signature (the From domain is
-    /// what DMARC aligns with). A signing failure is logged and the mail goes unsigned:
-    /// holding it back would not make it any more deliverable.
-    async fn dkim_sign(&self, id: &QueueId, message: Bytes) -> Bytes {
-        let Some(dkim) = &self.dkim else {
-            return message;
-        };
-        let signer = dkim.get();
-        let content = message.clone();
-        let signed = tokio::task::spawn_blocking(move || {
-            let Some(domain) = dkim::from_domain(&content) else {
-                return Ok(None);
-            };
-            signer.sign(&content, &domain)
-        })
-        .await;
-        match signed {
-            Ok(Ok(Some(header))) => {
-                let mut out = header;
-                out.extend_from_slice(&message);
-                Bytes::from(out)
-            }
-            Ok(Ok(None)) => message,
-            Ok(Err(err)) => {
-                tracing::warn!(%id, error = format!("{err:#}"), "DKIM signing failed, sending unsigned");
-                message
-            }
-            Err(err) => {
-                tracing::warn!(%id, error = %err, "DKIM signing task failed, sending unsigned");
-                message
-            }
-        }
-    }
-}
-
-fn all(txn: &Transaction<'_>, attempt: Attempt) -> Vec<(usize, Attempt)> {
-    txn.recipients
-        .iter()
-        .map(|&i| (i, attempt.clone()))
-        .collect()
 }
 
 fn outcome_label(status: &RecipientStatus) -> &'static str {

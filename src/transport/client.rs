@@ -12,7 +12,7 @@ use smtp_proto::{
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::spool::{
-    BodyType, Cause, Command, Envelope, Notify, Outcome, Remote, Reply, Ret, Status,
+    BodyType, Cause, Command, Envelope, Notify, Outcome, Recipient, Remote, Reply, Ret, Status,
 };
 
 /// What became of one recipient in one attempt.
@@ -125,18 +125,50 @@ pub async fn send<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let envelope = txn.envelope;
+    if let Some(refused) = unsupported(caps, txn.envelope, peer) {
+        return Sent::all(txn, refused, true);
+    }
+    let dsn = caps.has_capability(EXT_DSN);
+    let mail = mail_command(caps, txn, dsn);
+    let reply = match client.cmd(mail.as_bytes()).await {
+        Ok(reply) => reply,
+        Err(error) => return Sent::all(txn, lost(peer, "MAIL FROM", &error), false),
+    };
+    if reply.code != 250 {
+        let attempt = Attempt::from_reply(peer, &reply, Command::MailFrom);
+        return Sent::all(txn, attempt, rset(client).await);
+    }
+    let (mut results, accepted) = match send_recipients(client, peer, txn, dsn).await {
+        Ok(answered) => answered,
+        Err(lost) => return lost,
+    };
+    if accepted.is_empty() {
+        let reusable = rset(client).await;
+        return Sent { results, reusable };
+    }
+    let (content, reusable) = send_content(client, peer, txn, &accepted, lmtp).await;
+    results.extend(content);
+    Sent { results, reusable }
+}
+
+/// Why the peer cannot take this message at all: it needs an extension (BINARYMIME,
+/// SMTPUTF8) that `caps` lacks.
+fn unsupported(caps: &EhloResponse<String>, envelope: &Envelope, peer: &Remote) -> Option<Attempt> {
     let binary = envelope.body == Some(BodyType::BinaryMime);
     if binary && !(caps.has_capability(EXT_BINARY_MIME) && caps.has_capability(EXT_CHUNKING)) {
         let text = format!("{peer} does not support BINARYMIME, which the message needs");
-        return Sent::all(txn, Attempt::permanent(Status::new(5, 6, 3), text), true);
+        return Some(Attempt::permanent(Status::new(5, 6, 3), text));
     }
     if envelope.smtputf8 && !caps.has_capability(EXT_SMTP_UTF8) {
         let text = format!("{peer} does not support SMTPUTF8, which the message needs");
-        return Sent::all(txn, Attempt::permanent(Status::new(5, 6, 7), text), true);
+        return Some(Attempt::permanent(Status::new(5, 6, 7), text));
     }
-    let dsn = caps.has_capability(EXT_DSN);
+    None
+}
 
+/// The MAIL FROM command line, with the parameters the peer announced support for.
+fn mail_command(caps: &EhloResponse<String>, txn: &Transaction<'_>, dsn: bool) -> String {
+    let envelope = txn.envelope;
     let mut mail = format!("MAIL FROM:<{}>", envelope.mail_from);
     match envelope.body {
         Some(BodyType::BinaryMime) => mail.push_str(" BODY=BINARYMIME"),
@@ -162,39 +194,51 @@ where
         }
     }
     mail.push_str("\r\n");
-    let reply = match client.cmd(mail.as_bytes()).await {
-        Ok(reply) => reply,
-        Err(error) => return Sent::all(txn, lost(peer, "MAIL FROM", &error), false),
-    };
-    if reply.code != 250 {
-        let attempt = Attempt::from_reply(peer, &reply, Command::MailFrom);
-        return Sent::all(txn, attempt, rset(client).await);
-    }
+    mail
+}
 
+/// The RCPT TO command line for one recipient, with its DSN parameters when the peer
+/// supports DSN.
+fn rcpt_command(rcpt: &Recipient, dsn: bool) -> String {
+    let mut command = format!("RCPT TO:<{}>", rcpt.address);
+    if dsn {
+        if !rcpt.notify.is_empty() {
+            let notify: Vec<&str> = rcpt
+                .notify
+                .iter()
+                .map(|n| match n {
+                    Notify::Success => "SUCCESS",
+                    Notify::Failure => "FAILURE",
+                    Notify::Delay => "DELAY",
+                    Notify::Never => "NEVER",
+                })
+                .collect();
+            let _ = write!(command, " NOTIFY={}", notify.join(","));
+        }
+        if let Some(orcpt) = &rcpt.orcpt {
+            let _ = write!(command, " ORCPT={}", xtext(orcpt));
+        }
+    }
+    command.push_str("\r\n");
+    command
+}
+
+/// One RCPT per recipient: the attempts of those refused, and the indexes of those
+/// accepted. A lost connection ends the transaction (`Err`), every recipient not yet
+/// refused deferred.
+async fn send_recipients<S>(
+    client: &mut SmtpClient<S>,
+    peer: &Remote,
+    txn: &Transaction<'_>,
+    dsn: bool,
+) -> Result<(Vec<(usize, Attempt)>, Vec<usize>), Sent>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut results = Vec::with_capacity(txn.recipients.len());
     let mut accepted = Vec::new();
     for &index in txn.recipients {
-        let rcpt = &envelope.recipients[index];
-        let mut command = format!("RCPT TO:<{}>", rcpt.address);
-        if dsn {
-            if !rcpt.notify.is_empty() {
-                let notify: Vec<&str> = rcpt
-                    .notify
-                    .iter()
-                    .map(|n| match n {
-                        Notify::Success => "SUCCESS",
-                        Notify::Failure => "FAILURE",
-                        Notify::Delay => "DELAY",
-                        Notify::Never => "NEVER",
-                    })
-                    .collect();
-                let _ = write!(command, " NOTIFY={}", notify.join(","));
-            }
-            if let Some(orcpt) = &rcpt.orcpt {
-                let _ = write!(command, " ORCPT={}", xtext(orcpt));
-            }
-        }
-        command.push_str("\r\n");
+        let command = rcpt_command(&txn.envelope.recipients[index], dsn);
         match client.cmd(command.as_bytes()).await {
             Ok(reply) if reply.code == 250 || reply.code == 251 => accepted.push(index),
             Ok(reply) => results.push((index, Attempt::from_reply(peer, &reply, Command::RcptTo))),
@@ -207,61 +251,56 @@ where
                         .filter(|i| !answered.contains(i))
                         .map(|&i| (i, attempt.clone())),
                 );
-                return Sent {
+                return Err(Sent {
                     results,
                     reusable: false,
-                };
+                });
             }
         }
     }
-    if accepted.is_empty() {
-        let reusable = rset(client).await;
-        return Sent { results, reusable };
-    }
+    Ok((results, accepted))
+}
 
-    let sent = if binary {
+/// The message itself (DATA, or BDAT for BINARYMIME) for the `accepted` recipients, and
+/// the replies at its end: an attempt per accepted recipient, and whether the session
+/// may carry another transaction.
+async fn send_content<S>(
+    client: &mut SmtpClient<S>,
+    peer: &Remote,
+    txn: &Transaction<'_>,
+    accepted: &[usize],
+    lmtp: bool,
+) -> (Vec<(usize, Attempt)>, bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let every = |attempt: Attempt| accepted.iter().map(|&i| (i, attempt.clone())).collect();
+    let sent = if txn.envelope.body == Some(BodyType::BinaryMime) {
         send_bdat(client, txn.message).await
     } else {
         send_data(client, txn.message, peer).await
     };
     let end = match sent {
         Ok(Ok(())) => Command::EndOfData,
-        Ok(Err(refused)) => {
-            results.extend(accepted.iter().map(|&i| (i, refused.clone())));
-            let reusable = rset(client).await;
-            return Sent { results, reusable };
-        }
-        Err(error) => {
-            let attempt = lost(peer, "DATA", &error);
-            results.extend(accepted.iter().map(|&i| (i, attempt.clone())));
-            return Sent {
-                results,
-                reusable: false,
-            };
-        }
+        Ok(Err(refused)) => return (every(refused), rset(client).await),
+        Err(error) => return (every(lost(peer, "DATA", &error)), false),
     };
     let wanted = if lmtp { accepted.len() } else { 1 };
     let replies = match read_replies(client, wanted).await {
         Ok(replies) => replies,
-        Err(error) => {
-            // Unknown whether the peer took the message: deliver again later (a possible
-            // duplicate rather than a loss, as RFC 1047 advises).
-            let attempt = lost(peer, "end of DATA", &error);
-            results.extend(accepted.iter().map(|&i| (i, attempt.clone())));
-            return Sent {
-                results,
-                reusable: false,
-            };
-        }
+        // Unknown whether the peer took the message: deliver again later (a possible
+        // duplicate rather than a loss, as RFC 1047 advises).
+        Err(error) => return (every(lost(peer, "end of DATA", &error)), false),
     };
-    for (n, &index) in accepted.iter().enumerate() {
-        let reply = &replies[if lmtp { n } else { 0 }];
-        results.push((index, Attempt::from_reply(peer, reply, end)));
-    }
-    Sent {
-        results,
-        reusable: true,
-    }
+    let results = accepted
+        .iter()
+        .enumerate()
+        .map(|(n, &index)| {
+            let reply = &replies[if lmtp { n } else { 0 }];
+            (index, Attempt::from_reply(peer, reply, end))
+        })
+        .collect();
+    (results, true)
 }
 
 /// DATA, the dot-stuffed message and its terminator. `Ok(Err(_))` when DATA itself is
@@ -370,7 +409,7 @@ pub fn xtext(value: &str) -> String {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -451,6 +490,70 @@ pub(super) mod tests {
             after_data(&seen),
             b"Subject: x\r\n\r\nbare\r\nlf cr\r\n..\r\nMAIL FROM:<a@b>\r\n..  end\r\n.\r\n"
         );
+    }
+
+    /// LMTP: a refused RCPT keeps its own reply, and the end of data brings one reply
+    /// per accepted recipient, in RCPT order (RFC 2033 §4.2).
+    #[tokio::test]
+    async fn lmtp_end_of_data_brings_one_reply_per_accepted_recipient() {
+        use tokio::io::AsyncBufReadExt;
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let hop = tokio::spawn(async move {
+            let (read, mut write) = tokio::io::split(theirs);
+            let mut read = tokio::io::BufReader::new(read);
+            let mut in_data = false;
+            loop {
+                let mut line = Vec::new();
+                if read.read_until(b'\n', &mut line).await.unwrap() == 0 {
+                    return;
+                }
+                let reply: &[u8] = match (in_data, line.as_slice()) {
+                    (false, b"DATA\r\n") => b"354 go ahead\r\n",
+                    (false, l) if l.starts_with(b"RCPT TO:<carol@") => {
+                        b"550 5.1.1 <carol@example.com>: no such user\r\n"
+                    }
+                    (false, _) => b"250 2.1.0 Ok\r\n",
+                    (true, b".\r\n") => {
+                        b"250 2.0.0 <bob@example.com> saved\r\n\
+                        452 4.2.2 <dave@example.com> over quota\r\n"
+                    }
+                    (true, _) => continue,
+                };
+                in_data = reply.starts_with(b"354");
+                write.write_all(reply).await.unwrap();
+            }
+        });
+        let envelope = Envelope::sample(
+            "alice@example.net",
+            &["bob@example.com", "carol@example.com", "dave@example.com"],
+        );
+        let txn = Transaction {
+            envelope: &envelope,
+            recipients: &[0, 1, 2],
+            message: b"Subject: x\r\n\r\nhi\r\n",
+        };
+        let mut client = SmtpClient {
+            stream: ours,
+            timeout: std::time::Duration::from_secs(10),
+        };
+        let caps = EhloResponse::new("lmtp.example.com".to_string());
+        let Sent { results, reusable } = send(&mut client, &caps, &mx(), &txn, true).await;
+        assert!(reusable);
+        let kinds: Vec<(usize, &str)> = results
+            .iter()
+            .map(|(i, attempt)| match attempt {
+                Attempt::Delivered(_) => (*i, "delivered"),
+                Attempt::Temporary(_) => (*i, "temporary"),
+                Attempt::Permanent(_) => (*i, "permanent"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [(1, "permanent"), (0, "delivered"), (2, "temporary")]
+        );
+        assert_eq!(results[2].1.outcome().status, Status::new(4, 2, 2));
+        drop(client);
+        hop.await.unwrap();
     }
 
     #[test]

@@ -186,14 +186,20 @@ async fn crash_between_delivery_and_record_repeats_only_that_recipient() {
     .await;
     let message = Bytes::from_static(MESSAGE);
     // First run: bob delivered and recorded; carol delivered, then the crash.
-    let bob = worker.to_maildir(&envelope, 0, &message).await;
-    assert!(matches!(bob, Attempt::Delivered(_)));
+    let bob = worker
+        .transports
+        .transfer(&Destination::Maildir, &envelope, &[0], &message)
+        .await;
+    assert!(matches!(bob[..], [(0, Attempt::Delivered(_))]));
     let bob = RecipientStatus::Delivered {
         outcome: Outcome::local(Status::new(2, 0, 0), "ok"),
     };
     spool.record(&envelope.id, &[(0, bob)]).await.unwrap();
-    let carol = worker.to_maildir(&envelope, 1, &message).await;
-    assert!(matches!(carol, Attempt::Delivered(_)));
+    let carol = worker
+        .transports
+        .transfer(&Destination::Maildir, &envelope, &[1], &message)
+        .await;
+    assert!(matches!(carol[..], [(1, Attempt::Delivered(_))]));
     drop((worker, spool));
 
     let spool = Spool::open(&config.spool.directory).await.unwrap();
@@ -481,12 +487,12 @@ delivery: {{lmtp: '{addr}', connectTimeout: 2s}}
     let handle = QueueRunner::start(spool.clone(), &config, Arc::new(Metrics::new())).unwrap();
     handle.enqueue(envelope.id);
     let (conn, _) = hop.accept().await.unwrap();
-    let hop = super::client::tests::next_hop(conn, true);
+    let hop = crate::transport::next_hop(conn, true);
     let seen = tokio::time::timeout(Duration::from_secs(30), hop)
         .await
         .expect("the next hop saw no end of data");
     assert_eq!(
-        super::client::tests::after_data(&seen),
+        crate::transport::after_data(&seen),
         &b"Subject: x\r\n\r\nbare\r\nlf cr\r\n..\r\nMAIL FROM:<a@b>\r\n..  end\r\n.\r\nQUIT\r\n"[..]
     );
 }

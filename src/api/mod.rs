@@ -6,6 +6,7 @@ mod crd;
 mod manifest;
 mod spec;
 mod status;
+mod units;
 pub(crate) mod validate;
 
 pub use crd::crd_yaml;

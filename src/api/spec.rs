@@ -330,7 +330,7 @@ impl SubmissionSpec {
 
     /// `maxMessageSize` in bytes.
     pub fn max_message_bytes(&self) -> Result<u64, String> {
-        super::validate::parse_size(&self.max_message_size.0)
+        super::units::parse_size(&self.max_message_size.0)
     }
 }
 

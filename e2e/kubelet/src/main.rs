@@ -1,0 +1,221 @@
+//! A test-only process kubelet for the `e2e/kube` test bed (no scheduler, no container
+//! runtime): registers a Ready Node, binds every pending pod to it, and runs each bound
+//! pod's containers as local processes with their volumes, env, probes and status, each
+//! pod on its own loopback address. Logs go to `ROOT/logs/<ns>_<pod>_<container>.log`,
+//! container pids to `ROOT/pods/<ns>/<pod>/<container>.pid`, claims live in
+//! `ROOT/claims/<ns>/<claim>`.
+
+mod env;
+mod node;
+mod objects;
+mod pod;
+mod probe;
+mod process;
+mod volumes;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use objects::{Objects, View};
+
+/// The node's address (hostIP); pods get their own next to it.
+pub const HOST_IP: &str = "127.0.0.1";
+const SYNC: Duration = Duration::from_secs(1);
+
+#[derive(Parser)]
+#[command(about = "Test-only process kubelet for the e2e/kube test bed (uses $KUBECONFIG)")]
+struct Args {
+    /// Directory for volumes, claims, logs and pid files.
+    #[arg(long)]
+    root: PathBuf,
+    #[arg(long, default_value = "posthorn-test-node")]
+    node_name: String,
+    /// First three octets of the pod addresses: pods get NETWORK.2 to NETWORK.254.
+    #[arg(long, default_value = "127.0.0")]
+    pod_network: String,
+    /// IMAGE=PATH: containers of IMAGE run the executable PATH (their command's first
+    /// word is its argv[0]).
+    #[arg(long = "image", value_parser = pair)]
+    images: Vec<(String, String)>,
+    /// IMAGE=NAME=VALUE: a variable IMAGE's own environment sets (like ENV in a
+    /// Dockerfile), under the pod's.
+    #[arg(long = "image-env", value_parser = pair)]
+    image_env: Vec<(String, String)>,
+}
+
+fn pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+pub struct Kubelet {
+    client: Client,
+    node: String,
+    root: PathBuf,
+    network: String,
+    images: BTreeMap<String, PathBuf>,
+    image_env: BTreeMap<String, Vec<(String, String)>>,
+    shim: PathBuf,
+    used_ips: Mutex<BTreeSet<u8>>,
+}
+
+impl Kubelet {
+    fn allocate_ip(&self) -> Option<u8> {
+        let mut used = self.used_ips.lock().ok()?;
+        let free = (2..=254u8).find(|n| !used.contains(n))?;
+        used.insert(free);
+        Some(free)
+    }
+
+    fn release_ip(&self, octet: u8) {
+        if let Ok(mut used) = self.used_ips.lock() {
+            used.remove(&octet);
+        }
+    }
+}
+
+/// Compiles the bind() shim into ROOT with the system C compiler.
+fn build_shim(root: &std::path::Path) -> Result<PathBuf> {
+    let source = root.join("bind-shim.c");
+    let shim = root.join("bind-shim.so");
+    std::fs::write(&source, include_str!("../shim/bind.c"))?;
+    let out = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&shim)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+        .context("running cc")?;
+    if !out.status.success() {
+        bail!("cc failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(shim)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    for dir in ["logs", "pods", "claims", "volumes"] {
+        std::fs::create_dir_all(args.root.join(dir))?;
+    }
+    // Containers run as the pods' users: they must reach the shim and their volumes.
+    std::fs::set_permissions(&args.root, std::fs::Permissions::from_mode(0o755))?;
+    let shim = build_shim(&args.root)?;
+    let mut image_env: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (image, var) in args.image_env {
+        let (name, value) = pair(&var).map_err(anyhow::Error::msg)?;
+        image_env.entry(image).or_default().push((name, value));
+    }
+    let client = Client::try_default()
+        .await
+        .context("kube client from KUBECONFIG")?;
+    node::register(&client, &args.node_name).await?;
+    tokio::spawn(node::keep_alive(client.clone(), args.node_name.clone()));
+    let kubelet = Arc::new(Kubelet {
+        client,
+        node: args.node_name,
+        root: args.root,
+        network: args.pod_network,
+        images: args
+            .images
+            .into_iter()
+            .map(|(i, p)| (i, PathBuf::from(p)))
+            .collect(),
+        image_env,
+        shim,
+        used_ips: Mutex::new(BTreeSet::new()),
+    });
+    eprintln!("kubelet: node {} ready", kubelet.node);
+    let mut workers: HashMap<String, (watch::Sender<View>, JoinHandle<()>)> = HashMap::new();
+    loop {
+        if let Err(e) = sync(&kubelet, &mut workers).await {
+            eprintln!("kubelet: sync: {e:#}");
+        }
+        tokio::time::sleep(SYNC).await;
+    }
+}
+
+/// One pass: bind pending pods, hand every bound pod its current view, start workers
+/// for new pods, let go of pods that are gone.
+async fn sync(
+    kubelet: &Arc<Kubelet>,
+    workers: &mut HashMap<String, (watch::Sender<View>, JoinHandle<()>)>,
+) -> Result<()> {
+    let lp = ListParams::default();
+    let client = &kubelet.client;
+    let pods = Api::<Pod>::all(client.clone()).list(&lp).await?.items;
+    let config_maps = Api::<ConfigMap>::all(client.clone()).list(&lp).await?.items;
+    let secrets = Api::<Secret>::all(client.clone()).list(&lp).await?.items;
+    let objects = Arc::new(Objects::new(config_maps, secrets));
+    workers.retain(|_, (_, handle)| !handle.is_finished());
+    let mut seen = BTreeSet::new();
+    for pod in pods {
+        let uid = pod.uid().unwrap_or_default();
+        let ns = pod.namespace().unwrap_or_default();
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        if node.is_empty() {
+            if !deleting {
+                bind(kubelet, &ns, &pod.name_any()).await;
+            }
+            continue;
+        }
+        if node != kubelet.node {
+            continue;
+        }
+        seen.insert(uid.clone());
+        let view = View {
+            pod: pod.clone(),
+            objects: objects.clone(),
+        };
+        if let Some((tx, _)) = workers.get(&uid) {
+            tx.send_replace(view);
+        } else if deleting {
+            // Its worker is done (or never ran here): only the final delete is left.
+            pod::final_delete(kubelet, &ns, &pod.name_any(), &uid).await;
+        } else if !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        ) {
+            let (tx, rx) = watch::channel(view);
+            let handle = tokio::spawn(pod::run(kubelet.clone(), rx));
+            workers.insert(uid, (tx, handle));
+        }
+    }
+    // Dropping the sender tells a worker its pod is gone.
+    workers.retain(|uid, _| seen.contains(uid));
+    Ok(())
+}
+
+async fn bind(kubelet: &Kubelet, namespace: &str, name: &str) {
+    let api: Api<Pod> = Api::namespaced(kubelet.client.clone(), namespace);
+    let binding = json!({
+        "apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": name, "namespace": namespace},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": kubelet.node},
+    });
+    let bound: Result<serde_json::Value, _> = api
+        .create_subresource("binding", name, &PostParams::default(), &binding)
+        .await;
+    match bound {
+        Ok(_) => eprintln!("kubelet: bound pod {namespace}/{name}"),
+        Err(e) => eprintln!("kubelet: binding pod {namespace}/{name}: {e}"),
+    }
+}

@@ -1,5 +1,5 @@
 /* LD_PRELOAD shim for the test kubelet: a container binds 0.0.0.0 as it would inside its
- * own network namespace; here every pod shares the host's loopback, so a bind to
+ * own network namespace; here every pod shares the host's network, so a bind to
  * INADDR_ANY goes to the pod's own address (POSTHORN_TEST_POD_IP) instead. Every other
  * address, and every other family, is left alone. */
 #define _GNU_SOURCE

@@ -1,7 +1,7 @@
 //! A test-only process kubelet for the `e2e/kube` test bed (no scheduler, no container
 //! runtime): registers a Ready Node, binds every pending pod to it, and runs each bound
 //! pod's containers as local processes with their volumes, env, probes and status, each
-//! pod on its own loopback address. Logs go to `ROOT/logs/<ns>_<pod>_<container>.log`,
+//! pod on its own address on the loopback device. Logs go to `ROOT/logs/<ns>_<pod>_<container>.log`,
 //! container pids to `ROOT/pods/<ns>/<pod>/<container>.pid`, claims live in
 //! `ROOT/claims/<ns>/<claim>`.
 
@@ -42,8 +42,9 @@ struct Args {
     root: PathBuf,
     #[arg(long, default_value = "posthorn-test-node")]
     node_name: String,
-    /// First three octets of the pod addresses: pods get NETWORK.2 to NETWORK.254.
-    #[arg(long, default_value = "127.0.0")]
+    /// First three octets of the pod addresses: pods get NETWORK.2 to NETWORK.254,
+    /// each added to the loopback device while the pod runs.
+    #[arg(long, default_value = "10.244.0")]
     pod_network: String,
     /// IMAGE=PATH: containers of IMAGE run the executable PATH (their command's first
     /// word is its argv[0]).
@@ -73,14 +74,37 @@ pub struct Kubelet {
 }
 
 impl Kubelet {
-    fn allocate_ip(&self) -> Option<u8> {
-        let mut used = self.used_ips.lock().ok()?;
-        let free = (2..=254u8).find(|n| !used.contains(n))?;
-        used.insert(free);
-        Some(free)
+    /// A free pod address, added to the loopback device (the API server refuses
+    /// 127.0.0.0/8 in Endpoints, so pods cannot use 127.0.0.N).
+    fn allocate_ip(&self) -> Result<(u8, String)> {
+        let octet = {
+            let mut used = self
+                .used_ips
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?;
+            let free = (2..=254u8)
+                .find(|n| !used.contains(n))
+                .context("no free pod address")?;
+            used.insert(free);
+            free
+        };
+        let ip = format!("{}.{octet}", self.network);
+        let out = std::process::Command::new("ip")
+            .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+            .output()
+            .context("running ip addr add")?;
+        // "File exists": left over from a kubelet that was killed; it is ours to reuse.
+        if !out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("exists") {
+            self.release_ip(octet, &ip);
+            bail!("ip addr add {ip}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok((octet, ip))
     }
 
-    fn release_ip(&self, octet: u8) {
+    fn release_ip(&self, octet: u8, ip: &str) {
+        let _ = std::process::Command::new("ip")
+            .args(["addr", "del", &format!("{ip}/32"), "dev", "lo"])
+            .output();
         if let Ok(mut used) = self.used_ips.lock() {
             used.remove(&octet);
         }
@@ -119,6 +143,8 @@ async fn main() -> Result<()> {
         let (name, value) = pair(&var).map_err(anyhow::Error::msg)?;
         image_env.entry(image).or_default().push((name, value));
     }
+    // kube's rustls needs a process-wide provider: ring, as in the rest of the project.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default()
         .await
         .context("kube client from KUBECONFIG")?;

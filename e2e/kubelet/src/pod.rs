@@ -534,7 +534,7 @@ impl PodRun {
         for run in &self.runs {
             let _ = fs::remove_file(self.pid_file(&run.spec.name));
         }
-        self.kubelet.release_ip(self.octet);
+        self.kubelet.release_ip(self.octet, &self.ip);
     }
 }
 
@@ -572,9 +572,12 @@ pub async fn run(kubelet: Arc<Kubelet>, mut rx: watch::Receiver<View>) {
         pod.name_any(),
         pod.uid().unwrap_or_default(),
     );
-    let Some(octet) = kubelet.allocate_ip() else {
-        eprintln!("kubelet: no free pod address for {namespace}/{name}");
-        return;
+    let (octet, ip) = match kubelet.allocate_ip() {
+        Ok(address) => address,
+        Err(e) => {
+            eprintln!("kubelet: pod {namespace}/{name}: {e:#}");
+            return;
+        }
     };
     let pod_dir = kubelet.root.join("pods").join(&namespace).join(&name);
     if let Err(e) = fs::create_dir_all(&pod_dir) {
@@ -586,7 +589,7 @@ pub async fn run(kubelet: Arc<Kubelet>, mut rx: watch::Receiver<View>) {
         .map(|s| s.containers.clone())
         .unwrap_or_default();
     let mut run = PodRun {
-        ip: format!("{}.{octet}", kubelet.network),
+        ip,
         octet,
         volume_root: kubelet.root.join("volumes").join(&uid),
         pod_dir,

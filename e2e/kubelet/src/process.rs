@@ -1,6 +1,6 @@
 //! One container as a local process: in its own mount namespace with each volume
 //! bind-mounted at its mountPath (read-only ones remounted so), as the pod's user, with
-//! the bind() shim that puts its wildcard listeners on the pod's loopback address, and
+//! the bind() shim that puts its wildcard listeners on the pod's own address, and
 //! stdout and stderr appended to its log file.
 
 use std::ffi::CString;

@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -166,12 +167,26 @@ async fn main() -> Result<()> {
     });
     eprintln!("kubelet: node {} ready", kubelet.node);
     let mut workers: HashMap<String, (watch::Sender<View>, JoinHandle<()>)> = HashMap::new();
+    let mut term = signal(SignalKind::terminate())?;
     loop {
         if let Err(e) = sync(&kubelet, &mut workers).await {
             eprintln!("kubelet: sync: {e:#}");
         }
-        tokio::time::sleep(SYNC).await;
+        tokio::select! {
+            _ = tokio::time::sleep(SYNC) => {}
+            _ = term.recv() => break,
+        }
     }
+    // Stopped: the containers die with us (PR_SET_PDEATHSIG); the addresses would not.
+    let used: Vec<u8> = kubelet
+        .used_ips
+        .lock()
+        .map(|u| u.iter().copied().collect())
+        .unwrap_or_default();
+    for octet in used {
+        kubelet.release_ip(octet, &format!("{}.{octet}", kubelet.network));
+    }
+    Ok(())
 }
 
 /// One pass: bind pending pods, hand every bound pod its current view, start workers

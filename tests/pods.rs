@@ -86,7 +86,26 @@ impl Drop for Kubelet {
 /// `cargo build` it, a no-op when e2e/test.sh already did.
 fn kubelet_binary() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new(env!("CARGO"))
+    let mut cargo = Command::new(env!("CARGO"));
+    // Without the variables cargo sets for this test: build scripts that watch them
+    // (ring's CARGO_PKG_NAME) would rebuild, and rebuild again on the next plain build.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+            "CARGO_TARGET_TMPDIR",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+        {
+            cargo.env_remove(name);
+        }
+    }
+    let status = cargo
         .args(["build", "-q", "-p", "posthorn-test-kubelet"])
         .current_dir(manifest)
         .status()

@@ -1,7 +1,7 @@
 //! A small SMTP sink to stand for a relay host: STARTTLS with a test CA's certificate for
 //! 127.0.0.1, any envelope accepted, and the `X-Test-Id` header of every message it
 //! receives recorded (duplicates included), so a test can match what a load generator
-//! got `250` for against what arrived.
+//! got `250` for against what arrived. It can be made slow, so that senders build a queue.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -21,6 +21,7 @@ pub struct Sink {
     /// The test CA that signed the sink's certificate (PEM), for the sender's trust store.
     pub ca_file: PathBuf,
     received: Arc<Mutex<BTreeMap<u64, usize>>>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl Sink {
@@ -44,13 +45,14 @@ impl Sink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(BTreeMap::new()));
-        let seen = received.clone();
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (seen, pause) = (received.clone(), delay.clone());
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (config, seen) = (config.clone(), seen.clone());
+                let (config, seen, pause) = (config.clone(), seen.clone(), pause.clone());
                 thread::spawn(move || {
                     // A dropped or broken session is the sender's to retry.
-                    let _ = session(stream, &config, &seen);
+                    let _ = session(stream, &config, &seen, &pause);
                 });
             }
         });
@@ -58,7 +60,13 @@ impl Sink {
             port,
             ca_file: dir.join("ca.crt"),
             received,
+            delay,
         }
+    }
+
+    /// How long the sink waits before its answer to each message's data (zero: none).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     /// Times each test id was received.
@@ -103,6 +111,7 @@ fn session(
     stream: TcpStream,
     config: &Arc<rustls::ServerConfig>,
     seen: &Mutex<BTreeMap<u64, usize>>,
+    delay: &Mutex<Duration>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut plain = Some(stream.try_clone()?);
@@ -147,9 +156,13 @@ fn session(
                         id = v.trim().parse::<u64>().ok();
                     }
                 }
+                // Received is received, even if the sender goes before the answer (it
+                // will send again: a duplicate, not a loss).
                 if let Some(id) = id {
                     *seen.lock().unwrap().entry(id).or_default() += 1;
                 }
+                let pause = *delay.lock().unwrap();
+                thread::sleep(pause);
                 conn.reply("250 2.0.0 Ok: queued")?;
             }
             "QUIT" => {

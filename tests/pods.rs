@@ -6,7 +6,8 @@
 //! AUTH over TLS through the Service's ready endpoints (tests/common/load.rs).
 //!
 //! Every scenario under load counts what got `250` and what reached the sink: lost must
-//! be 0; duplicates are printed. No pod log may contain a panic.
+//! be 0; duplicates are printed. A changed Secret reaches the running pods (the
+//! kubelet's `..data` swap). No pod log may contain a panic.
 
 mod common;
 
@@ -27,10 +28,10 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
 use common::kube::{Kube, die_with_test};
-use common::load::{Load, Outcome, Submission};
+use common::load::{Load, Outcome, Submission, submit};
 use common::peers::{Guard, free_port};
 use common::sink::Sink;
-use common::{ALICE, ALICE_PASS, doveadm_hash};
+use common::{ALICE, ALICE_PASS, BOB, BOB_PASS, doveadm_hash};
 
 /// The default controllers plus the ones that turn a Deployment or StatefulSet into
 /// pods and pods into Endpoints, and the node lifecycle controller that would evict the
@@ -283,6 +284,8 @@ impl Cluster {
         let targets = Arc::new(RwLock::new(self.endpoints()));
         let stop = AtomicBool::new(false);
         let outcome: Outcome = thread::scope(|scope| {
+            // The scope joins its threads even when `during` panics: stop them then too.
+            let _stop = StopOnDrop(&stop);
             // Re-read the endpoints as kube-proxy would follow them.
             scope.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
@@ -304,9 +307,7 @@ impl Cluster {
             );
             during();
             thread::sleep(Duration::from_secs(5));
-            let outcome = load.stop();
-            stop.store(true, Ordering::Relaxed);
-            outcome
+            load.stop()
         });
         self.check_delivered(scenario, &outcome);
     }
@@ -371,6 +372,14 @@ impl Cluster {
             scanned += 1;
         }
         assert!(scanned > 0, "no pod logs in {}", logs.display());
+    }
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -548,6 +557,48 @@ fn pods_really_run() {
         .unwrap();
     let age = jiff::Timestamp::now().duration_since(beat);
     assert!(age.as_secs() < 30, "last node heartbeat {age:?} ago");
+
+    // --- a Secret changes under running pods: the kubelet swaps `..data`, the server
+    // reloads its users, and bob logs in without a restart ------------------------------
+    let uids: Vec<Value> = cluster
+        .pods()
+        .iter()
+        .map(|p| p["metadata"]["uid"].clone())
+        .collect();
+    let users = format!(
+        "{ALICE}:{}\n{BOB}:{}\n",
+        doveadm_hash("SHA512-CRYPT", ALICE_PASS),
+        doveadm_hash("SHA512-CRYPT", BOB_PASS)
+    );
+    let patch = serde_json::json!({"stringData": {"passwd": users}}).to_string();
+    cluster.kube.kubectl(&[
+        "patch",
+        "secret",
+        "mail-users",
+        "--type",
+        "merge",
+        "-p",
+        &patch,
+    ]);
+    let bob = Submission {
+        user: BOB.into(),
+        password: BOB_PASS.into(),
+        ..cluster.submission()
+    };
+    let mut id = 900_000;
+    cluster.wait("bob to log in on every pod", Duration::from_secs(60), |c| {
+        c.endpoints().iter().all(|target| {
+            id += 1;
+            submit(*target, &bob, id).is_ok()
+        })
+    });
+    let after: Vec<Value> = cluster
+        .pods()
+        .iter()
+        .map(|p| p["metadata"]["uid"].clone())
+        .collect();
+    assert_eq!(after, uids, "the Secret change replaced pods");
+    phase("users Secret updated in place: bob logs in on every pod");
 
     cluster.assert_no_panics();
     phase("no panics in any pod log");

@@ -96,15 +96,22 @@ impl Load {
         self.accepted.lock().unwrap().len()
     }
 
-    pub fn stop(self) -> Outcome {
+    pub fn stop(mut self) -> Outcome {
         self.stop.store(true, Ordering::Relaxed);
-        for worker in self.workers {
+        for worker in std::mem::take(&mut self.workers) {
             worker.join().unwrap();
         }
         Outcome {
             accepted: self.accepted.lock().unwrap().clone(),
             failures: self.failures.lock().unwrap().clone(),
         }
+    }
+}
+
+/// A test that fails mid-load stops the workers too.
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -142,7 +149,7 @@ fn step(io: &mut BufReader<Tls>, line: Option<&str>, expect: u16) -> Result<(), 
 }
 
 /// One message in one session; Ok only on `250` after the data.
-fn submit(target: SocketAddr, s: &Submission, id: u64) -> Result<(), String> {
+pub fn submit(target: SocketAddr, s: &Submission, id: u64) -> Result<(), String> {
     let tcp = TcpStream::connect_timeout(&target, Duration::from_secs(5))
         .map_err(|e| format!("connect: {e}"))?;
     tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();

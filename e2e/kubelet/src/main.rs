@@ -102,6 +102,25 @@ impl Kubelet {
         Ok((octet, ip))
     }
 
+    /// Removes addresses of our network left on `lo` by a kubelet that was killed.
+    fn release_stale(&self) -> Result<()> {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "-4", "addr", "show", "dev", "lo"])
+            .output()
+            .context("running ip addr show")?;
+        let prefix = format!("{}.", self.network);
+        for word in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Some(octet) = word
+                .strip_prefix(&prefix)
+                .and_then(|w| w.strip_suffix("/32"))
+                .and_then(|o| o.parse::<u8>().ok())
+            {
+                self.release_ip(octet, &format!("{prefix}{octet}"));
+            }
+        }
+        Ok(())
+    }
+
     fn release_ip(&self, octet: u8, ip: &str) {
         let _ = std::process::Command::new("ip")
             .args(["addr", "del", &format!("{ip}/32"), "dev", "lo"])
@@ -165,6 +184,7 @@ async fn main() -> Result<()> {
         shim,
         used_ips: Mutex::new(BTreeSet::new()),
     });
+    kubelet.release_stale()?;
     eprintln!("kubelet: node {} ready", kubelet.node);
     let mut workers: HashMap<String, (watch::Sender<View>, JoinHandle<()>)> = HashMap::new();
     let mut term = signal(SignalKind::terminate())?;

@@ -488,9 +488,22 @@ impl PodRun {
         }})
     }
 
-    async fn report(&mut self) {
+    /// Patches the status when it changed here, or when someone else changed it (the
+    /// node lifecycle controller marks pods NotReady): ours is the truth, as the
+    /// kubelet's status manager has it.
+    async fn report(&mut self, pod: &Pod) {
         let status = self.status();
-        if self.reported.as_ref() == Some(&status) {
+        let ready = |conditions: Option<&Value>| {
+            conditions?
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .map(|c| c["status"].clone())
+        };
+        let current = serde_json::to_value(&pod.status).unwrap_or_default();
+        let in_api = ready(current.get("conditions")) == ready(status["status"].get("conditions"))
+            && current["phase"] == status["status"]["phase"];
+        if self.reported.as_ref() == Some(&status) && in_api {
             return;
         }
         let api: Api<Pod> = Api::namespaced(self.kubelet.client.clone(), &self.namespace);
@@ -652,7 +665,7 @@ pub async fn run(kubelet: Arc<Kubelet>, mut rx: watch::Receiver<View>) {
         if run.volumes_ready {
             run.supervise(&view).await;
         }
-        run.report().await;
+        run.report(&view.pod).await;
         tokio::time::sleep(TICK).await;
     }
 }

@@ -166,3 +166,35 @@ pub fn signal(pid: u32, signal: libc::c_int) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountpoints_on_the_host_or_inside_the_parent_volume() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (host, vols) = (tmp.path().join("host"), tmp.path().join("vols"));
+        fs::create_dir_all(vols.join("state")).unwrap();
+        fs::create_dir_all(vols.join("spool")).unwrap();
+        fs::write(vols.join("resolv.conf"), "nameserver 10.0.0.10\n").unwrap();
+        let mount = |source: &str, target: &str| Mount {
+            source: vols.join(source),
+            target: host.join(target),
+            read_only: false,
+        };
+        // Parents first, as spawn() orders them.
+        let mounts = [
+            mount("state", "var/lib/posthorn"),
+            mount("spool", "var/lib/posthorn/spool"),
+            mount("resolv.conf", "etc/resolv.conf"),
+        ];
+        prepare_mountpoints(&mounts).unwrap();
+        assert!(host.join("var/lib/posthorn").is_dir());
+        // The nested mountpoint is made in the parent volume, where it will be seen.
+        assert!(vols.join("state/spool").is_dir());
+        assert!(!host.join("var/lib/posthorn/spool").exists());
+        // A file volume gets a file to be mounted on.
+        assert!(host.join("etc/resolv.conf").is_file());
+    }
+}

@@ -518,6 +518,17 @@ fn pods_really_run() {
             .trim()
             .parse()
             .unwrap();
+        // The server runs as the pod's user, not as the kubelet's root.
+        let run_as = victim["spec"]["securityContext"]["runAsUser"]
+            .as_u64()
+            .unwrap();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert_eq!(
+            uid.split_whitespace().nth(1),
+            Some(run_as.to_string().as_str()),
+            "{uid}"
+        );
         // SAFETY: kill has no memory effects.
         assert_eq!(
             unsafe { libc::kill(pid, libc::SIGKILL) },

@@ -16,4 +16,5 @@ bash e2e/chart/setup.sh
 bash fuzz/smoke.sh
 # dnsmasq lives in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
-exec cargo nextest run --no-fail-fast "$@"
+# --workspace: the process kubelet's unit tests too (e2e/kubelet, run by tests/pods.rs).
+exec cargo nextest run --workspace --no-fail-fast "$@"

@@ -97,7 +97,8 @@ start_apiserver() {
 
 # Starts kube-controller-manager (only the controllers the tests need: no
 # deployment/replicaset controllers, so Deployments get no ReplicaSets and
-# their status is whatever a test writes) and waits until its garbage
+# their status is whatever a test writes; $KUBE_CONTROLLERS from DIR/env
+# replaces the list for tests whose pods really run) and waits until its garbage
 # collector has synced its informers for every resource the server knows.
 start_controller_manager() {
     local dir=$1 from
@@ -106,7 +107,7 @@ start_controller_manager() {
     [[ -f $dir/kube-controller-manager.log ]] && from=$(($(wc -l <"$dir/kube-controller-manager.log") + 1))
     spawn "$dir" kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
         --kubeconfig="$dir/kubeconfig" \
-        --controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token \
+        --controllers="${KUBE_CONTROLLERS:-garbagecollector,namespace,serviceaccount,serviceaccount-token}" \
         --service-account-private-key-file="$dir/pki/sa.key" \
         --root-ca-file="$dir/pki/ca.crt" \
         --leader-elect=false --port=0 --secure-port=0 \

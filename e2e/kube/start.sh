@@ -14,6 +14,7 @@
 # with the test even when it crashes: the owner is the caller of start.sh
 # ($PPID) unless POSTHORN_KUBE_OWNER_PID names another pid (0: no watchdog).
 #
+# Controllers: $POSTHORN_KUBE_CONTROLLERS (a --controllers list) if set.
 # Binaries: $POSTHORN_KUBE_BIN if set, else the cached build from build.sh
 # (built on first use, which takes 11-17 minutes).
 #
@@ -79,6 +80,7 @@ else
 fi
 cat >"$dir/env" <<ENV
 KUBE_BIN=$KUBE_BIN
+KUBE_CONTROLLERS=${KUBE_CONTROLLERS:-${POSTHORN_KUBE_CONTROLLERS:-}}
 ETCD_PORT=$ETCD_PORT
 ETCD_PEER_PORT=$ETCD_PEER_PORT
 APISERVER_PORT=$APISERVER_PORT

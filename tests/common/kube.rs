@@ -48,6 +48,12 @@ impl Kube {
     /// Starts the control plane and applies the CRDs (MailServer, and the minimal
     /// cert-manager Certificate and ExternalDNS DNSEndpoint ones).
     pub fn start() -> Kube {
+        Kube::start_with_controllers("")
+    }
+
+    /// As start(), with kube-controller-manager running `controllers` (a --controllers
+    /// list) instead of the default few; empty keeps the default.
+    pub fn start_with_controllers(controllers: &str) -> Kube {
         // Cached after `e2e/test.sh` built it; prints the binaries' directory last.
         let built = script("build.sh", &[], &[]);
         let bin = PathBuf::from(
@@ -69,6 +75,7 @@ impl Kube {
             &[
                 ("POSTHORN_KUBE_BIN", bin.as_os_str()),
                 ("POSTHORN_KUBE_OWNER_PID", OsStr::new(&pid)),
+                ("POSTHORN_KUBE_CONTROLLERS", OsStr::new(controllers)),
             ],
         );
         let env: BTreeMap<String, String> = std::fs::read_to_string(path.join("env"))

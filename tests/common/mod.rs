@@ -8,7 +8,9 @@
 
 pub mod contract;
 pub mod kube;
+pub mod load;
 pub mod peers;
+pub mod sink;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -970,7 +972,7 @@ impl Client {
 }
 
 /// rustls client config trusting exactly the given (self-signed) server certificates.
-fn client_tls_config(trusted: Vec<CertificateDer<'static>>) -> rustls::ClientConfig {
+pub fn client_tls_config(trusted: Vec<CertificateDer<'static>>) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

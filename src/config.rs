@@ -47,6 +47,8 @@ pub struct Config {
     #[serde(default)]
     pub delivery: DeliveryConfig,
     #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    #[serde(default)]
     pub log: LogConfig,
     /// DKIM signing of outgoing mail; absent: mail leaves unsigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -356,10 +358,9 @@ pub struct DeliveryConfig {
     /// Port of MX hosts. 25 on the Internet; other values are for tests and development
     /// only (a sink on a loopback high port).
     pub mx_port: u16,
-    /// On SIGTERM, how long deliveries go on before the rest is left in the spool for
-    /// the next start.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
+    /// Moved to `shutdown.grace`; read only to say so.
+    #[serde(with = "humantime_serde", skip_serializing)]
+    pub shutdown_grace: Option<Duration>,
 }
 
 impl Default for DeliveryConfig {
@@ -376,7 +377,7 @@ impl Default for DeliveryConfig {
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),
             mx_port: 25,
-            shutdown_grace: Duration::from_secs(20),
+            shutdown_grace: None,
         }
     }
 }
@@ -461,6 +462,33 @@ pub enum LogFormat {
     Json,
 }
 
+/// What SIGTERM does, in order: `/readyz` fails at once; the listeners go on accepting
+/// for `acceptDelay` (while the endpoints drop the pod), then close; sessions in progress
+/// may finish for `sessionTimeout`; deliveries go on until `grace` after the signal.
+/// What is left stays in the spool for the next start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    #[serde(with = "humantime_serde")]
+    pub accept_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// The whole stop, from the signal; below the pod's `terminationGracePeriodSeconds`,
+    /// so that the process exits before the SIGKILL.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            accept_delay: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(10),
+            grace: Duration::from_secs(20),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LogConfig {
@@ -537,6 +565,7 @@ impl Config {
                 lmtp: spec.delivery.local.lmtp.clone(),
                 ..DeliveryConfig::default()
             },
+            shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
             dkim: Some(DkimConfig {
                 selector: spec.dkim.selector.clone(),
@@ -606,6 +635,13 @@ impl Config {
         }
         if let Some(relay) = &d.relay {
             relay.host_port().context("delivery.relay.host")?;
+        }
+        if d.shutdown_grace.is_some() {
+            bail!("delivery.shutdownGrace is now shutdown.grace (README: Shutdown)");
+        }
+        let s = &self.shutdown;
+        if s.accept_delay > s.grace {
+            bail!("shutdown.acceptDelay must not exceed shutdown.grace");
         }
         Ok(())
     }
@@ -818,6 +854,35 @@ mod tests {
         c.listeners = Listeners::from_fn(|_| None);
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("no listener configured"), "{err}");
+    }
+
+    #[test]
+    fn shutdown_defaults_and_the_moved_grace() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(
+            c.shutdown,
+            ShutdownConfig {
+                accept_delay: Duration::from_secs(5),
+                session_timeout: Duration::from_secs(10),
+                grace: Duration::from_secs(20),
+            }
+        );
+        let old = format!("{MINIMAL}delivery: {{shutdownGrace: 20s}}\n");
+        assert_eq!(
+            Config::parse(&old).unwrap_err().to_string(),
+            "delivery.shutdownGrace is now shutdown.grace (README: Shutdown)"
+        );
+        let late = format!("{MINIMAL}shutdown: {{acceptDelay: 30s}}\n");
+        assert_eq!(
+            Config::parse(&late).unwrap_err().to_string(),
+            "shutdown.acceptDelay must not exceed shutdown.grace"
+        );
+        let set =
+            format!("{MINIMAL}shutdown: {{acceptDelay: 0s, sessionTimeout: 1s, grace: 2s}}\n");
+        assert_eq!(
+            Config::parse(&set).unwrap().shutdown.grace,
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

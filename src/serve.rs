@@ -10,9 +10,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, ShutdownConfig};
 use crate::delivery::{QueueHandle, QueueRunner, control};
 use crate::mail::{self, ListenerKind};
 use crate::policy::Policy;
@@ -30,10 +31,11 @@ pub struct Bound {
 /// What a graceful shutdown stops, waits for, and in what time.
 struct Running {
     accept: Vec<JoinHandle<()>>,
-    server: Arc<Server>,
+    sessions: TaskTracker,
+    spool: Arc<Spool>,
     queue: QueueHandle,
     ready: Arc<AtomicBool>,
-    grace: Duration,
+    plan: ShutdownConfig,
 }
 
 impl Bound {
@@ -57,36 +59,43 @@ impl Bound {
             .map(|(_, a)| *a)
     }
 
-    /// Graceful stop (SIGTERM): stop accepting and report not ready, let the sessions
-    /// in flight finish, and keep delivering until nothing is due — all within
-    /// `delivery.shutdownGrace`. What is left stays in the spool for the next start.
+    /// Graceful stop (SIGTERM), in the order of [`ShutdownConfig`]: not ready at once,
+    /// accepting for `acceptDelay` more, then sessions and deliveries, all within `grace`
+    /// of the signal. What is left stays in the spool for the next start.
     pub async fn shutdown(self) {
         let Running {
             accept,
-            server,
+            sessions,
+            spool,
             queue,
             ready,
-            grace,
+            plan,
         } = self.running;
-        let deadline = Instant::now() + grace;
+        let signalled = Instant::now();
+        let deadline = signalled + plan.grace;
+        // The endpoints controller drops the pod on the failing probe; until then,
+        // clients that still connect here are served.
         ready.store(false, Ordering::Release);
+        tracing::info!(accept_delay = ?plan.accept_delay, "not ready; listeners close after the accept delay");
+        tokio::time::sleep_until(signalled + plan.accept_delay).await;
+        // Dropping an accept task closes its listener: new connections are refused.
         for task in accept {
             task.abort();
             let _ = task.await;
         }
-        // Each session task holds a reference to the server: they are done when ours
-        // is the last one.
-        while Arc::strong_count(&server) > 1 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let sessions = Arc::strong_count(&server) - 1;
-        if sessions > 0 {
+        sessions.close();
+        let sessions_end = deadline.min(Instant::now() + plan.session_timeout);
+        if tokio::time::timeout_at(sessions_end, sessions.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
-                sessions,
-                "sessions still open at the shutdown deadline; closing them"
+                sessions = sessions.len(),
+                "sessions still open at the session timeout; they end with the process"
             );
         }
-        if tokio::time::timeout_at(deadline, queue.drained())
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout_at(deadline, queue.drained(left))
             .await
             .is_err()
         {
@@ -94,9 +103,8 @@ impl Bound {
                 "deliveries still running at the shutdown deadline; their messages stay queued"
             );
         }
-        let left = server.spool.stats().messages;
         tracing::info!(
-            queued = left,
+            queued = spool.stats().messages,
             "stopped; queued messages resume on the next start"
         );
     }
@@ -105,6 +113,9 @@ impl Bound {
 /// Loads every file, binds every socket, and starts serving. Errors here are the
 /// operator's to fix (a missing Secret, a port in use) and name what is wrong.
 pub async fn start(config: Config) -> anyhow::Result<Bound> {
+    // First, so that a second server on this spool stops before doing anything; its
+    // errors name the spool, and one in use is a one-line error of its own.
+    let spool = Spool::open(&config.spool.directory).await?;
     let metrics = Arc::new(Metrics::new());
     let tls = crate::tls::server_config(&config.tls.cert, &config.tls.key, config.reload_interval)
         .context("loading the TLS certificate")?;
@@ -114,9 +125,6 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
     let auth = Authenticator::new(&config.auth, local_domain, config.reload_interval)
         .context("loading the user database")?;
     let policy = Policy::new(&config).context("setting up the access policy")?;
-    let spool = Spool::open(&config.spool.directory)
-        .await
-        .with_context(|| format!("opening the spool {}", config.spool.directory.display()))?;
     let delivery = QueueRunner::start(spool.clone(), &config, metrics.clone())
         .context("setting up delivery")?;
     control::serve(&config.spool.directory, delivery.clone())
@@ -155,7 +163,7 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
         config.limits.max_connections_per_ip,
         config.limits.max_connections_per_network(),
     );
-    let grace = config.delivery.shutdown_grace;
+    let plan = config.shutdown.clone();
     let server = Arc::new(Server {
         config,
         tls,
@@ -166,9 +174,17 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
         metrics: metrics.clone(),
         limits,
     });
+    let sessions = TaskTracker::new();
     let accept = sockets
         .into_iter()
-        .map(|(kind, listener)| tokio::spawn(smtp::serve(server.clone(), kind, listener)))
+        .map(|(kind, listener)| {
+            tokio::spawn(smtp::serve(
+                server.clone(),
+                kind,
+                listener,
+                sessions.clone(),
+            ))
+        })
         .collect();
     if let Some(path) = &server.config.auth.dovecot_socket {
         let listener = crate::auth::dovecot::bind(path, &server.config.auth)?;
@@ -178,7 +194,7 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
             metrics.clone(),
         ));
     }
-    tokio::spawn(publish_spool_size(spool, metrics.clone()));
+    tokio::spawn(publish_spool_size(spool.clone(), metrics.clone()));
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(listener) = metrics_listener {
         tokio::spawn(telemetry::serve_http(listener, metrics, ready.clone()));
@@ -190,10 +206,11 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
         metrics: metrics_addr,
         running: Running {
             accept,
-            server,
+            sessions,
+            spool,
             queue: delivery_handle,
             ready,
-            grace,
+            plan,
         },
     })
 }

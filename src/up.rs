@@ -17,6 +17,7 @@ use crate::config::{Config, FileLayout, Listeners};
 use crate::delivery::dkim::KeyAlgorithm;
 use crate::mail::{self, Address, ListenerKind};
 use crate::serve;
+use crate::spool::lock::DirLock;
 
 pub struct Options {
     pub manifest: PathBuf,
@@ -32,6 +33,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(state)
         .with_context(|| format!("creating the state directory {}", state.display()))?;
     std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))?;
+    // Before any file here is rewritten: a running `up` reloads some of them live.
+    let _lock = DirLock::try_acquire(&state.join("up.lock"))
+        .with_context(|| format!("locking the state directory {}", state.display()))?
+        .with_context(|| {
+            format!(
+                "state directory {} is in use by another posthorn up",
+                state.display()
+            )
+        })?;
 
     let (cert, key) = tls_files(&manifest, &options)?;
     let (passwd, test_user) = users_file(&manifest, &options)?;

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::auth::Authenticator;
@@ -44,8 +45,14 @@ pub struct Server {
     pub limits: ConnectionLimits,
 }
 
-/// Accepts connections forever, one task per session.
-pub async fn serve(server: Arc<Server>, kind: ListenerKind, listener: TcpListener) {
+/// Accepts connections until the task is dropped (which closes the listener), one task
+/// per session in `sessions`, so that a shutdown can wait for them.
+pub async fn serve(
+    server: Arc<Server>,
+    kind: ListenerKind,
+    listener: TcpListener,
+    sessions: TaskTracker,
+) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -56,7 +63,7 @@ pub async fn serve(server: Arc<Server>, kind: ListenerKind, listener: TcpListene
                 continue;
             }
         };
-        tokio::spawn(start_session(server.clone(), kind, tcp, peer));
+        sessions.spawn(start_session(server.clone(), kind, tcp, peer));
     }
 }
 

@@ -180,55 +180,13 @@ impl Server {
         );
         std::fs::write(root.join("config.yaml"), config).unwrap();
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_posthorn"))
-            .arg("serve")
-            .arg("--config")
-            .arg(root.join("config.yaml"))
-            .env("RUST_LOG", "posthorn=debug,info")
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn posthorn serve");
-
         let stderr = Arc::new(Mutex::new(String::new()));
-        let stderr_thread = {
-            let sink = stderr.clone();
-            let mut pipe = BufReader::new(child.stderr.take().unwrap());
-            thread::spawn(move || {
-                let mut line = Vec::new();
-                while matches!(pipe.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                    sink.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&line));
-                    line.clear();
-                }
-            })
-        };
-        let line = match first_stdout_line(&mut child, STARTUP_TIMEOUT) {
-            Some(line) => line,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = stderr_thread.join();
-                panic!(
-                    "posthorn serve printed no listening line; stderr:\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-        };
-        let ports = parse_listening_line(&line);
-        let port = |name: &str| {
-            *ports
-                .get(name)
-                .unwrap_or_else(|| panic!("listening line {line:?} lacks {name}="))
-        };
+        let (child, stderr_thread, ports) = spawn_serve(root, &stderr);
         Server {
-            smtp: port("smtp"),
-            submission: port("submission"),
-            submissions: port("submissions"),
-            metrics: port("metrics"),
+            smtp: ports[0],
+            submission: ports[1],
+            submissions: ports[2],
+            metrics: ports[3],
             dir,
             tls_generation: Mutex::new(1),
             child,
@@ -236,6 +194,46 @@ impl Server {
             stderr_thread: Some(stderr_thread),
             _dns: dns,
         }
+    }
+
+    /// Sends SIGTERM, as the kubelet does to stop a pod.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// The exit status once the process has ended, `None` if it still runs after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts `posthorn serve` again on the same config and spool, once the last one has
+    /// ended; the listeners get new ports.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_some(),
+            "restart while the server still runs"
+        );
+        if let Some(t) = self.stderr_thread.take() {
+            let _ = t.join();
+        }
+        let (child, stderr_thread, ports) = spawn_serve(self.dir.path(), &self.stderr);
+        self.child = child;
+        self.stderr_thread = Some(stderr_thread);
+        [self.smtp, self.submission, self.submissions, self.metrics] = ports;
     }
 
     pub fn port(&self, port: Port) -> u16 {
@@ -422,6 +420,57 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
             f(&p);
         }
     }
+}
+
+/// `posthorn serve --config ROOT/config.yaml`, its stderr appended to `stderr`; returns
+/// once it printed its listening line, with the smtp, submission, submissions and
+/// metrics ports.
+fn spawn_serve(root: &Path, stderr: &Arc<Mutex<String>>) -> (Child, JoinHandle<()>, [u16; 4]) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_posthorn"))
+        .arg("serve")
+        .arg("--config")
+        .arg(root.join("config.yaml"))
+        .env("RUST_LOG", "posthorn=debug,info")
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn posthorn serve");
+
+    let stderr_thread = {
+        let sink = stderr.clone();
+        let mut pipe = BufReader::new(child.stderr.take().unwrap());
+        thread::spawn(move || {
+            let mut line = Vec::new();
+            while matches!(pipe.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&line));
+                line.clear();
+            }
+        })
+    };
+    let line = match first_stdout_line(&mut child, STARTUP_TIMEOUT) {
+        Some(line) => line,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = stderr_thread.join();
+            panic!(
+                "posthorn serve printed no listening line; stderr:\n{}",
+                stderr.lock().unwrap()
+            );
+        }
+    };
+    let ports = parse_listening_line(&line);
+    let port = |name: &str| {
+        *ports
+            .get(name)
+            .unwrap_or_else(|| panic!("listening line {line:?} lacks {name}="))
+    };
+    let ports = ["smtp", "submission", "submissions", "metrics"].map(port);
+    (child, stderr_thread, ports)
 }
 
 pub fn tls_flag(port: Port) -> &'static str {

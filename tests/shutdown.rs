@@ -1,0 +1,344 @@
+//! A server's life on its spool, with real `posthorn serve` processes: one server per
+//! spool, and what SIGTERM does, step by step (README: Shutdown). Each step has a test
+//! that fails without it: `/readyz` fails at once, new connections are still served
+//! during `acceptDelay` and refused after it, a session mid-DATA gets its 250, sessions
+//! get no more than `sessionTimeout`, a retry due within `grace` is made before the
+//! process exits, and what is left is delivered after a restart.
+//!
+//! Remote mail goes to a small sink in this file (MX example.net is 127.0.0.1 in the
+//! harness's dnsmasq), which defers as many RCPTs as it is told to, then accepts.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{ALICE, ALICE_PASS, Client, Port, Server, eventually, marker};
+
+/// Long enough for a loaded machine; the tests wait for events, not for this.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn server(shutdown: &str, delivery: Option<&str>) -> Server {
+    let mut builder = Server::builder()
+        .config("shutdown", shutdown)
+        // Sessions wait on the test between steps; only the shutdown may end them.
+        .limit("idleTimeout", "300s");
+    if let Some(delivery) = delivery {
+        builder = builder.config("delivery", delivery);
+    }
+    builder.start()
+}
+
+/// MAIL, RCPT `to`, DATA and a message with `marker` in its subject, on an open
+/// session; answers the reply to the final dot.
+fn send(c: &mut Client, to: &str, marker: &str) -> common::Reply {
+    c.cmd_expect(&format!("MAIL FROM:<{ALICE}>"), 250);
+    c.cmd_expect(&format!("RCPT TO:<{to}>"), 250);
+    c.cmd_expect("DATA", 354);
+    c.send(format!("Subject: {marker}\r\n\r\nbody\r\n.\r\n").as_bytes())
+        .unwrap();
+    c.reply()
+}
+
+fn readyz(s: &Server) -> u16 {
+    s.http_get("/readyz").0
+}
+
+fn is_running(s: &mut Server) -> bool {
+    s.wait_exit(Duration::ZERO).is_none()
+}
+
+/// Queue files (not their status sidecars) in the server's spool.
+fn queued(s: &Server) -> usize {
+    std::fs::read_dir(s.path("spool/queue"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains('.')
+        })
+        .count()
+}
+
+#[test]
+fn a_second_server_on_the_same_spool_exits_at_once_naming_it() {
+    let s = Server::start();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_posthorn"))
+        .arg("serve")
+        .arg("--config")
+        .arg(s.path("config.yaml"))
+        // As in a pod: no backtrace under the one-line error.
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while second.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second server kept running on a spool in use");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "Error: spool {} is in use by another posthorn serve\n",
+            s.path("spool").display()
+        )
+    );
+    // The first one is untouched: ready, and its queue control socket still answers.
+    assert_eq!(readyz(&s), 200);
+    let flush = Command::new(env!("CARGO_BIN_EXE_posthorn"))
+        .args(["queue", "flush", "--config"])
+        .arg(s.path("config.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&flush.stdout),
+        "0 messages scheduled for delivery now\n"
+    );
+}
+
+#[test]
+fn readyz_fails_at_once_and_new_connections_are_served_during_the_accept_delay() {
+    let mut s = server(
+        "{acceptDelay: 120s, sessionTimeout: 10s, grace: 180s}",
+        None,
+    );
+    assert_eq!(readyz(&s), 200);
+    s.terminate();
+    assert!(
+        eventually(PATIENCE, || readyz(&s) == 503),
+        "/readyz still answers 200 after SIGTERM"
+    );
+    let tag = marker("accept-delay");
+    let mut c = s.authenticated_client(Port::Submission, ALICE, ALICE_PASS);
+    let reply = send(&mut c, ALICE, &tag);
+    assert_eq!(reply.code, 250, "{reply:?}");
+    s.wait_for_mail("alice", &tag);
+    assert!(is_running(&mut s));
+}
+
+#[test]
+fn after_the_delay_connections_are_refused_and_a_session_mid_data_gets_its_250() {
+    let mut s = server("{acceptDelay: 1s, sessionTimeout: 120s, grace: 180s}", None);
+    let tag = marker("mid-data");
+    let mut c = s.authenticated_client(Port::Submission, ALICE, ALICE_PASS);
+    c.cmd_expect(&format!("MAIL FROM:<{ALICE}>"), 250);
+    c.cmd_expect(&format!("RCPT TO:<{ALICE}>"), 250);
+    c.cmd_expect("DATA", 354);
+    c.send(format!("Subject: {tag}\r\n\r\nfirst half\r\n").as_bytes())
+        .unwrap();
+
+    s.terminate();
+    let port = s.submission;
+    assert!(
+        eventually(PATIENCE, || TcpStream::connect(("127.0.0.1", port))
+            .is_err()),
+        "the submission listener still accepts after the accept delay"
+    );
+    assert!(
+        is_running(&mut s),
+        "the server left before its session ended"
+    );
+    c.send(b"second half\r\n.\r\n").unwrap();
+    let reply = c.reply();
+    assert_eq!(reply.code, 250, "{reply:?}");
+    assert!(reply.last().contains("queued as"), "{reply:?}");
+    c.cmd_expect("QUIT", 221);
+
+    let status = s.wait_exit(PATIENCE).expect("the server exits");
+    assert!(status.success(), "{status:?}");
+    let mails = s.mails("alice");
+    assert!(
+        mails
+            .iter()
+            .any(|(_, text)| text.contains(&tag) && text.contains("first half\nsecond half\n")),
+        "{mails:?}"
+    );
+}
+
+#[test]
+fn open_sessions_get_no_more_than_the_session_timeout() {
+    let mut s = server("{acceptDelay: 0s, sessionTimeout: 1s, grace: 300s}", None);
+    let mut c = s.authenticated_client(Port::Submission, ALICE, ALICE_PASS);
+    s.terminate();
+    let status = s
+        .wait_exit(PATIENCE)
+        .expect("exit after the session timeout");
+    assert!(status.success(), "{status:?}");
+    assert!(c.is_closed());
+}
+
+#[test]
+fn a_retry_due_within_the_grace_is_made_before_the_process_exits() {
+    let sink = Sink::start(1);
+    let delivery = format!("{{mxPort: {}, minBackoff: 2s, maxBackoff: 2s}}", sink.port);
+    let mut s = server(
+        "{acceptDelay: 0s, sessionTimeout: 10s, grace: 120s}",
+        Some(&delivery),
+    );
+    let tag = marker("retry-in-grace");
+    let mut c = s.authenticated_client(Port::Submission, ALICE, ALICE_PASS);
+    assert_eq!(send(&mut c, "bob@example.net", &tag).code, 250);
+    c.cmd_expect("QUIT", 221);
+    assert!(eventually(PATIENCE, || sink.attempts() == 1));
+    assert!(sink.messages().is_empty());
+
+    s.terminate();
+    let status = s.wait_exit(PATIENCE).expect("the server exits");
+    assert!(status.success(), "{status:?}\n{}", s.stderr());
+    assert_eq!(sink.attempts(), 2);
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].contains(&tag), "{messages:?}");
+    assert_eq!(queued(&s), 0);
+}
+
+#[test]
+fn a_deferred_message_stays_queued_and_is_delivered_after_a_restart() {
+    let sink = Sink::start(usize::MAX);
+    let delivery = format!("{{mxPort: {}, minBackoff: 3s, maxBackoff: 3s}}", sink.port);
+    let mut s = server(
+        "{acceptDelay: 0s, sessionTimeout: 1s, grace: 1s}",
+        Some(&delivery),
+    );
+    let tag = marker("after-restart");
+    let mut c = s.authenticated_client(Port::Submission, ALICE, ALICE_PASS);
+    assert_eq!(send(&mut c, "bob@example.net", &tag).code, 250);
+    c.cmd_expect("QUIT", 221);
+    assert!(eventually(PATIENCE, || sink.attempts() == 1));
+
+    s.terminate();
+    let status = s.wait_exit(PATIENCE).expect("the server exits");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(queued(&s), 1);
+    assert!(sink.messages().is_empty());
+
+    sink.accept_from_now();
+    s.restart();
+    assert!(
+        eventually(PATIENCE, || sink.messages().len() == 1),
+        "not delivered after the restart; log:\n{}",
+        s.stderr()
+    );
+    assert!(sink.messages()[0].contains(&tag));
+    assert!(eventually(PATIENCE, || queued(&s) == 0));
+}
+
+/// An SMTP server for the MX of example.net: answers the first `defer` RCPTs with 451,
+/// accepts the rest, and keeps each message it receives.
+struct Sink {
+    port: u16,
+    defer: Arc<AtomicUsize>,
+    attempts: Arc<AtomicUsize>,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl Sink {
+    fn start(defer: usize) -> Sink {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let sink = Sink {
+            port: listener.local_addr().unwrap().port(),
+            defer: Arc::new(AtomicUsize::new(defer)),
+            attempts: Arc::default(),
+            messages: Arc::default(),
+        };
+        let (defer, attempts, messages) = (
+            sink.defer.clone(),
+            sink.attempts.clone(),
+            sink.messages.clone(),
+        );
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (defer, attempts, messages) =
+                    (defer.clone(), attempts.clone(), messages.clone());
+                thread::spawn(move || {
+                    let _ = Sink::session(stream, &defer, &attempts, &messages);
+                });
+            }
+        });
+        sink
+    }
+
+    fn session(
+        stream: TcpStream,
+        defer: &AtomicUsize,
+        attempts: &AtomicUsize,
+        messages: &Mutex<Vec<String>>,
+    ) -> std::io::Result<()> {
+        let mut out = stream.try_clone()?;
+        let mut lines = BufReader::new(stream);
+        out.write_all(b"220 mx.example.net ESMTP sink\r\n")?;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+            let reply: &[u8] = match verb.as_str() {
+                "EHLO" => b"250-mx.example.net\r\n250 8BITMIME\r\n",
+                "RCPT" => {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    let deferred = defer
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if deferred {
+                        b"451 4.3.0 Try again later\r\n"
+                    } else {
+                        b"250 2.1.5 Ok\r\n"
+                    }
+                }
+                "DATA" => {
+                    out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+                    let mut message = String::new();
+                    loop {
+                        line.clear();
+                        if lines.read_line(&mut line)? == 0 {
+                            return Ok(());
+                        }
+                        if line == ".\r\n" {
+                            break;
+                        }
+                        message.push_str(&line);
+                    }
+                    messages.lock().unwrap().push(message);
+                    b"250 2.0.0 Ok: queued\r\n"
+                }
+                "QUIT" => {
+                    out.write_all(b"221 2.0.0 Bye\r\n")?;
+                    return Ok(());
+                }
+                _ => b"250 2.0.0 Ok\r\n",
+            };
+            out.write_all(reply)?;
+        }
+    }
+
+    fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    fn accept_from_now(&self) {
+        self.defer.store(0, Ordering::SeqCst);
+    }
+}

@@ -168,9 +168,9 @@ fn main() -> anyhow::Result<()> {
             let config = config::Config::load(&config)?;
             telemetry::init_logging(config.log.format);
             runtime()?.block_on(async {
-                let bound = serve::start(config).await?;
+                let mut bound = serve::start(config).await?;
                 println!("{}", bound.summary());
-                serve::shutdown_signal().await?;
+                bound.signalled().await;
                 bound.shutdown().await;
                 Ok(())
             })

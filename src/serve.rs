@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -36,6 +37,7 @@ struct Running {
     queue: QueueHandle,
     ready: Arc<AtomicBool>,
     plan: ShutdownConfig,
+    signals: Signals,
 }
 
 impl Bound {
@@ -50,6 +52,16 @@ impl Bound {
             let _ = write!(line, " metrics={addr}");
         }
         line
+    }
+
+    /// Waits for SIGTERM or Ctrl-C, then call [`Bound::shutdown`].
+    pub async fn signalled(&mut self) {
+        let Signals { term, interrupt } = &mut self.running.signals;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("shutting down");
     }
 
     pub fn get(&self, kind: ListenerKind) -> Option<SocketAddr> {
@@ -70,6 +82,7 @@ impl Bound {
             queue,
             ready,
             plan,
+            signals: _,
         } = self.running;
         let signalled = Instant::now();
         let deadline = signalled + plan.grace;
@@ -113,6 +126,7 @@ impl Bound {
 /// Loads every file, binds every socket, and starts serving. Errors here are the
 /// operator's to fix (a missing Secret, a port in use) and name what is wrong.
 pub async fn start(config: Config) -> anyhow::Result<Bound> {
+    let signals = Signals::catch()?;
     // First, so that a second server on this spool stops before doing anything; its
     // errors name the spool, and one in use is a one-line error of its own.
     let spool = Spool::open(&config.spool.directory).await?;
@@ -211,6 +225,7 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
             queue: delivery_handle,
             ready,
             plan,
+            signals,
         },
     })
 }
@@ -224,13 +239,18 @@ async fn publish_spool_size(spool: Arc<Spool>, metrics: Arc<Metrics>) {
     }
 }
 
-/// Waits for SIGTERM (Kubernetes) or Ctrl-C.
-pub async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        result = tokio::signal::ctrl_c() => result?,
+/// SIGTERM (Kubernetes) and SIGINT (Ctrl-C), caught from the start of [`start`]: one
+/// that arrives before anyone waits for it still counts, and never kills the process.
+struct Signals {
+    term: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn catch() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("catching SIGINT")?,
+        })
     }
-    tracing::info!("shutting down");
-    Ok(())
 }

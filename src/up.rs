@@ -81,7 +81,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     std::fs::write(&config_path, config.to_yaml()?)?;
 
     let hostname = config.hostname.clone();
-    let bound = serve::start(config).await?;
+    let mut bound = serve::start(config).await?;
     println!("{}", bound.summary());
     println!("config: {}", config_path.display());
     if let Some((user, password)) = &test_user {
@@ -113,7 +113,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             );
         }
     }
-    serve::shutdown_signal().await?;
+    bound.signalled().await;
     bound.shutdown().await;
     Ok(())
 }

@@ -48,6 +48,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default, skip_serializing_if = "HandoverConfig::is_off")]
+    pub handover: HandoverConfig,
     #[serde(default)]
     pub log: LogConfig,
     /// DKIM signing of outgoing mail; absent: mail leaves unsigned.
@@ -489,6 +491,25 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// Scale-down drain (README: Drain): this pod takes queues handed over on `listen`,
+/// and hands its own over when `annotationsFile` names peers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct HandoverConfig {
+    /// Where the handover listener binds (TLS with `tls`); unset: no handovers taken.
+    pub listen: Option<SocketAddr>,
+    /// The token shared by the pods of one MailServer.
+    pub token_file: Option<PathBuf>,
+    /// The downward API file of the pod's annotations; unset: never drains.
+    pub annotations_file: Option<PathBuf>,
+}
+
+impl HandoverConfig {
+    fn is_off(&self) -> bool {
+        self.listen.is_none() && self.annotations_file.is_none()
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LogConfig {
@@ -566,6 +587,7 @@ impl Config {
                 ..DeliveryConfig::default()
             },
             shutdown: ShutdownConfig::default(),
+            handover: HandoverConfig::default(),
             log: LogConfig::default(),
             dkim: Some(DkimConfig {
                 selector: spec.dkim.selector.clone(),
@@ -642,6 +664,9 @@ impl Config {
         let s = &self.shutdown;
         if s.accept_delay > s.grace {
             bail!("shutdown.acceptDelay must not exceed shutdown.grace");
+        }
+        if !self.handover.is_off() && self.handover.token_file.is_none() {
+            bail!("handover.tokenFile is required with handover.listen or annotationsFile");
         }
         Ok(())
     }

@@ -7,15 +7,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ShutdownConfig};
 use crate::delivery::{QueueHandle, QueueRunner, control};
+use crate::handover::{Handover, drain};
 use crate::mail::{self, ListenerKind};
 use crate::policy::Policy;
 use crate::smtp::{self, ConnectionLimits, Server};
@@ -26,12 +29,14 @@ use crate::telemetry::{self, Metrics};
 pub struct Bound {
     pub listeners: Vec<(ListenerKind, SocketAddr)>,
     pub metrics: Option<SocketAddr>,
+    pub handover: Option<SocketAddr>,
     running: Running,
 }
 
 /// What a graceful shutdown stops, waits for, and in what time.
 struct Running {
     accept: Vec<JoinHandle<()>>,
+    accepting: CancellationToken,
     sessions: TaskTracker,
     spool: Arc<Spool>,
     queue: QueueHandle,
@@ -50,6 +55,9 @@ impl Bound {
         }
         if let Some(addr) = self.metrics {
             let _ = write!(line, " metrics={addr}");
+        }
+        if let Some(addr) = self.handover {
+            let _ = write!(line, " handover={addr}");
         }
         line
     }
@@ -77,6 +85,7 @@ impl Bound {
     pub async fn shutdown(self) {
         let Running {
             accept,
+            accepting,
             sessions,
             spool,
             queue,
@@ -91,9 +100,9 @@ impl Bound {
         ready.store(false, Ordering::Release);
         tracing::info!(accept_delay = ?plan.accept_delay, "not ready; listeners close after the accept delay");
         tokio::time::sleep_until(signalled + plan.accept_delay).await;
-        // Dropping an accept task closes its listener: new connections are refused.
+        // An accept task that ends closes its listener: new connections are refused.
+        accepting.cancel();
         for task in accept {
-            task.abort();
             let _ = task.await;
         }
         sessions.close();
@@ -189,6 +198,7 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
         limits,
     });
     let sessions = TaskTracker::new();
+    let accepting = CancellationToken::new();
     let accept = sockets
         .into_iter()
         .map(|(kind, listener)| {
@@ -197,9 +207,16 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
                 kind,
                 listener,
                 sessions.clone(),
+                accepting.clone(),
             ))
         })
         .collect();
+    let ready = Arc::new(AtomicBool::new(false));
+    let serving = drain::Serving {
+        ready: ready.clone(),
+        accepting: accepting.clone(),
+    };
+    let (handover, drain_routes) = start_handover(&server, serving).await?;
     if let Some(path) = &server.config.auth.dovecot_socket {
         let listener = crate::auth::dovecot::bind(path, &server.config.auth)?;
         tokio::spawn(crate::auth::dovecot::serve(
@@ -209,17 +226,23 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
         ));
     }
     tokio::spawn(publish_spool_size(spool.clone(), metrics.clone()));
-    let ready = Arc::new(AtomicBool::new(false));
     if let Some(listener) = metrics_listener {
-        tokio::spawn(telemetry::serve_http(listener, metrics, ready.clone()));
+        tokio::spawn(telemetry::serve_http_with(
+            listener,
+            metrics,
+            ready.clone(),
+            drain_routes,
+        ));
     }
     // Every file is loaded and every socket is accepting: ready for traffic.
     ready.store(true, Ordering::Release);
     Ok(Bound {
         listeners,
         metrics: metrics_addr,
+        handover,
         running: Running {
             accept,
+            accepting,
             sessions,
             spool,
             queue: delivery_handle,
@@ -228,6 +251,46 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
             signals,
         },
     })
+}
+
+/// Binds the handover listener and starts watching for a drain, as `handover` asks;
+/// answers the bound address and the `/drain` route for the metrics endpoint.
+async fn start_handover(
+    server: &Server,
+    serving: drain::Serving,
+) -> anyhow::Result<(Option<SocketAddr>, Router)> {
+    let config = &server.config;
+    let Some(token_file) = config.handover.token_file.clone() else {
+        return Ok((None, Router::new()));
+    };
+    let handover = Handover {
+        token_file,
+        spool: server.spool.clone(),
+        queue: server.delivery.clone(),
+        // The message and its envelope, however many recipient outcomes it holds.
+        max_file: config.limits.max_message_size as u64 + (1 << 20),
+    };
+    let mut bound = None;
+    if let Some(addr) = config.handover.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the handover listener to {addr}"))?;
+        bound = Some(listener.local_addr()?);
+        tokio::spawn(handover.clone().serve(listener, server.tls.clone()));
+    }
+    let status = drain::Status::default();
+    let routes = status.routes(&handover);
+    if let Some(file) = config.handover.annotations_file.clone() {
+        tokio::spawn(drain::watch(
+            file,
+            config.reload_interval,
+            handover,
+            config.tls.cert.clone(),
+            serving,
+            status,
+        ));
+    }
+    Ok((bound, routes))
 }
 
 async fn publish_spool_size(spool: Arc<Spool>, metrics: Arc<Metrics>) {

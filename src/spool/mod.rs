@@ -202,6 +202,11 @@ impl Spool {
         Ok(())
     }
 
+    /// Whether message `id` is queued here (a handover may offer it twice).
+    pub fn contains(&self, id: &QueueId) -> bool {
+        self.queue_path(id).exists()
+    }
+
     pub fn stats(&self) -> SpoolStats {
         SpoolStats {
             messages: self.counters.messages.load(Ordering::Relaxed),

@@ -9,6 +9,7 @@
 pub mod contract;
 pub mod kube;
 pub mod peers;
+pub mod sink;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -89,6 +90,8 @@ pub struct Server {
     pub submission: u16,
     pub submissions: u16,
     pub metrics: u16,
+    /// The handover listener's port, when the config has one.
+    pub handover: Option<u16>,
     tls_generation: Mutex<u32>,
     child: Child,
     stderr: Arc<Mutex<String>>,
@@ -181,12 +184,13 @@ impl Server {
         std::fs::write(root.join("config.yaml"), config).unwrap();
 
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (child, stderr_thread, ports) = spawn_serve(root, &stderr);
+        let (child, stderr_thread, ports, handover) = spawn_serve(root, &stderr);
         Server {
             smtp: ports[0],
             submission: ports[1],
             submissions: ports[2],
             metrics: ports[3],
+            handover,
             dir,
             tls_generation: Mutex::new(1),
             child,
@@ -230,10 +234,11 @@ impl Server {
         if let Some(t) = self.stderr_thread.take() {
             let _ = t.join();
         }
-        let (child, stderr_thread, ports) = spawn_serve(self.dir.path(), &self.stderr);
+        let (child, stderr_thread, ports, handover) = spawn_serve(self.dir.path(), &self.stderr);
         self.child = child;
         self.stderr_thread = Some(stderr_thread);
         [self.smtp, self.submission, self.submissions, self.metrics] = ports;
+        self.handover = handover;
     }
 
     pub fn port(&self, port: Port) -> u16 {
@@ -424,8 +429,11 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
 
 /// `posthorn serve --config ROOT/config.yaml`, its stderr appended to `stderr`; returns
 /// once it printed its listening line, with the smtp, submission, submissions and
-/// metrics ports.
-fn spawn_serve(root: &Path, stderr: &Arc<Mutex<String>>) -> (Child, JoinHandle<()>, [u16; 4]) {
+/// metrics ports, and the handover port if any.
+fn spawn_serve(
+    root: &Path,
+    stderr: &Arc<Mutex<String>>,
+) -> (Child, JoinHandle<()>, [u16; 4], Option<u16>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_posthorn"))
         .arg("serve")
         .arg("--config")
@@ -469,8 +477,9 @@ fn spawn_serve(root: &Path, stderr: &Arc<Mutex<String>>) -> (Child, JoinHandle<(
             .get(name)
             .unwrap_or_else(|| panic!("listening line {line:?} lacks {name}="))
     };
+    let handover = ports.get("handover").copied();
     let ports = ["smtp", "submission", "submissions", "metrics"].map(port);
-    (child, stderr_thread, ports)
+    (child, stderr_thread, ports, handover)
 }
 
 pub fn tls_flag(port: Port) -> &'static str {

@@ -9,6 +9,7 @@
 pub mod contract;
 pub mod kube;
 pub mod peers;
+mod process;
 pub mod sink;
 
 use std::collections::BTreeMap;
@@ -184,7 +185,7 @@ impl Server {
         std::fs::write(root.join("config.yaml"), config).unwrap();
 
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (child, stderr_thread, ports, handover) = spawn_serve(root, &stderr);
+        let (child, stderr_thread, ports, handover) = process::spawn_serve(root, &stderr);
         Server {
             smtp: ports[0],
             submission: ports[1],
@@ -234,7 +235,8 @@ impl Server {
         if let Some(t) = self.stderr_thread.take() {
             let _ = t.join();
         }
-        let (child, stderr_thread, ports, handover) = spawn_serve(self.dir.path(), &self.stderr);
+        let (child, stderr_thread, ports, handover) =
+            process::spawn_serve(self.dir.path(), &self.stderr);
         self.child = child;
         self.stderr_thread = Some(stderr_thread);
         [self.smtp, self.submission, self.submissions, self.metrics] = ports;
@@ -425,61 +427,6 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
             f(&p);
         }
     }
-}
-
-/// `posthorn serve --config ROOT/config.yaml`, its stderr appended to `stderr`; returns
-/// once it printed its listening line, with the smtp, submission, submissions and
-/// metrics ports, and the handover port if any.
-fn spawn_serve(
-    root: &Path,
-    stderr: &Arc<Mutex<String>>,
-) -> (Child, JoinHandle<()>, [u16; 4], Option<u16>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_posthorn"))
-        .arg("serve")
-        .arg("--config")
-        .arg(root.join("config.yaml"))
-        .env("RUST_LOG", "posthorn=debug,info")
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn posthorn serve");
-
-    let stderr_thread = {
-        let sink = stderr.clone();
-        let mut pipe = BufReader::new(child.stderr.take().unwrap());
-        thread::spawn(move || {
-            let mut line = Vec::new();
-            while matches!(pipe.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&line));
-                line.clear();
-            }
-        })
-    };
-    let line = match first_stdout_line(&mut child, STARTUP_TIMEOUT) {
-        Some(line) => line,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = stderr_thread.join();
-            panic!(
-                "posthorn serve printed no listening line; stderr:\n{}",
-                stderr.lock().unwrap()
-            );
-        }
-    };
-    let ports = parse_listening_line(&line);
-    let port = |name: &str| {
-        *ports
-            .get(name)
-            .unwrap_or_else(|| panic!("listening line {line:?} lacks {name}="))
-    };
-    let handover = ports.get("handover").copied();
-    let ports = ["smtp", "submission", "submissions", "metrics"].map(port);
-    (child, stderr_thread, ports, handover)
 }
 
 pub fn tls_flag(port: Port) -> &'static str {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crlf;
+pub mod handover;
 pub mod mail;
 pub mod operator;
 pub mod plan;

@@ -7,12 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, ShutdownConfig};
+use crate::handover::{Handover, drain};
 use crate::mail::{self, ListenerKind};
 use crate::policy::Policy;
 use crate::queue::{QueueHandle, QueueRunner, control};
@@ -24,16 +29,20 @@ use crate::telemetry::{self, Metrics};
 pub struct Bound {
     pub listeners: Vec<(ListenerKind, SocketAddr)>,
     pub metrics: Option<SocketAddr>,
+    pub handover: Option<SocketAddr>,
     running: Running,
 }
 
 /// What a graceful shutdown stops, waits for, and in what time.
 struct Running {
     accept: Vec<JoinHandle<()>>,
-    server: Arc<Server>,
+    accepting: CancellationToken,
+    sessions: TaskTracker,
+    spool: Arc<Spool>,
     queue: QueueHandle,
     ready: Arc<AtomicBool>,
-    grace: Duration,
+    plan: ShutdownConfig,
+    signals: Signals,
 }
 
 impl Bound {
@@ -47,7 +56,20 @@ impl Bound {
         if let Some(addr) = self.metrics {
             let _ = write!(line, " metrics={addr}");
         }
+        if let Some(addr) = self.handover {
+            let _ = write!(line, " handover={addr}");
+        }
         line
+    }
+
+    /// Waits for SIGTERM or Ctrl-C, then call [`Bound::shutdown`].
+    pub async fn signalled(&mut self) {
+        let Signals { term, interrupt } = &mut self.running.signals;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("shutting down");
     }
 
     pub fn get(&self, kind: ListenerKind) -> Option<SocketAddr> {
@@ -57,36 +79,45 @@ impl Bound {
             .map(|(_, a)| *a)
     }
 
-    /// Graceful stop (SIGTERM): stop accepting and report not ready, let the sessions
-    /// in flight finish, and keep delivering until nothing is due — all within
-    /// `delivery.shutdownGrace`. What is left stays in the spool for the next start.
+    /// Graceful stop (SIGTERM), in the order of [`ShutdownConfig`]: not ready at once,
+    /// accepting for `acceptDelay` more, then sessions and deliveries, all within `grace`
+    /// of the signal. What is left stays in the spool for the next start.
     pub async fn shutdown(self) {
         let Running {
             accept,
-            server,
+            accepting,
+            sessions,
+            spool,
             queue,
             ready,
-            grace,
+            plan,
+            signals: _,
         } = self.running;
-        let deadline = Instant::now() + grace;
+        let signalled = Instant::now();
+        let deadline = signalled + plan.grace;
+        // The endpoints controller drops the pod on the failing probe; until then,
+        // clients that still connect here are served.
         ready.store(false, Ordering::Release);
+        tracing::info!(accept_delay = ?plan.accept_delay, "not ready; listeners close after the accept delay");
+        tokio::time::sleep_until(signalled + plan.accept_delay).await;
+        // An accept task that ends closes its listener: new connections are refused.
+        accepting.cancel();
         for task in accept {
-            task.abort();
             let _ = task.await;
         }
-        // Each session task holds a reference to the server: they are done when ours
-        // is the last one.
-        while Arc::strong_count(&server) > 1 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let sessions = Arc::strong_count(&server) - 1;
-        if sessions > 0 {
+        sessions.close();
+        let sessions_end = deadline.min(Instant::now() + plan.session_timeout);
+        if tokio::time::timeout_at(sessions_end, sessions.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
-                sessions,
-                "sessions still open at the shutdown deadline; closing them"
+                sessions = sessions.len(),
+                "sessions still open at the session timeout; they end with the process"
             );
         }
-        if tokio::time::timeout_at(deadline, queue.drained())
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout_at(deadline, queue.drained(left))
             .await
             .is_err()
         {
@@ -94,9 +125,8 @@ impl Bound {
                 "deliveries still running at the shutdown deadline; their messages stay queued"
             );
         }
-        let left = server.spool.stats().messages;
         tracing::info!(
-            queued = left,
+            queued = spool.stats().messages,
             "stopped; queued messages resume on the next start"
         );
     }
@@ -105,6 +135,10 @@ impl Bound {
 /// Loads every file, binds every socket, and starts serving. Errors here are the
 /// operator's to fix (a missing Secret, a port in use) and name what is wrong.
 pub async fn start(config: Config) -> anyhow::Result<Bound> {
+    let signals = Signals::catch()?;
+    // First, so that a second server on this spool stops before doing anything; its
+    // errors name the spool, and one in use is a one-line error of its own.
+    let spool = Spool::open(&config.spool.directory).await?;
     let metrics = Arc::new(Metrics::new());
     let tls = crate::tls::server_config(&config.tls.cert, &config.tls.key, config.reload_interval)
         .context("loading the TLS certificate")?;
@@ -114,9 +148,6 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
     let auth = Authenticator::new(&config.auth, local_domain, config.reload_interval)
         .context("loading the user database")?;
     let policy = Policy::new(&config).context("setting up the access policy")?;
-    let spool = Spool::open(&config.spool.directory)
-        .await
-        .with_context(|| format!("opening the spool {}", config.spool.directory.display()))?;
     let delivery = QueueRunner::start(spool.clone(), &config, metrics.clone())
         .context("setting up delivery")?;
     control::serve(&config.spool.directory, delivery.clone())
@@ -155,7 +186,7 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
         config.limits.max_connections_per_ip,
         config.limits.max_connections_per_network(),
     );
-    let grace = config.delivery.shutdown_grace;
+    let plan = config.shutdown.clone();
     let server = Arc::new(Server {
         config,
         tls,
@@ -166,10 +197,26 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
         metrics: metrics.clone(),
         limits,
     });
+    let sessions = TaskTracker::new();
+    let accepting = CancellationToken::new();
     let accept = sockets
         .into_iter()
-        .map(|(kind, listener)| tokio::spawn(smtp::serve(server.clone(), kind, listener)))
+        .map(|(kind, listener)| {
+            tokio::spawn(smtp::serve(
+                server.clone(),
+                kind,
+                listener,
+                sessions.clone(),
+                accepting.clone(),
+            ))
+        })
         .collect();
+    let ready = Arc::new(AtomicBool::new(false));
+    let serving = drain::Serving {
+        ready: ready.clone(),
+        accepting: accepting.clone(),
+    };
+    let (handover, drain_routes) = start_handover(&server, serving).await?;
     if let Some(path) = &server.config.auth.dovecot_socket {
         let listener = crate::auth::dovecot::bind(path, &server.config.auth)?;
         tokio::spawn(crate::auth::dovecot::serve(
@@ -178,24 +225,72 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
             metrics.clone(),
         ));
     }
-    tokio::spawn(publish_spool_size(spool, metrics.clone()));
-    let ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(publish_spool_size(spool.clone(), metrics.clone()));
     if let Some(listener) = metrics_listener {
-        tokio::spawn(telemetry::serve_http(listener, metrics, ready.clone()));
+        tokio::spawn(telemetry::serve_http_with(
+            listener,
+            metrics,
+            ready.clone(),
+            drain_routes,
+        ));
     }
     // Every file is loaded and every socket is accepting: ready for traffic.
     ready.store(true, Ordering::Release);
     Ok(Bound {
         listeners,
         metrics: metrics_addr,
+        handover,
         running: Running {
             accept,
-            server,
+            accepting,
+            sessions,
+            spool,
             queue: delivery_handle,
             ready,
-            grace,
+            plan,
+            signals,
         },
     })
+}
+
+/// Binds the handover listener and starts watching for a drain, as `handover` asks;
+/// answers the bound address and the `/drain` route for the metrics endpoint.
+async fn start_handover(
+    server: &Server,
+    serving: drain::Serving,
+) -> anyhow::Result<(Option<SocketAddr>, Router)> {
+    let config = &server.config;
+    let Some(token_file) = config.handover.token_file.clone() else {
+        return Ok((None, Router::new()));
+    };
+    let handover = Handover {
+        token_file,
+        spool: server.spool.clone(),
+        queue: server.delivery.clone(),
+        // The message and its envelope, however many recipient outcomes it holds.
+        max_file: config.limits.max_message_size as u64 + (1 << 20),
+    };
+    let mut bound = None;
+    if let Some(addr) = config.handover.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the handover listener to {addr}"))?;
+        bound = Some(listener.local_addr()?);
+        tokio::spawn(handover.clone().serve(listener, server.tls.clone()));
+    }
+    let status = drain::Status::default();
+    let routes = status.routes(&handover);
+    if let Some(file) = config.handover.annotations_file.clone() {
+        tokio::spawn(drain::watch(
+            file,
+            config.reload_interval,
+            handover,
+            config.tls.cert.clone(),
+            serving,
+            status,
+        ));
+    }
+    Ok((bound, routes))
 }
 
 async fn publish_spool_size(spool: Arc<Spool>, metrics: Arc<Metrics>) {
@@ -207,13 +302,18 @@ async fn publish_spool_size(spool: Arc<Spool>, metrics: Arc<Metrics>) {
     }
 }
 
-/// Waits for SIGTERM (Kubernetes) or Ctrl-C.
-pub async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        result = tokio::signal::ctrl_c() => result?,
+/// SIGTERM (Kubernetes) and SIGINT (Ctrl-C), caught from the start of [`start`]: one
+/// that arrives before anyone waits for it still counts, and never kills the process.
+struct Signals {
+    term: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn catch() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("catching SIGINT")?,
+        })
     }
-    tracing::info!("shutting down");
-    Ok(())
 }

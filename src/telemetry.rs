@@ -376,11 +376,22 @@ pub async fn serve_http(
     metrics: Arc<dyn Exposition>,
     ready: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    serve_http_with(listener, metrics, ready, Router::new()).await
+}
+
+/// [`serve_http`] with the routes of `more` as well.
+pub async fn serve_http_with(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<dyn Exposition>,
+    ready: Arc<AtomicBool>,
+    more: Router,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(HttpState { metrics, ready });
+        .with_state(HttpState { metrics, ready })
+        .merge(more);
     axum::serve(listener, app).await.context("HTTP server")
 }
 

@@ -124,6 +124,37 @@ fn up_runs_the_example_and_the_printed_swaks_command_delivers() {
     let mail = std::fs::read_to_string(wait_for_file_in(&maildir)).unwrap();
     assert!(mail.contains("Delivered-To: test@example.com"), "{mail}");
     assert!(mail.contains("with ESMTPSA id"), "{mail}");
+
+    // A second `up` on the same state directory stops at once and rewrites nothing.
+    let config = std::fs::read_to_string(state.path().join("config.yaml")).unwrap();
+    let second = Command::new(env!("CARGO_BIN_EXE_posthorn"))
+        .args([
+            "up",
+            "-f",
+            "examples/mailserver.yaml",
+            "--bind",
+            "127.0.0.2",
+        ])
+        .arg("--state-dir")
+        .arg(state.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&second.stderr),
+        format!(
+            "Error: state directory {} is in use by another posthorn up\n",
+            state.path().display()
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.path().join("config.yaml")).unwrap(),
+        config
+    );
     drop(run);
 
     // A second run keeps the same certificate and credentials.

@@ -15,9 +15,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     telemetry::init_logging(config.log.format);
     super::runtime()?.block_on(async {
-        let bound = serve::start(config).await?;
+        let mut bound = serve::start(config).await?;
         println!("{}", bound.summary());
-        serve::shutdown_signal().await?;
+        bound.signalled().await;
         bound.shutdown().await;
         Ok(())
     })

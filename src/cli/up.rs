@@ -17,6 +17,7 @@ use crate::config::{Listeners, LogFormat};
 use crate::mail::dkim::KeyAlgorithm;
 use crate::mail::{self, Address, ListenerKind};
 use crate::plan::{self, DKIM_KEY, FileLayout};
+use crate::spool::lock::DirLock;
 use crate::{serve, telemetry, tls};
 
 #[derive(clap::Args)]
@@ -51,6 +52,15 @@ async fn up(args: &Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(state)
         .with_context(|| format!("creating the state directory {}", state.display()))?;
     std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))?;
+    // Before any file here is rewritten: a running `up` reloads some of them live.
+    let _lock = DirLock::try_acquire(&state.join("up.lock"))
+        .with_context(|| format!("locking the state directory {}", state.display()))?
+        .with_context(|| {
+            format!(
+                "state directory {} is in use by another posthorn up",
+                state.display()
+            )
+        })?;
 
     let (cert, key) = tls_files(&manifest, args)?;
     let (passwd, test_user) = users_file(&manifest, args)?;
@@ -90,7 +100,7 @@ async fn up(args: &Args) -> anyhow::Result<()> {
     std::fs::write(&config_path, config.to_yaml()?)?;
 
     let hostname = config.hostname.clone();
-    let bound = serve::start(config).await?;
+    let mut bound = serve::start(config).await?;
     println!("{}", bound.summary());
     println!("config: {}", config_path.display());
     if let Some((user, password)) = &test_user {
@@ -122,7 +132,7 @@ async fn up(args: &Args) -> anyhow::Result<()> {
             );
         }
     }
-    serve::shutdown_signal().await?;
+    bound.signalled().await;
     bound.shutdown().await;
     Ok(())
 }

@@ -49,6 +49,10 @@ pub struct Config {
     #[serde(default)]
     pub delivery: DeliveryConfig,
     #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    #[serde(default, skip_serializing_if = "HandoverConfig::is_off")]
+    pub handover: HandoverConfig,
+    #[serde(default)]
     pub log: LogConfig,
     /// DKIM signing of outgoing mail; absent: mail leaves unsigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,10 +249,9 @@ pub struct DeliveryConfig {
     /// Port of MX hosts. 25 on the Internet; other values are for tests and development
     /// only (a sink on a loopback high port).
     pub mx_port: u16,
-    /// On SIGTERM, how long deliveries go on before the rest is left in the spool for
-    /// the next start.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
+    /// Moved to `shutdown.grace`; read only to say so.
+    #[serde(with = "humantime_serde", skip_serializing)]
+    pub shutdown_grace: Option<Duration>,
 }
 
 impl Default for DeliveryConfig {
@@ -265,7 +268,7 @@ impl Default for DeliveryConfig {
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),
             mx_port: 25,
-            shutdown_grace: Duration::from_secs(20),
+            shutdown_grace: None,
         }
     }
 }
@@ -350,6 +353,52 @@ pub enum LogFormat {
     Json,
 }
 
+/// What SIGTERM does, in order: `/readyz` fails at once; the listeners go on accepting
+/// for `acceptDelay` (while the endpoints drop the pod), then close; sessions in progress
+/// may finish for `sessionTimeout`; deliveries go on until `grace` after the signal.
+/// What is left stays in the spool for the next start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    #[serde(with = "humantime_serde")]
+    pub accept_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// The whole stop, from the signal; below the pod's `terminationGracePeriodSeconds`,
+    /// so that the process exits before the SIGKILL.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            accept_delay: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(10),
+            grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Scale-down drain (README: Drain): this pod takes queues handed over on `listen`,
+/// and hands its own over when `annotationsFile` names peers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct HandoverConfig {
+    /// Where the handover listener binds (TLS with `tls`); unset: no handovers taken.
+    pub listen: Option<SocketAddr>,
+    /// The token shared by the pods of one MailServer.
+    pub token_file: Option<PathBuf>,
+    /// The downward API file of the pod's annotations; unset: never drains.
+    pub annotations_file: Option<PathBuf>,
+}
+
+impl HandoverConfig {
+    fn is_off(&self) -> bool {
+        self.listen.is_none() && self.annotations_file.is_none()
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LogConfig {
@@ -379,6 +428,8 @@ impl Config {
             limits: Limits::default(),
             proxy_protocol: ProxyProtocol::default(),
             delivery: DeliveryConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            handover: HandoverConfig::default(),
             log: LogConfig::default(),
             dkim: None,
             reload_interval: default_reload_interval(),
@@ -442,6 +493,16 @@ impl Config {
         }
         if let Some(relay) = &d.relay {
             relay.host_port().context("delivery.relay.host")?;
+        }
+        if d.shutdown_grace.is_some() {
+            bail!("delivery.shutdownGrace is now shutdown.grace (README: Shutdown)");
+        }
+        let s = &self.shutdown;
+        if s.accept_delay > s.grace {
+            bail!("shutdown.acceptDelay must not exceed shutdown.grace");
+        }
+        if !self.handover.is_off() && self.handover.token_file.is_none() {
+            bail!("handover.tokenFile is required with handover.listen or annotationsFile");
         }
         Ok(())
     }
@@ -636,6 +697,35 @@ mod tests {
         c.listeners = Listeners::from_fn(|_| None);
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("no listener configured"), "{err}");
+    }
+
+    #[test]
+    fn shutdown_defaults_and_the_moved_grace() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(
+            c.shutdown,
+            ShutdownConfig {
+                accept_delay: Duration::from_secs(5),
+                session_timeout: Duration::from_secs(10),
+                grace: Duration::from_secs(20),
+            }
+        );
+        let old = format!("{MINIMAL}delivery: {{shutdownGrace: 20s}}\n");
+        assert_eq!(
+            Config::parse(&old).unwrap_err().to_string(),
+            "delivery.shutdownGrace is now shutdown.grace (README: Shutdown)"
+        );
+        let late = format!("{MINIMAL}shutdown: {{acceptDelay: 30s}}\n");
+        assert_eq!(
+            Config::parse(&late).unwrap_err().to_string(),
+            "shutdown.acceptDelay must not exceed shutdown.grace"
+        );
+        let set =
+            format!("{MINIMAL}shutdown: {{acceptDelay: 0s, sessionTimeout: 1s, grace: 2s}}\n");
+        assert_eq!(
+            Config::parse(&set).unwrap().shutdown.grace,
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

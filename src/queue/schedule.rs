@@ -30,7 +30,8 @@ enum Command {
     Flush(oneshot::Sender<usize>),
     Delete(QueueId, oneshot::Sender<anyhow::Result<bool>>),
     Deleted(QueueId),
-    Drain(oneshot::Sender<()>),
+    /// Answer once nothing is in flight and nothing is due until this unix time.
+    Drain(u64, oneshot::Sender<()>),
 }
 
 /// Tells the queue runner about new messages and passes queue commands to it.
@@ -63,11 +64,12 @@ impl QueueHandle {
         answer.await?
     }
 
-    /// Resolves once no delivery is in flight and none is due: what a shutdown waits
-    /// for (under its deadline) before leaving the rest in the spool.
-    pub async fn drained(&self) {
+    /// Resolves once no delivery is in flight and none is due `within` from now: what
+    /// a shutdown waits for (under that deadline) before leaving the rest in the spool.
+    pub async fn drained(&self, within: Duration) {
         let (reply, answer) = oneshot::channel();
-        if self.send(Command::Drain(reply)).is_ok() {
+        let until = unix_now() + within.as_secs();
+        if self.send(Command::Drain(until, reply)).is_ok() {
             let _ = answer.await;
         }
     }
@@ -156,7 +158,7 @@ struct Scheduler {
     arrived: HashMap<QueueId, u64>,
     deleting: HashSet<QueueId>,
     deletes: HashMap<QueueId, Vec<oneshot::Sender<anyhow::Result<bool>>>>,
-    drains: Vec<oneshot::Sender<()>>,
+    drains: Vec<(u64, oneshot::Sender<()>)>,
 }
 
 impl Scheduler {
@@ -232,7 +234,7 @@ impl Scheduler {
                     }
                 }
             }
-            Command::Drain(reply) => self.drains.push(reply),
+            Command::Drain(until, reply) => self.drains.push((until, reply)),
         }
     }
 
@@ -337,19 +339,17 @@ impl Scheduler {
         );
     }
 
-    /// Shutdown waits until nothing is in flight and nothing is due.
+    /// Shutdown waits until nothing is in flight and nothing is due before its deadline.
     fn answer_drains(&mut self) {
         if self.drains.is_empty() || !self.busy.is_empty() {
             return;
         }
-        if self
-            .waiting
-            .first()
-            .is_some_and(|(at, _)| *at <= unix_now())
-        {
-            return;
-        }
-        for reply in self.drains.drain(..) {
+        let next = self.waiting.first().map(|(at, _)| *at);
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.drains)
+            .into_iter()
+            .partition(|(until, _)| next.is_none_or(|at| at > *until));
+        self.drains = waiting;
+        for (_, reply) in done {
             let _ = reply.send(());
         }
     }

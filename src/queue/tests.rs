@@ -454,7 +454,7 @@ async fn flush_retries_deferred_messages_and_delete_removes_them() {
     assert!(spool.list().await.unwrap().is_empty());
     assert!(!handle.delete(envelope.id).await.unwrap());
     // Nothing is due or in flight: a shutdown would not wait.
-    tokio::time::timeout(Duration::from_secs(5), handle.drained())
+    tokio::time::timeout(Duration::from_secs(5), handle.drained(Duration::ZERO))
         .await
         .unwrap();
 }

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::auth::Authenticator;
@@ -44,10 +46,21 @@ pub struct Server {
     pub limits: ConnectionLimits,
 }
 
-/// Accepts connections forever, one task per session.
-pub async fn serve(server: Arc<Server>, kind: ListenerKind, listener: TcpListener) {
+/// Accepts connections until `accepting` is cancelled, then closes the listener; one
+/// task per session in `sessions`, so that a shutdown can wait for them.
+pub async fn serve(
+    server: Arc<Server>,
+    kind: ListenerKind,
+    listener: TcpListener,
+    sessions: TaskTracker,
+    accepting: CancellationToken,
+) {
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            () = accepting.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
             Ok(conn) => conn,
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -56,7 +69,7 @@ pub async fn serve(server: Arc<Server>, kind: ListenerKind, listener: TcpListene
                 continue;
             }
         };
-        tokio::spawn(start_session(server.clone(), kind, tcp, peer));
+        sessions.spawn(start_session(server.clone(), kind, tcp, peer));
     }
 }
 

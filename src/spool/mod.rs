@@ -13,6 +13,7 @@ mod envelope;
 pub mod format;
 mod id;
 mod legacy;
+pub mod lock;
 mod outcome;
 
 use std::collections::HashSet;
@@ -32,6 +33,7 @@ use tokio::task::spawn_blocking;
 use committer::{Committer, Counters, Op};
 pub use envelope::{BodyType, Envelope, Notify, Recipient, RecipientStatus, Ret, TlsInfo};
 pub use id::QueueId;
+use lock::{DirLock, SPOOL_LOCK, SpoolInUse};
 pub use outcome::{Cause, Command, Outcome, Remote, RemoteKind, Reply, Status};
 
 /// Queue file writes running at once: their fsyncs overlap, but a burst of sessions
@@ -45,6 +47,8 @@ pub struct Spool {
     committer: Committer,
     writers: Semaphore,
     counters: Arc<Counters>,
+    /// Held while the spool is open: one server per spool.
+    _lock: DirLock,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,12 +72,18 @@ impl Spool {
     /// interrupted commits from `tmp/`, moves unreadable queue files to `corrupt/` and
     /// counts the rest; [`Spool::list`] then gives the messages to resume.
     ///
-    /// Only one server may have a spool directory open: opening cleans `tmp/`.
+    /// Only one process may have a spool directory open (opening cleans `tmp/`): the
+    /// spool stays locked until dropped, and opening a locked one fails at once with
+    /// [`SpoolInUse`] as the error itself, one line naming the directory.
     pub async fn open(dir: &Path) -> anyhow::Result<Arc<Spool>> {
         let root = dir.to_path_buf();
-        let (counters, queue_dir) = spawn_blocking(move || prepare(&root))
-            .await?
-            .with_context(|| format!("opening spool {}", dir.display()))?;
+        let (lock, (counters, queue_dir)) = spawn_blocking(move || {
+            let lock = lock_spool(&root)?;
+            let prepared =
+                prepare(&root).with_context(|| format!("opening spool {}", root.display()))?;
+            anyhow::Ok((lock, prepared))
+        })
+        .await??;
         let counters = Arc::new(counters);
         Ok(Arc::new(Spool {
             tmp: dir.join("tmp"),
@@ -81,6 +91,7 @@ impl Spool {
             committer: Committer::start(queue_dir, counters.clone()),
             writers: Semaphore::new(MAX_CONCURRENT_WRITES),
             counters,
+            _lock: lock,
         }))
     }
 
@@ -189,6 +200,11 @@ impl Spool {
         let sidecar = self.sidecar_path(id);
         spawn_blocking(move || remove_optional(&sidecar)).await??;
         Ok(())
+    }
+
+    /// Whether message `id` is queued here (a handover may offer it twice).
+    pub fn contains(&self, id: &QueueId) -> bool {
+        self.queue_path(id).exists()
     }
 
     pub fn stats(&self) -> SpoolStats {
@@ -326,6 +342,17 @@ fn remove_optional(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
+}
+
+/// Creates the spool directory if needed and locks it, before anything in it is touched.
+fn lock_spool(root: &Path) -> anyhow::Result<DirLock> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .and_then(|()| DirLock::try_acquire(&root.join(SPOOL_LOCK)))
+        .with_context(|| format!("locking spool {}", root.display()))?
+        .ok_or_else(|| SpoolInUse(root.to_path_buf()).into())
 }
 
 /// The blocking part of [`Spool::open`]: directories, tmp cleanup, queue check and count.

@@ -46,6 +46,34 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_spool_in_use_is_refused_untouched_until_its_holder_closes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    // What a commit of the holder has in flight: a second opener must not clean it up.
+    let in_flight = dir.path().join("tmp").join(Spool::new_id().as_str());
+    fs::write(&in_flight, b"half a message").unwrap();
+
+    let error = Spool::open(dir.path())
+        .await
+        .err()
+        .expect("the spool is in use");
+    assert!(error.is::<SpoolInUse>(), "{error:#}");
+    assert_eq!(
+        format!("{error:#}"),
+        format!(
+            "spool {} is in use by another posthorn serve",
+            dir.path().display()
+        )
+    );
+    assert!(in_flight.exists());
+
+    drop(spool);
+    let _spool = Spool::open(dir.path()).await.unwrap();
+    assert!(!in_flight.exists());
+    assert_eq!(names(dir.path()), ["corrupt", "queue", SPOOL_LOCK, "tmp"]);
+}
+
+#[tokio::test]
 async fn commit_then_reopen_sees_exact_bytes_and_envelope() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).await.unwrap();

@@ -9,7 +9,9 @@
 pub mod contract;
 pub mod kube;
 pub mod load;
+pub mod mx_sink;
 pub mod peers;
+mod process;
 pub mod sink;
 
 use std::collections::BTreeMap;
@@ -91,6 +93,8 @@ pub struct Server {
     pub submission: u16,
     pub submissions: u16,
     pub metrics: u16,
+    /// The handover listener's port, when the config has one.
+    pub handover: Option<u16>,
     tls_generation: Mutex<u32>,
     child: Child,
     stderr: Arc<Mutex<String>>,
@@ -182,55 +186,14 @@ impl Server {
         );
         std::fs::write(root.join("config.yaml"), config).unwrap();
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_posthorn"))
-            .arg("serve")
-            .arg("--config")
-            .arg(root.join("config.yaml"))
-            .env("RUST_LOG", "posthorn=debug,info")
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn posthorn serve");
-
         let stderr = Arc::new(Mutex::new(String::new()));
-        let stderr_thread = {
-            let sink = stderr.clone();
-            let mut pipe = BufReader::new(child.stderr.take().unwrap());
-            thread::spawn(move || {
-                let mut line = Vec::new();
-                while matches!(pipe.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                    sink.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&line));
-                    line.clear();
-                }
-            })
-        };
-        let line = match first_stdout_line(&mut child, STARTUP_TIMEOUT) {
-            Some(line) => line,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = stderr_thread.join();
-                panic!(
-                    "posthorn serve printed no listening line; stderr:\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-        };
-        let ports = parse_listening_line(&line);
-        let port = |name: &str| {
-            *ports
-                .get(name)
-                .unwrap_or_else(|| panic!("listening line {line:?} lacks {name}="))
-        };
+        let (child, stderr_thread, ports, handover) = process::spawn_serve(root, &stderr);
         Server {
-            smtp: port("smtp"),
-            submission: port("submission"),
-            submissions: port("submissions"),
-            metrics: port("metrics"),
+            smtp: ports[0],
+            submission: ports[1],
+            submissions: ports[2],
+            metrics: ports[3],
+            handover,
             dir,
             tls_generation: Mutex::new(1),
             child,
@@ -238,6 +201,48 @@ impl Server {
             stderr_thread: Some(stderr_thread),
             _dns: dns,
         }
+    }
+
+    /// Sends SIGTERM, as the kubelet does to stop a pod.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// The exit status once the process has ended, `None` if it still runs after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts `posthorn serve` again on the same config and spool, once the last one has
+    /// ended; the listeners get new ports.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_some(),
+            "restart while the server still runs"
+        );
+        if let Some(t) = self.stderr_thread.take() {
+            let _ = t.join();
+        }
+        let (child, stderr_thread, ports, handover) =
+            process::spawn_serve(self.dir.path(), &self.stderr);
+        self.child = child;
+        self.stderr_thread = Some(stderr_thread);
+        [self.smtp, self.submission, self.submissions, self.metrics] = ports;
+        self.handover = handover;
     }
 
     pub fn port(&self, port: Port) -> u16 {

@@ -458,13 +458,15 @@ impl MailServerSpec {
     /// What the pods run and store: the queue's volume and the image.
     fn validate_pods(&self, p: &mut Problems) {
         let queue = &self.queue;
-        match &queue.size {
-            Some(size) => p.check("spec.queue.size", check_positive_size(&size.0)),
-            None if queue.storage == QueueStorage::PersistentVolumeClaim => p.push(
-                "spec.queue.size",
-                "is required when storage is PersistentVolumeClaim, e.g. 1Gi",
-            ),
-            None => {}
+        if let Some(size) = &queue.size {
+            p.check("spec.queue.size", check_positive_size(&size.0));
+        }
+        let grace = self.shutdown.grace_period_seconds;
+        if !(1..=3600).contains(&grace) {
+            p.push(
+                "spec.shutdown.gracePeriodSeconds",
+                format_args!("{grace} is out of range; use 1 to 3600"),
+            );
         }
         if let Some(class) = &queue.storage_class_name {
             if queue.storage == QueueStorage::PersistentVolumeClaim {
@@ -847,9 +849,9 @@ mod tests {
                 "larger than 128",
             ),
             (
-                |s| s.queue.storage = QueueStorage::PersistentVolumeClaim,
-                "spec.queue.size",
-                "required when storage is PersistentVolumeClaim",
+                |s| s.shutdown.grace_period_seconds = 0,
+                "spec.shutdown.gracePeriodSeconds",
+                "out of range",
             ),
             (
                 |s| s.queue.size = Some(Quantity("lots".into())),
@@ -857,7 +859,10 @@ mod tests {
                 "not a size",
             ),
             (
-                |s| s.queue.storage_class_name = Some("fast".into()),
+                |s| {
+                    s.queue.storage = QueueStorage::EmptyDir;
+                    s.queue.storage_class_name = Some("fast".into());
+                },
                 "spec.queue.storageClassName",
                 "only when storage is PersistentVolumeClaim",
             ),
@@ -897,9 +902,9 @@ mod tests {
         spec.dns.spf = Some(String::new());
         spec.dns.dmarc = String::new();
         spec.proxy_protocol.trusted_cidrs = vec!["10.0.0.0/8".into(), "2001:db8::/32".into()];
-        spec.queue.storage = QueueStorage::PersistentVolumeClaim;
         spec.queue.size = Some(Quantity("1Gi".into()));
         spec.queue.storage_class_name = Some("fast-ssd".into());
+        spec.shutdown.grace_period_seconds = 3600;
         spec.relay = Some(crate::api::spec::RelaySpec {
             host: "[2001:db8::25]:465".into(),
             credentials_secret: Some("relay-credentials".into()),

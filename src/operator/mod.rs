@@ -54,6 +54,8 @@ pub fn render_command(command: &RenderCommand) -> anyhow::Result<String> {
         } else {
             PdbApi::V1
         },
+        // A cluster without policy/v1 (before 1.21) has no claim retention policy either.
+        claim_retention_policy: !command.pdb_v1beta1,
     };
     let rendered = render::render(&server, &secrets, &options)?;
     render::to_yaml(&rendered)

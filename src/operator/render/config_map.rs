@@ -1,6 +1,7 @@
 //! The ConfigMap: the server config the pods read, and the sender login map.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
@@ -33,6 +34,9 @@ pub(super) fn config_map(
 ) -> anyhow::Result<(ConfigMap, String)> {
     let mut config = Config::for_mailserver(&server.spec, &pod_layout())?;
     config.log.format = LogFormat::Json;
+    // The server stops within the spec's grace; the pod's grace period adds a margin.
+    config.delivery.shutdown_grace =
+        Duration::from_secs(server.spec.shutdown.grace_period_seconds.unsigned_abs());
     let config_yaml = config.to_yaml()?;
     let checksum = sha256_hex(config_yaml.as_bytes());
     let config_map = ConfigMap {

@@ -122,13 +122,16 @@ fn expected_cluster_rules() -> BTreeMap<String, BTreeSet<String>> {
         ("posthorn.dev/mailservers", &["get", "list", "watch"]),
         ("posthorn.dev/mailservers/status", &["patch"]),
         (
-            "apps/deployments",
+            "apps/statefulsets",
             &["get", "list", "watch", "create", "patch"],
+        ),
+        (
+            "apps/deployments",
+            &["get", "list", "watch", "patch", "delete"],
         ),
         ("/services", &["get", "list", "watch", "create", "patch"]),
         ("/configmaps", &["get", "list", "watch", "create", "patch"]),
         ("/secrets", &["get", "list", "watch", "create"]),
-        ("/persistentvolumeclaims", &["get", "create", "patch"]),
         (
             "policy/poddisruptionbudgets",
             &["get", "create", "patch", "delete"],
@@ -145,6 +148,7 @@ fn expected_cluster_rules() -> BTreeMap<String, BTreeSet<String>> {
         ("url:/apis/cert-manager.io/v1", &["get"]),
         ("url:/apis/externaldns.k8s.io/v1alpha1", &["get"]),
         ("url:/apis/policy/v1", &["get"]),
+        ("url:/version", &["get"]),
     ];
     table
         .iter()
@@ -647,7 +651,8 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
             "-n",
             "mail",
         ],
-        &["create", "deployments.apps", "-n", "mail"],
+        &["create", "statefulsets.apps", "-n", "mail"],
+        &["delete", "deployments.apps", "-n", "mail"],
         &["get", "secrets", "-n", "mail"],
         // The one broad permission: Secrets are watched cluster-wide.
         &["list", "secrets", "-n", "kube-system"],
@@ -675,7 +680,8 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         &["update", "secrets", "-n", "kube-system"],
         &["patch", "secrets", "-n", "mail"],
         &["delete", "secrets", "-n", "mail"],
-        &["delete", "deployments.apps", "-n", "mail"],
+        &["create", "deployments.apps", "-n", "mail"],
+        &["delete", "statefulsets.apps", "-n", "mail"],
         &["delete", "services", "-n", "mail"],
         &["delete", "persistentvolumeclaims", "-n", "mail"],
         &["update", "mailservers.posthorn.dev", "-n", "mail"],

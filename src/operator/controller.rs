@@ -784,6 +784,29 @@ mod tests {
         assert!(writes.lock().unwrap().is_empty());
     }
 
+    #[tokio::test]
+    async fn an_ephemeral_queue_is_a_warning_event() {
+        let mut server = server();
+        server.spec.queue.storage = crate::api::QueueStorage::EmptyDir;
+        let users = secret(
+            "mail-users",
+            &[("passwd", "alice@example.com:{SHA512-CRYPT}x")],
+        );
+        let live = HashMap::from([(
+            "/api/v1/namespaces/default/secrets/mail-users".to_string(),
+            users,
+        )]);
+        let (client, writes) = mock_client(live, &server);
+        reconcile(Arc::new(server), context(client)).await.unwrap();
+        let written = writes.lock().unwrap().clone();
+        let warnings: Vec<_> = written
+            .iter()
+            .filter(|(_, path, body)| path.ends_with("/events") && body["type"] == "Warning")
+            .map(|(_, _, body)| body["reason"].clone())
+            .collect();
+        assert_eq!(warnings, [json!("EphemeralQueue")], "{written:?}");
+    }
+
     /// Everything in place and the status up to date: a reconcile only reads.
     #[tokio::test]
     async fn nothing_changed_means_no_writes() {

@@ -276,7 +276,6 @@ impl MailServerSpec {
     /// The server's names: hostname, local domains, postmaster; and the replica count.
     fn validate_identity(&self, p: &mut Problems) {
         p.check("spec.hostname", check_fqdn(&self.hostname));
-
         if self.domains.is_empty() {
             p.push(
                 "spec.domains",
@@ -293,11 +292,9 @@ impl MailServerSpec {
                 );
             }
         }
-
         if let Some(postmaster) = &self.postmaster {
             p.check("spec.postmaster", check_address(postmaster));
         }
-
         if self.replicas < 0 {
             p.push(
                 "spec.replicas",
@@ -333,7 +330,6 @@ impl MailServerSpec {
             check_object_name(&self.users.secret_name),
         );
         p.check("spec.users.key", check_secret_key(&self.users.key));
-
         let mut addresses = BTreeSet::new();
         for (i, entry) in self.sender_logins.iter().enumerate() {
             let path = format!("spec.senderLogins[{i}]");
@@ -399,11 +395,9 @@ impl MailServerSpec {
                 p.check("spec.relay.credentialsSecret", check_object_name(secret));
             }
         }
-
         if let Some(lmtp) = &self.delivery.local.lmtp {
             p.check("spec.delivery.local.lmtp", split_host_port(lmtp).map(drop));
         }
-
         p.check("spec.dkim.selector", check_dns_name(&self.dkim.selector));
         if let Some(secret) = &self.dkim.secret_name {
             p.check("spec.dkim.secretName", check_object_name(secret));
@@ -446,7 +440,6 @@ impl MailServerSpec {
                 "applies only to LoadBalancer and NodePort Services, not ClusterIP",
             );
         }
-
         for (i, cidr) in self.proxy_protocol.trusted_cidrs.iter().enumerate() {
             p.check(
                 format_args!("spec.proxyProtocol.trustedCIDRs[{i}]"),
@@ -478,7 +471,6 @@ impl MailServerSpec {
                 );
             }
         }
-
         if let Some(image) = &self.image
             && (image.is_empty() || image.contains(char::is_whitespace))
         {
@@ -489,7 +481,6 @@ impl MailServerSpec {
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::meta::Base;
-use super::workload::STATE_VOLUME;
 use crate::api::{DEFAULT_QUEUE_SIZE, MailServer};
+
+/// The volume (and claim template) holding the spool and the local Maildirs.
+pub(super) const STATE_VOLUME: &str = "state";
 
 pub(super) fn claim_template(server: &MailServer, base: &Base) -> PersistentVolumeClaim {
     let queue = &server.spec.queue;

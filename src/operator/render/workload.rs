@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::{Base, Names};
+use super::storage::{STATE_VOLUME, claim_template};
 use super::{
     CONFIG_CHECKSUM_ANNOTATION, CONFIG_DIR, CONFIG_FILE, DKIM_KEY, POD_BINARY, RenderOptions,
     SECRETS_DIR, STATE_DIR,
@@ -27,8 +28,6 @@ use crate::mail;
 const POD_UID: i64 = 65532;
 /// Owner and group may read mounted Secrets; the pod's fsGroup makes the group ours.
 const SECRET_MODE: i32 = 0o440;
-/// The volume (and claim template) holding the spool and the local Maildirs.
-pub(super) const STATE_VOLUME: &str = "state";
 /// Seconds the kubelet waits beyond the server's own shutdown grace before SIGKILL.
 const GRACE_MARGIN_SECONDS: i64 = 10;
 /// How long a starting server may take to become ready (loading a large spool) before
@@ -81,8 +80,7 @@ pub(super) fn stateful_set(
                 }),
             }),
             persistent_volume_claim_retention_policy: retention,
-            volume_claim_templates: persistent
-                .then(|| vec![super::storage::claim_template(server, base)]),
+            volume_claim_templates: persistent.then(|| vec![claim_template(server, base)]),
             template: pod_template(server, names, base, options, inputs),
             ..StatefulSetSpec::default()
         },

@@ -122,13 +122,16 @@ fn expected_cluster_rules() -> BTreeMap<String, BTreeSet<String>> {
         ("posthorn.dev/mailservers", &["get", "list", "watch"]),
         ("posthorn.dev/mailservers/status", &["patch"]),
         (
-            "apps/deployments",
+            "apps/statefulsets",
             &["get", "list", "watch", "create", "patch"],
+        ),
+        (
+            "apps/deployments",
+            &["get", "list", "watch", "patch", "delete"],
         ),
         ("/services", &["get", "list", "watch", "create", "patch"]),
         ("/configmaps", &["get", "list", "watch", "create", "patch"]),
         ("/secrets", &["get", "list", "watch", "create"]),
-        ("/persistentvolumeclaims", &["get", "create", "patch"]),
         (
             "policy/poddisruptionbudgets",
             &["get", "create", "patch", "delete"],
@@ -145,6 +148,7 @@ fn expected_cluster_rules() -> BTreeMap<String, BTreeSet<String>> {
         ("url:/apis/cert-manager.io/v1", &["get"]),
         ("url:/apis/externaldns.k8s.io/v1alpha1", &["get"]),
         ("url:/apis/policy/v1", &["get"]),
+        ("url:/version", &["get"]),
     ];
     table
         .iter()
@@ -554,9 +558,9 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
     );
     for object in [
         "configmap/mail-config",
-        "persistentvolumeclaim/mail-queue",
         "certificates.cert-manager.io/mail",
-        "deployment/mail",
+        "statefulset/mail",
+        "service/mail-peers",
         "service/mail",
         "poddisruptionbudget/mail",
         "dnsendpoints.externaldns.k8s.io/mail",
@@ -580,6 +584,38 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         reasons.contains("Applied") && reasons.contains("Generated"),
         "{reasons:?}"
     );
+
+    // An earlier operator's Deployment is scaled to 0 once the StatefulSet is Ready (its
+    // controller's status written here as admin), then deleted when its pods are gone.
+    let uid = server["metadata"]["uid"].as_str().unwrap();
+    bed.kubectl_stdin(&["apply", "-f", "-"], &old_deployment(uid));
+    let patch_status = |path: &str, status: Value| {
+        let (code, body) = bed.api(
+            "PATCH",
+            &format!("/apis/apps/v1/namespaces/mail/{path}/status"),
+            "application/merge-patch+json",
+            &json!({ "status": status }).to_string(),
+        );
+        assert_eq!(code, 200, "{path}: {body}");
+    };
+    let generation =
+        get(&bed, "mail", "statefulset/mail").unwrap()["metadata"]["generation"].clone();
+    patch_status(
+        "statefulsets/mail",
+        json!({"observedGeneration": generation, "replicas": 2, "updatedReplicas": 2,
+               "readyReplicas": 2, "currentReplicas": 2}),
+    );
+    let generation = wait_for("the old Deployment scaled to 0", &logs, || {
+        let deployment = get(&bed, "mail", "deployment/mail")?;
+        (deployment["spec"]["replicas"] == 0).then(|| deployment["metadata"]["generation"].clone())
+    });
+    patch_status(
+        "deployments/mail",
+        json!({"observedGeneration": generation, "replicas": 0}),
+    );
+    wait_for("the old Deployment deleted", &logs, || {
+        get(&bed, "mail", "deployment/mail").is_none().then_some(())
+    });
 
     // Optional objects no longer wanted are deleted; a self-signed Secret is generated.
     apply_server_side(
@@ -647,7 +683,8 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
             "-n",
             "mail",
         ],
-        &["create", "deployments.apps", "-n", "mail"],
+        &["create", "statefulsets.apps", "-n", "mail"],
+        &["delete", "deployments.apps", "-n", "mail"],
         &["get", "secrets", "-n", "mail"],
         // The one broad permission: Secrets are watched cluster-wide.
         &["list", "secrets", "-n", "kube-system"],
@@ -675,7 +712,8 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         &["update", "secrets", "-n", "kube-system"],
         &["patch", "secrets", "-n", "mail"],
         &["delete", "secrets", "-n", "mail"],
-        &["delete", "deployments.apps", "-n", "mail"],
+        &["create", "deployments.apps", "-n", "mail"],
+        &["delete", "statefulsets.apps", "-n", "mail"],
         &["delete", "services", "-n", "mail"],
         &["delete", "persistentvolumeclaims", "-n", "mail"],
         &["update", "mailservers.posthorn.dev", "-n", "mail"],
@@ -699,4 +737,20 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
     ] {
         assert!(!operator_can(&bed, refused), "can {refused:?}");
     }
+}
+
+/// A Deployment `mail` as an operator before the StatefulSet rendered it, owned by the
+/// MailServer with `uid`.
+fn old_deployment(uid: &str) -> String {
+    let labels = "{app.kubernetes.io/name: posthorn, app.kubernetes.io/instance: mail}";
+    format!(
+        "apiVersion: apps/v1\n\
+         kind: Deployment\n\
+         metadata:\n  name: mail\n  namespace: mail\n  labels: {labels}\n  \
+           ownerReferences:\n  - {{apiVersion: posthorn.dev/v1alpha1, kind: MailServer, \
+           name: mail, uid: {uid}, controller: true, blockOwnerDeletion: true}}\n\
+         spec:\n  replicas: 2\n  selector: {{matchLabels: {labels}}}\n  \
+           template:\n    metadata: {{labels: {labels}}}\n    \
+             spec: {{containers: [{{name: posthorn, image: posthorn:old}}]}}\n"
+    )
 }

@@ -36,8 +36,7 @@ use common::{
 const OPERATOR_AGENT: &str = "posthorn-operator/";
 const INSTANCE: &str = "app.kubernetes.io/instance=mail";
 /// Every kind the operator may create for a MailServer.
-const KINDS: &str =
-    "configmaps,deployments,services,secrets,poddisruptionbudgets,dnsendpoints,certificates";
+const KINDS: &str = "configmaps,statefulsets,deployments,services,secrets,poddisruptionbudgets,dnsendpoints,certificates";
 /// How long the operator may take to react to anything through its watches.
 const REACT: Duration = Duration::from_secs(20);
 /// How long the watches may take to be back after an API server restart (they took ~5 s
@@ -78,26 +77,62 @@ fn operator_end_to_end() {
     assert_condition(&server, "TLSReady", "False", "SelfSigned");
     assert_condition(&server, "DNSPublished", "True", "Published");
     assert_condition(&server, "Degraded", "False", "AsExpected");
-    assert_condition(&server, "Ready", "False", "Progressing");
+    // No StatefulSet controller runs here: its status never says it saw the spec.
+    assert_condition(&server, "Ready", "False", "RollingOut");
     let expected = [
         "ConfigMap/mail-config",
-        "Deployment/mail",
+        "StatefulSet/mail",
         "Service/mail",
+        "Service/mail-peers",
         "DNSEndpoint/mail",
         "Secret/mail-dkim",
         "Secret/mail-tls-self-signed",
     ];
     assert_owned(&kube, &uid, &expected);
 
+    // An earlier operator's Deployment of the same name: kept while the StatefulSet is
+    // not Ready.
+    let reconciles = operator.reconciles();
+    kube.apply(&old_deployment(&uid));
+    wait_until(REACT, "a reconcile after the Deployment appeared", || {
+        (operator.reconciles() > reconciles).then_some(())
+    });
+    let deployment = kube.get("deployment", "mail").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 1, "scaled before Ready");
+
     // Ready: no kubelet runs pods here, so report the pod ready as a kubelet and the
-    // Deployment controller would, on the status subresource.
+    // StatefulSet controller would, on the status subresource.
     set_ready_replicas(&kube, 1);
     let server = wait_for_status(&kube, &operator, "mail", |s| {
         cond(s, "Ready").is_some_and(|c| c["status"] == "True")
     });
     assert_condition(&server, "Ready", "True", "Available");
     assert_eq!(server["status"]["readyReplicas"], 1);
-    phase("Ready flipped with the Deployment's ready replicas");
+    phase("Ready flipped with the StatefulSet's ready, updated replicas");
+
+    // --- the old Deployment: scaled to 0 once the StatefulSet is Ready, then deleted --
+    wait_until(REACT, "the old Deployment scaled to 0", || {
+        let deployment = kube.get("deployment", "mail").expect("deleted too early");
+        (deployment["spec"]["replicas"] == 0).then_some(())
+    });
+    thread::sleep(Duration::from_secs(2));
+    assert!(
+        kube.get("deployment", "mail").is_some(),
+        "deleted before its controller saw the scale-down"
+    );
+    // Its controller (not run here) reports no pod left.
+    let generation = kube.get("deployment", "mail").unwrap()["metadata"]["generation"].clone();
+    let (status, body) = kube.api(
+        "PATCH",
+        "/apis/apps/v1/namespaces/default/deployments/mail/status",
+        "application/merge-patch+json",
+        &json!({"status": {"observedGeneration": generation, "replicas": 0}}).to_string(),
+    );
+    assert_eq!(status, 200, "patching the Deployment status: {body}");
+    wait_until(REACT, "the old Deployment deleted", || {
+        kube.get("deployment", "mail").is_none().then_some(())
+    });
+    phase("old Deployment scaled to 0, then deleted once its pods were gone");
 
     // --- a quiet minute, while the rendered pod runs through -------------------------
     thread::sleep(Duration::from_secs(2));
@@ -170,7 +205,7 @@ fn operator_end_to_end() {
     phase("bad spec: Degraded with the message, no writes for 10 s, operator running");
 
     // --- editing the spec updates the objects ----------------------------------------
-    let before = kube.get("deployment", "mail").unwrap();
+    let before = kube.get("statefulset", "mail").unwrap();
     let checksum = pod_annotation(&before, "checksum/config");
     kube.kubectl(&[
         "patch",
@@ -184,11 +219,11 @@ fn operator_end_to_end() {
         s["status"]["observedGeneration"] == s["metadata"]["generation"]
     });
     assert_eq!(server["metadata"]["generation"], 2);
-    // 1 of 3 ready now.
-    assert_condition(&server, "Ready", "False", "Progressing");
-    let deployment = kube.get("deployment", "mail").unwrap();
-    assert_eq!(deployment["spec"]["replicas"], 3);
-    assert_ne!(pod_annotation(&deployment, "checksum/config"), checksum);
+    // The StatefulSet's status is of the previous generation now.
+    assert_condition(&server, "Ready", "False", "RollingOut");
+    let stateful_set = kube.get("statefulset", "mail").unwrap();
+    assert_eq!(stateful_set["spec"]["replicas"], 3);
+    assert_ne!(pod_annotation(&stateful_set, "checksum/config"), checksum);
     let config = kube.get("configmap", "mail-config").unwrap();
     let text = config["data"]["config.yaml"].as_str().unwrap();
     assert!(text.contains("maxMessageSize: 10485760"), "{text}");
@@ -201,7 +236,7 @@ fn operator_end_to_end() {
         &uid,
         &[&expected[..], &["PodDisruptionBudget/mail"]].concat(),
     );
-    phase("spec edit: Deployment, ConfigMap, checksum and PDB updated, generation observed");
+    phase("spec edit: StatefulSet, ConfigMap, checksum and PDB updated, generation observed");
 
     // --- a hand-deleted Service comes back --------------------------------------------
     kube.kubectl(&["delete", "service", "mail"]);
@@ -227,11 +262,11 @@ fn operator_end_to_end() {
         cond(s, "TLSReady").is_some_and(|c| c["status"] == "True")
     });
     assert_condition(&server, "TLSReady", "True", "SecretProvided");
-    let deployment = kube.get("deployment", "mail").unwrap();
-    let volumes = deployment["spec"]["template"]["spec"]["volumes"].to_string();
+    let stateful_set = kube.get("statefulset", "mail").unwrap();
+    let volumes = stateful_set["spec"]["template"]["spec"]["volumes"].to_string();
     assert!(volumes.contains("\"mail-tls\""), "{volumes}");
-    let template = deployment["spec"]["template"].clone();
-    let generation = deployment["metadata"]["generation"].clone();
+    let template = stateful_set["spec"]["template"].clone();
+    let generation = stateful_set["metadata"]["generation"].clone();
     let reconciles = operator.reconciles();
     let from = kube.audit_len();
     kube.apply(&tls_secret("mail-tls"));
@@ -239,12 +274,12 @@ fn operator_end_to_end() {
         (operator.reconciles() > reconciles).then_some(())
     });
     thread::sleep(Duration::from_secs(2));
-    let deployment = kube.get("deployment", "mail").unwrap();
+    let stateful_set = kube.get("statefulset", "mail").unwrap();
     assert_eq!(
-        deployment["spec"]["template"], template,
+        stateful_set["spec"]["template"], template,
         "the pod template changed"
     );
-    assert_eq!(deployment["metadata"]["generation"], generation);
+    assert_eq!(stateful_set["metadata"]["generation"], generation);
     let others: Vec<_> = operator_writes(&kube, from)
         .into_iter()
         .filter(|w| w["objectRef"]["resource"] != "leases")
@@ -514,26 +549,45 @@ fn assert_owned(kube: &Kube, uid: &str, expected: &[&str]) {
     assert_eq!(found, expected);
 }
 
-fn pod_annotation(deployment: &Value, key: &str) -> String {
-    deployment["spec"]["template"]["metadata"]["annotations"][key]
+fn pod_annotation(workload: &Value, key: &str) -> String {
+    workload["spec"]["template"]["metadata"]["annotations"][key]
         .as_str()
         .unwrap_or_else(|| panic!("no pod annotation {key}"))
         .to_string()
 }
 
-/// Writes the Deployment's status as its controller would once `ready` pods are ready.
+/// Writes the StatefulSet's status as its controller would once `ready` pods of the
+/// latest revision are ready.
 fn set_ready_replicas(kube: &Kube, ready: i64) {
     let patch = json!({"status": {
-        "observedGeneration": kube.get("deployment", "mail").unwrap()["metadata"]["generation"],
-        "replicas": ready, "updatedReplicas": ready, "readyReplicas": ready, "availableReplicas": ready,
+        "observedGeneration": kube.get("statefulset", "mail").unwrap()["metadata"]["generation"],
+        "replicas": ready, "updatedReplicas": ready, "readyReplicas": ready, "currentReplicas": ready,
     }});
     let (status, body) = kube.api(
         "PATCH",
-        "/apis/apps/v1/namespaces/default/deployments/mail/status",
+        "/apis/apps/v1/namespaces/default/statefulsets/mail/status",
         "application/merge-patch+json",
         &patch.to_string(),
     );
-    assert_eq!(status, 200, "patching the Deployment status: {body}");
+    assert_eq!(status, 200, "patching the StatefulSet status: {body}");
+}
+
+/// A Deployment `mail` as an operator before the StatefulSet rendered it, owned by the
+/// MailServer with `uid`.
+fn old_deployment(uid: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\n\
+         kind: Deployment\n\
+         metadata:\n  name: mail\n  namespace: default\n  \
+           labels: {{app.kubernetes.io/name: posthorn, app.kubernetes.io/instance: mail}}\n  \
+           ownerReferences:\n  - {{apiVersion: posthorn.dev/v1alpha1, kind: MailServer, \
+           name: mail, uid: {uid}, controller: true, blockOwnerDeletion: true}}\n\
+         spec:\n  replicas: 1\n  \
+           selector: {{matchLabels: {{app.kubernetes.io/name: posthorn, app.kubernetes.io/instance: mail}}}}\n  \
+           template:\n    \
+             metadata: {{labels: {{app.kubernetes.io/name: posthorn, app.kubernetes.io/instance: mail}}}}\n    \
+             spec: {{containers: [{{name: posthorn, image: posthorn:old}}]}}\n"
+    )
 }
 
 /// A kubernetes.io/tls Secret with a fresh self-signed certificate for the hostname.
@@ -575,10 +629,11 @@ fn tls_secret(name: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // Pod run-through
 
-/// The pod the operator rendered, run here as a kubelet would run it: the Deployment's
+/// The pod the operator rendered, run here as a kubelet would run it: the StatefulSet's
 /// ConfigMap and Secret volumes are written from the cluster's objects into a temp root
 /// at their mount paths (`ROOT/etc/posthorn`, `ROOT/run/posthorn/tls`, ...), emptyDirs
-/// are created there, and the container's command runs with its args and env.
+/// and claims (from the claim templates) are directories there, and the container's
+/// command runs with its args and env.
 ///
 /// Path rewriting: every string in the args and in the server config that names a path
 /// under a volume mount gets ROOT prefixed, so `/etc/posthorn/config.yaml` becomes
@@ -606,8 +661,8 @@ impl Drop for Pod {
 
 fn pod_run_through(kube: &Kube) {
     let pod = start_pod(kube);
-    let deployment = kube.get("deployment", "mail").unwrap();
-    let volumes = &deployment["spec"]["template"]["spec"]["volumes"];
+    let stateful_set = kube.get("statefulset", "mail").unwrap();
+    let volumes = &stateful_set["spec"]["template"]["spec"]["volumes"];
     let tls_secret = volumes
         .as_array()
         .unwrap()
@@ -663,8 +718,14 @@ fn start_pod(kube: &Kube) -> Pod {
         .prefix("posthorn-pod.")
         .tempdir()
         .unwrap();
-    let deployment = kube.get("deployment", "mail").unwrap();
-    let spec = &deployment["spec"]["template"]["spec"];
+    let stateful_set = kube.get("statefulset", "mail").unwrap();
+    let spec = &stateful_set["spec"]["template"]["spec"];
+    let claims: Vec<&str> = stateful_set["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["metadata"]["name"].as_str().unwrap())
+        .collect();
     let containers = spec["containers"].as_array().unwrap();
     assert_eq!(containers.len(), 1, "one container expected");
     let container = &containers[0];
@@ -684,7 +745,13 @@ fn start_pod(kube: &Kube) -> Pod {
         let at = mount["mountPath"].as_str().unwrap().to_string();
         let dir = root.path().join(at.trim_start_matches('/'));
         fs::create_dir_all(&dir).unwrap();
-        let volume = volumes[mount["name"].as_str().unwrap()];
+        let name = mount["name"].as_str().unwrap();
+        if claims.contains(&name) {
+            // A claim: the directory just made, as a fresh volume would be.
+            mounts.push(at);
+            continue;
+        }
+        let volume = volumes[name];
         if let Some(source) = volume.get("configMap") {
             let cm = kube
                 .get("configmap", source["name"].as_str().unwrap())

@@ -214,8 +214,9 @@ spec:
         assert_eq!(spec.service.r#type, ServiceType::LoadBalancer);
         assert!(spec.service.external_traffic_policy.is_none());
         assert!(spec.proxy_protocol.trusted_cidrs.is_empty());
-        assert_eq!(spec.queue.storage, QueueStorage::EmptyDir);
+        assert_eq!(spec.queue.storage, QueueStorage::PersistentVolumeClaim);
         assert!(spec.queue.size.is_none());
+        assert_eq!(spec.shutdown.grace_period_seconds, 20);
         assert!(spec.image.is_none());
         assert!(spec.resources.is_none());
     }

@@ -11,5 +11,8 @@ pub(crate) mod validate;
 
 pub use crd::crd_yaml;
 pub use manifest::load_manifest;
-pub use spec::{IssuerKind, MailServer, MailServerSpec, QueueStorage, ServiceType, TlsSource};
+pub use spec::{
+    DEFAULT_QUEUE_SIZE, IssuerKind, MailServer, MailServerSpec, QueueStorage, ServiceType,
+    TlsSource,
+};
 pub use status::{DnsRecord, Endpoints, MailServerStatus};

@@ -138,6 +138,10 @@ pub struct MailServerSpec {
     #[serde(default)]
     pub queue: QueueSpec,
 
+    /// How a pod stops.
+    #[serde(default)]
+    pub shutdown: ShutdownSpec,
+
     /// Container image for the mail server pods. Defaults to the operator's own image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
@@ -547,35 +551,61 @@ pub struct ProxyProtocolSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "self.storage != 'PersistentVolumeClaim' || has(self.size)",
-        "message": "size is required when storage is PersistentVolumeClaim"
-    },
-    {
         "rule": "self.storage == 'PersistentVolumeClaim' || !has(self.storageClassName)",
         "message": "storageClassName applies only when storage is PersistentVolumeClaim"
     }
 ]))]
 pub struct QueueSpec {
-    /// EmptyDir keeps the queue for the pod's lifetime only; PersistentVolumeClaim keeps
-    /// queued mail across pod restarts and rescheduling.
+    /// PersistentVolumeClaim (the default) gives every pod a claim of its own that keeps
+    /// queued mail (and local Maildirs) across restarts, rollouts and rescheduling.
+    /// EmptyDir keeps it for the pod's lifetime only: mail still queued when a pod goes
+    /// away is lost, and the status says so.
     #[serde(default)]
     pub storage: QueueStorage,
 
-    /// Volume size (bytes or with a suffix such as Mi or Gi): the claim's request, or
-    /// the emptyDir size limit.
+    /// Volume size (bytes or with a suffix such as Mi or Gi): each claim's request
+    /// (default 1Gi), or the emptyDir size limit (default none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<Quantity>,
 
-    /// StorageClass of the claim. Default: the cluster's default class.
+    /// StorageClass of the claims. Default: the cluster's default class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
     pub storage_class_name: Option<String>,
 }
 
+/// The claim size when the spec names none.
+pub const DEFAULT_QUEUE_SIZE: &str = "1Gi";
+
 /// Kind of volume for the mail queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum QueueStorage {
-    #[default]
     EmptyDir,
+    #[default]
     PersistentVolumeClaim,
+}
+
+/// How a pod stops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShutdownSpec {
+    /// Seconds from SIGTERM in which the server stops accepting, lets sessions finish
+    /// and delivers what it can; what is left stays on the claim. The pod's
+    /// terminationGracePeriodSeconds is this plus a margin, so the server exits before
+    /// the kubelet kills it.
+    #[serde(default = "default_grace_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub grace_period_seconds: i64,
+}
+
+impl Default for ShutdownSpec {
+    fn default() -> Self {
+        ShutdownSpec {
+            grace_period_seconds: default_grace_seconds(),
+        }
+    }
+}
+
+fn default_grace_seconds() -> i64 {
+    20
 }

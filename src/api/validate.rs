@@ -134,7 +134,6 @@ impl MailServerSpec {
     /// The server's names: hostname, local domains, postmaster; and the replica count.
     fn validate_identity(&self, p: &mut Problems) {
         p.check("spec.hostname", check_fqdn(&self.hostname));
-
         if self.domains.is_empty() {
             p.push(
                 "spec.domains",
@@ -151,11 +150,9 @@ impl MailServerSpec {
                 );
             }
         }
-
         if let Some(postmaster) = &self.postmaster {
             p.check("spec.postmaster", check_address(postmaster));
         }
-
         if self.replicas < 0 {
             p.push(
                 "spec.replicas",
@@ -191,7 +188,6 @@ impl MailServerSpec {
             check_object_name(&self.users.secret_name),
         );
         p.check("spec.users.key", check_secret_key(&self.users.key));
-
         let mut addresses = BTreeSet::new();
         for (i, entry) in self.sender_logins.iter().enumerate() {
             let path = format!("spec.senderLogins[{i}]");
@@ -257,11 +253,9 @@ impl MailServerSpec {
                 p.check("spec.relay.credentialsSecret", check_object_name(secret));
             }
         }
-
         if let Some(lmtp) = &self.delivery.local.lmtp {
             p.check("spec.delivery.local.lmtp", split_host_port(lmtp).map(drop));
         }
-
         p.check("spec.dkim.selector", check_dns_name(&self.dkim.selector));
         if let Some(secret) = &self.dkim.secret_name {
             p.check("spec.dkim.secretName", check_object_name(secret));
@@ -304,7 +298,6 @@ impl MailServerSpec {
                 "applies only to LoadBalancer and NodePort Services, not ClusterIP",
             );
         }
-
         for (i, cidr) in self.proxy_protocol.trusted_cidrs.iter().enumerate() {
             p.check(
                 format_args!("spec.proxyProtocol.trustedCIDRs[{i}]"),
@@ -316,13 +309,15 @@ impl MailServerSpec {
     /// What the pods run and store: the queue's volume and the image.
     fn validate_pods(&self, p: &mut Problems) {
         let queue = &self.queue;
-        match &queue.size {
-            Some(size) => p.check("spec.queue.size", check_positive_size(&size.0)),
-            None if queue.storage == QueueStorage::PersistentVolumeClaim => p.push(
-                "spec.queue.size",
-                "is required when storage is PersistentVolumeClaim, e.g. 1Gi",
-            ),
-            None => {}
+        if let Some(size) = &queue.size {
+            p.check("spec.queue.size", check_positive_size(&size.0));
+        }
+        let grace = self.shutdown.grace_period_seconds;
+        if !(1..=3600).contains(&grace) {
+            p.push(
+                "spec.shutdown.gracePeriodSeconds",
+                format_args!("{grace} is out of range; use 1 to 3600"),
+            );
         }
         if let Some(class) = &queue.storage_class_name {
             if queue.storage == QueueStorage::PersistentVolumeClaim {
@@ -334,7 +329,6 @@ impl MailServerSpec {
                 );
             }
         }
-
         if let Some(image) = &self.image
             && (image.is_empty() || image.contains(char::is_whitespace))
         {
@@ -345,7 +339,6 @@ impl MailServerSpec {
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,9 +642,9 @@ mod tests {
                 "larger than 128",
             ),
             (
-                |s| s.queue.storage = QueueStorage::PersistentVolumeClaim,
-                "spec.queue.size",
-                "required when storage is PersistentVolumeClaim",
+                |s| s.shutdown.grace_period_seconds = 0,
+                "spec.shutdown.gracePeriodSeconds",
+                "out of range",
             ),
             (
                 |s| s.queue.size = Some(Quantity("lots".into())),
@@ -659,7 +652,10 @@ mod tests {
                 "not a size",
             ),
             (
-                |s| s.queue.storage_class_name = Some("fast".into()),
+                |s| {
+                    s.queue.storage = QueueStorage::EmptyDir;
+                    s.queue.storage_class_name = Some("fast".into());
+                },
                 "spec.queue.storageClassName",
                 "only when storage is PersistentVolumeClaim",
             ),
@@ -699,9 +695,9 @@ mod tests {
         spec.dns.spf = Some(String::new());
         spec.dns.dmarc = String::new();
         spec.proxy_protocol.trusted_cidrs = vec!["10.0.0.0/8".into(), "2001:db8::/32".into()];
-        spec.queue.storage = QueueStorage::PersistentVolumeClaim;
         spec.queue.size = Some(Quantity("1Gi".into()));
         spec.queue.storage_class_name = Some("fast-ssd".into());
+        spec.shutdown.grace_period_seconds = 3600;
         spec.relay = Some(crate::api::spec::RelaySpec {
             host: "[2001:db8::25]:465".into(),
             credentials_secret: Some("relay-credentials".into()),

@@ -45,6 +45,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             PdbApi::V1
         },
+        // A cluster without policy/v1 (before 1.21) has no claim retention policy either.
+        claim_retention_policy: !args.pdb_v1beta1,
     };
     let rendered = render::render(&server, &secrets, &options)?;
     print!("{}", render::to_yaml(&rendered)?);

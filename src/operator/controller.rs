@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -24,7 +24,7 @@ use super::apply::{self, FIELD_MANAGER};
 use super::keys;
 use super::metrics::OperatorMetrics;
 use super::render::{self, GeneratedSecret, Names, PdbApi, RenderOptions, Rendered, SecretData};
-use super::status::{self, Cond};
+use super::status::{self, Cond, Migration, OldDeployment, Rollout};
 use crate::api::{Endpoints, MailServer};
 
 /// How often a MailServer is looked at without any change: repairs objects whose kinds
@@ -52,6 +52,8 @@ pub struct Capabilities {
     pub certificate_crd: bool,
     pub dns_endpoint_crd: bool,
     pub pdb_api: PdbApi,
+    /// The StatefulSet field `persistentVolumeClaimRetentionPolicy` exists (1.23 on).
+    pub claim_retention_policy: bool,
 }
 
 pub struct Context {
@@ -111,10 +113,22 @@ impl Context {
             } else {
                 PdbApi::V1beta1
             },
+            claim_retention_policy: minor_version(&self.client).await? >= 23,
         };
         *discovered = Some((Instant::now(), capabilities));
         Ok(capabilities)
     }
+}
+
+/// The API server's minor version ("20", or "20+" from some distributions).
+async fn minor_version(client: &Client) -> Result<u32, Error> {
+    let info = client.apiserver_version().await?;
+    let digits: String = info
+        .minor
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Ok(digits.parse().unwrap_or(0))
 }
 
 /// Whether the API server serves `plural` in `group_version` (404: no such group).
@@ -134,6 +148,11 @@ pub async fn run(context: Arc<Context>) {
     let controller = Controller::new(servers, config()).trigger_backoff(WatchBackoff::default());
     let store = controller.store();
     controller
+        .owns(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        // The Deployment of an older operator, until it is migrated away.
         .owns(
             Api::<Deployment>::all(client.clone()),
             watcher::Config::default(),
@@ -252,6 +271,7 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         certificate_crd: capabilities.certificate_crd,
         dns_endpoint_crd: capabilities.dns_endpoint_crd,
         pdb_api: capabilities.pdb_api,
+        claim_retention_policy: capabilities.claim_retention_policy,
     };
 
     // Generated key material first, so the DKIM record can be rendered with it.
@@ -271,7 +291,20 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         return Ok(Action::await_change());
     };
 
-    let changed = apply_and_prune(server, context, &namespace, &rendered, &capabilities).await?;
+    let mut changed =
+        apply_and_prune(server, context, &namespace, &rendered, &capabilities).await?;
+    let stateful_set = Api::<StatefulSet>::namespaced(context.client.clone(), &namespace)
+        .get_opt(&Names::new(server).workload())
+        .await?;
+    let rollout = Rollout::of(stateful_set.as_ref());
+    let observed = status::Observed {
+        secrets: &secrets,
+        missing: &missing,
+        rollout,
+    };
+    let conditions = status::conditions(server, &rendered, &observed);
+    let ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status);
+    changed.extend(migrate(server, context, &namespace, ready).await?);
     if !changed.is_empty() {
         tracing::info!(mailserver = %server.name_any(), changed = ?changed, "applied");
         publish(
@@ -284,38 +317,56 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         .await;
     }
 
-    let deployment = Api::<Deployment>::namespaced(context.client.clone(), &namespace)
-        .get_opt(&Names::new(server).workload())
-        .await?;
-    let ready_replicas = deployment
-        .as_ref()
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    let observed = status::Observed {
-        secrets: &secrets,
-        missing: &missing,
-        ready_replicas,
-    };
-    let conditions = status::conditions(server, &rendered, &observed);
     let degraded = conditions
         .iter()
         .find(|c| c.type_ == "Degraded" && c.status)
-        .map(|c| c.message.clone());
+        .map(|c| (c.reason.clone(), c.message.clone()));
     if write_status(
         server,
         context,
         conditions,
-        Some(ready_replicas),
+        Some(rollout.ready),
         rendered.dns_records.clone(),
         Some(status::endpoints(server)),
     )
     .await?
-        && let Some(message) = degraded
+        && let Some((reason, message)) = degraded
     {
-        publish(context, server, EventType::Warning, "Degraded", &message).await;
+        publish(context, server, EventType::Warning, &reason, &message).await;
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// Moves an older operator's Deployment out of the way once the StatefulSet is Ready:
+/// scales it to 0 (its pods deliver what they can on SIGTERM), then deletes it when
+/// no pod of it is left. Returns what it did.
+async fn migrate(
+    server: &MailServer,
+    context: &Context,
+    namespace: &str,
+    stateful_set_ready: bool,
+) -> Result<Option<String>, Error> {
+    let api = Api::<Deployment>::namespaced(context.client.clone(), namespace);
+    let name = Names::new(server).workload();
+    let Some(deployment) = api.get_opt(&name).await? else {
+        return Ok(None);
+    };
+    if !owned_by(&deployment.metadata, server) {
+        return Ok(None);
+    }
+    match status::migration(&OldDeployment::of(&deployment), stateful_set_ready) {
+        Migration::Keep => Ok(None),
+        Migration::ScaleToZero => {
+            let patch = serde_json::json!({"spec": {"replicas": 0}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            Ok(Some(format!("scaled the old Deployment {name} to 0")))
+        }
+        Migration::Delete => {
+            api.delete(&name, &DeleteParams::background()).await?;
+            Ok(Some(format!("deleted the old Deployment {name}")))
+        }
+    }
 }
 
 /// The data of the named Secrets that exist, and the names of those that do not.
@@ -633,6 +684,7 @@ mod tests {
         certificate_crd: true,
         dns_endpoint_crd: true,
         pdb_api: PdbApi::V1beta1,
+        claim_retention_policy: false,
     };
 
     fn server() -> MailServer {
@@ -732,6 +784,29 @@ mod tests {
         assert!(writes.lock().unwrap().is_empty());
     }
 
+    #[tokio::test]
+    async fn an_ephemeral_queue_is_a_warning_event() {
+        let mut server = server();
+        server.spec.queue.storage = crate::api::QueueStorage::EmptyDir;
+        let users = secret(
+            "mail-users",
+            &[("passwd", "alice@example.com:{SHA512-CRYPT}x")],
+        );
+        let live = HashMap::from([(
+            "/api/v1/namespaces/default/secrets/mail-users".to_string(),
+            users,
+        )]);
+        let (client, writes) = mock_client(live, &server);
+        reconcile(Arc::new(server), context(client)).await.unwrap();
+        let written = writes.lock().unwrap().clone();
+        let warnings: Vec<_> = written
+            .iter()
+            .filter(|(_, path, body)| path.ends_with("/events") && body["type"] == "Warning")
+            .map(|(_, _, body)| body["reason"].clone())
+            .collect();
+        assert_eq!(warnings, [json!("EphemeralQueue")], "{written:?}");
+    }
+
     /// Everything in place and the status up to date: a reconcile only reads.
     #[tokio::test]
     async fn nothing_changed_means_no_writes() {
@@ -763,6 +838,7 @@ mod tests {
             certificate_crd: true,
             dns_endpoint_crd: true,
             pdb_api: PdbApi::V1beta1,
+            claim_retention_policy: false,
         };
         let rendered = render::render(&server, &secrets, &options).unwrap();
 
@@ -788,7 +864,7 @@ mod tests {
         let observed = status::Observed {
             secrets: &secrets,
             missing: &[],
-            ready_replicas: 0,
+            rollout: Rollout::default(),
         };
         let ready = status::conditions(&server, &rendered, &observed);
         let mut current = server.clone();

@@ -3,10 +3,13 @@
 //! lastTransitionTime (and an unchanged status is not written at all). Everything here
 //! is pure; the controller does the reading and writing.
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::render::{Names, Rendered, SecretData, SelfSignedReason, TlsPlan};
-use crate::api::{DnsRecord, Endpoints, MailServer, MailServerSpec, MailServerStatus, TlsSource};
+use crate::api::{
+    DnsRecord, Endpoints, MailServer, MailServerSpec, MailServerStatus, QueueStorage, TlsSource,
+};
 use crate::mail::ListenerKind;
 use crate::plan::DKIM_KEY;
 
@@ -128,13 +131,42 @@ pub fn render_failed(error: &anyhow::Error) -> Vec<Cond> {
     ]
 }
 
+/// The StatefulSet as its controller reports it (all zero while it does not exist).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rollout {
+    pub generation: i64,
+    /// The generation its controller has acted on.
+    pub observed_generation: i64,
+    /// Pods that exist, of any revision.
+    pub replicas: i32,
+    /// Pods of the latest revision.
+    pub updated: i32,
+    pub ready: i32,
+}
+
+impl Rollout {
+    pub fn of(stateful_set: Option<&StatefulSet>) -> Rollout {
+        let Some(set) = stateful_set else {
+            return Rollout::default();
+        };
+        let status = set.status.clone().unwrap_or_default();
+        Rollout {
+            generation: set.metadata.generation.unwrap_or(0),
+            observed_generation: status.observed_generation.unwrap_or(0),
+            replicas: status.replicas,
+            updated: status.updated_replicas.unwrap_or(0),
+            ready: status.ready_replicas.unwrap_or(0),
+        }
+    }
+}
+
 /// What the reconcile read from the cluster.
 pub struct Observed<'a> {
     /// Data of the referenced Secrets that exist.
     pub secrets: &'a SecretData,
     /// Referenced Secrets that do not exist.
     pub missing: &'a [String],
-    pub ready_replicas: i32,
+    pub rollout: Rollout,
 }
 
 /// The conditions of a rendered and applied MailServer: Ready, TLSReady, DNSPublished
@@ -148,12 +180,13 @@ pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed)
             rendered.tls_secret
         ));
     }
-    let ready = ready_condition(&problems, observed.ready_replicas, server.spec.replicas);
+    let ready = ready_condition(&problems, &observed.rollout, server.spec.replicas);
+    let ephemeral = server.spec.queue.storage == QueueStorage::EmptyDir;
     vec![
         ready,
         tls,
         dns_condition(server, rendered),
-        degraded_condition(&problems),
+        degraded_condition(&problems, ephemeral),
     ]
 }
 
@@ -277,27 +310,122 @@ fn dns_condition(server: &MailServer, rendered: &Rendered) -> Cond {
     }
 }
 
-fn degraded_condition(problems: &[String]) -> Cond {
-    if problems.is_empty() {
+/// Missing inputs first; else an explicitly ephemeral queue, which works but loses
+/// queued mail with its pod.
+fn degraded_condition(problems: &[String], ephemeral_queue: bool) -> Cond {
+    if !problems.is_empty() {
+        Cond::new("Degraded", true, "MissingInput", problems.join("; "))
+    } else if ephemeral_queue {
+        Cond::new(
+            "Degraded",
+            true,
+            "EphemeralQueue",
+            "spec.queue.storage is EmptyDir: mail still queued when a pod goes away is lost; \
+             use PersistentVolumeClaim (the default) to keep it",
+        )
+    } else {
         Cond::new(
             "Degraded",
             false,
             "AsExpected",
             "every referenced Secret is present",
         )
-    } else {
-        Cond::new("Degraded", true, "MissingInput", problems.join("; "))
     }
 }
 
-fn ready_condition(problems: &[String], ready_replicas: i32, wanted: i32) -> Cond {
-    let message = format!("{ready_replicas} of {wanted} pods ready");
+/// Ready in kstatus terms: True only when the StatefulSet's controller has acted on its
+/// latest spec and every wanted pod is of the latest revision and ready, with no old pod
+/// left. `replicas: 0` is Ready (ScaledToZero) once no pod is left: the state asked for
+/// is reached, though nothing accepts mail.
+fn ready_condition(problems: &[String], rollout: &Rollout, wanted: i32) -> Cond {
+    let Rollout {
+        generation,
+        observed_generation,
+        replicas,
+        updated,
+        ready,
+    } = *rollout;
     if !problems.is_empty() {
         Cond::new("Ready", false, "Degraded", "see Degraded")
-    } else if ready_replicas >= wanted {
-        Cond::new("Ready", true, "Available", message)
+    } else if generation == 0 || observed_generation < generation {
+        Cond::new(
+            "Ready",
+            false,
+            "RollingOut",
+            "waiting for the StatefulSet controller to act on the latest spec",
+        )
+    } else if wanted == 0 && replicas == 0 {
+        Cond::new(
+            "Ready",
+            true,
+            "ScaledToZero",
+            "spec.replicas is 0: no pods run and no mail is accepted",
+        )
+    } else if updated < wanted || replicas > wanted {
+        Cond::new(
+            "Ready",
+            false,
+            "RollingOut",
+            format!("{updated} of {wanted} pods updated, {ready} ready, {replicas} running"),
+        )
+    } else if ready < wanted {
+        Cond::new(
+            "Ready",
+            false,
+            "Progressing",
+            format!("{ready} of {wanted} pods ready"),
+        )
     } else {
-        Cond::new("Ready", false, "Progressing", message)
+        Cond::new(
+            "Ready",
+            true,
+            "Available",
+            format!("{ready} of {wanted} pods ready"),
+        )
+    }
+}
+
+/// The Deployment of an operator before the StatefulSet, owned by this MailServer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OldDeployment {
+    /// spec.replicas.
+    pub wanted: i32,
+    /// Pods its controller still counts (status.replicas), once it has seen its spec.
+    pub pods: i32,
+    pub observed: bool,
+}
+
+impl OldDeployment {
+    pub fn of(deployment: &Deployment) -> OldDeployment {
+        let status = deployment.status.clone().unwrap_or_default();
+        OldDeployment {
+            wanted: deployment.spec.replicas.unwrap_or(1),
+            pods: status.replicas.unwrap_or(0),
+            observed: status.observed_generation >= deployment.metadata.generation,
+        }
+    }
+}
+
+/// The next step of moving from an old Deployment to the StatefulSet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migration {
+    /// Leave it serving: the StatefulSet is not Ready, or its pods are still stopping.
+    Keep,
+    /// Scale it to 0: its pods get SIGTERM and deliver what they can.
+    ScaleToZero,
+    /// Delete it: no pod of it is left.
+    Delete,
+}
+
+pub fn migration(old: &OldDeployment, stateful_set_ready: bool) -> Migration {
+    if !stateful_set_ready {
+        Migration::Keep
+    } else if old.wanted > 0 {
+        Migration::ScaleToZero
+    } else if old.observed && old.pods == 0 {
+        Migration::Delete
+    } else {
+        Migration::Keep
     }
 }
 
@@ -315,16 +443,28 @@ mod tests {
         options: &RenderOptions,
         secrets: &SecretData,
         missing: &[&str],
-        ready_replicas: i32,
+        ready: i32,
     ) -> Vec<Cond> {
         let rendered = render::render(server, secrets, options).unwrap();
         let missing: Vec<String> = missing.iter().map(|m| m.to_string()).collect();
+        let wanted = server.spec.replicas;
         let observed = Observed {
             secrets,
             missing: &missing,
-            ready_replicas,
+            rollout: settled(wanted, ready),
         };
         conditions(server, &rendered, &observed)
+    }
+
+    /// A StatefulSet whose controller is done with `wanted` pods, `ready` of them ready.
+    fn settled(wanted: i32, ready: i32) -> Rollout {
+        Rollout {
+            generation: 2,
+            observed_generation: 2,
+            replicas: wanted,
+            updated: wanted,
+            ready,
+        }
     }
 
     fn find<'a>(conds: &'a [Cond], type_: &str) -> &'a Cond {
@@ -370,6 +510,81 @@ mod tests {
         no_users.remove("mail-users");
         let conds = conds_with(&server, &options(), &no_users, &["mail-users"], 1);
         assert_eq!(state(&conds, "Ready"), (false, "Degraded".into()));
+    }
+
+    #[test]
+    fn ready_only_when_the_rollout_is_done() {
+        let ready = |rollout: Rollout, wanted: i32| {
+            let c = ready_condition(&[], &rollout, wanted);
+            (c.status, c.reason)
+        };
+        let done = settled(3, 3);
+        assert_eq!(ready(done, 3), (true, "Available".into()));
+        let rolling = (false, "RollingOut".to_string());
+        assert_eq!(ready(Rollout::default(), 3), rolling, "no StatefulSet yet");
+        let unseen = Rollout {
+            generation: 3,
+            ..done
+        };
+        assert_eq!(ready(unseen, 3), rolling, "spec not yet observed");
+        let updating = Rollout { updated: 2, ..done };
+        assert_eq!(ready(updating, 3), rolling, "an old pod left");
+        let shrinking = Rollout {
+            replicas: 3,
+            ..settled(1, 1)
+        };
+        assert_eq!(ready(shrinking, 1), rolling, "pods above the wanted count");
+        let starting = Rollout { ready: 2, ..done };
+        assert_eq!(ready(starting, 3), (false, "Progressing".into()));
+        assert_eq!(ready(settled(0, 0), 0), (true, "ScaledToZero".into()));
+        let stopping = Rollout {
+            replicas: 1,
+            ..settled(0, 0)
+        };
+        assert_eq!(ready(stopping, 0), rolling);
+        let problems = ["users Secret missing".to_string()];
+        let c = ready_condition(&problems, &done, 3);
+        assert_eq!((c.status, c.reason.as_str()), (false, "Degraded"));
+    }
+
+    #[test]
+    fn an_ephemeral_queue_is_degraded_but_ready() {
+        let mut server = load("examples/mailserver.yaml");
+        server.spec.queue.storage = QueueStorage::EmptyDir;
+        let conds = conds_with(&server, &options(), &typical_secrets(), &[], 1);
+        assert_eq!(state(&conds, "Degraded"), (true, "EphemeralQueue".into()));
+        assert_eq!(state(&conds, "Ready"), (true, "Available".into()));
+        // A missing input is the more urgent news.
+        let conds = conds_with(&server, &options(), &SecretData::new(), &["mail-users"], 1);
+        assert_eq!(state(&conds, "Degraded"), (true, "MissingInput".into()));
+    }
+
+    #[test]
+    fn the_old_deployment_goes_after_the_stateful_set_is_ready() {
+        let serving = OldDeployment {
+            wanted: 2,
+            pods: 2,
+            observed: true,
+        };
+        assert_eq!(migration(&serving, false), Migration::Keep);
+        assert_eq!(migration(&serving, true), Migration::ScaleToZero);
+        let draining = OldDeployment {
+            wanted: 0,
+            ..serving
+        };
+        assert_eq!(migration(&draining, true), Migration::Keep);
+        let unseen = OldDeployment {
+            wanted: 0,
+            pods: 0,
+            observed: false,
+        };
+        assert_eq!(migration(&unseen, true), Migration::Keep);
+        let gone = OldDeployment {
+            observed: true,
+            ..unseen
+        };
+        assert_eq!(migration(&gone, true), Migration::Delete);
+        assert_eq!(migration(&gone, false), Migration::Keep);
     }
 
     #[test]

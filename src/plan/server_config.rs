@@ -1,13 +1,15 @@
 //! The server config a `MailServer` asks for: what the operator writes into the
 //! ConfigMap and what `posthorn up` runs directly.
 
+use std::time::Duration;
+
 use anyhow::Context;
 
 use super::FileLayout;
 use crate::api::MailServerSpec;
 use crate::config::{
     AuthConfig, Config, DeliveryConfig, DkimConfig, Limits, Listeners, ProxyProtocol, RelayConfig,
-    SpoolConfig, TlsConfig,
+    ShutdownConfig, SpoolConfig, TlsConfig,
 };
 
 /// The config for `spec`, with files where `layout` says, validated.
@@ -47,6 +49,11 @@ pub fn server_config(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Resu
             }),
             lmtp: spec.delivery.local.lmtp.clone(),
             ..DeliveryConfig::default()
+        },
+        // The server stops within the spec's grace; the pod's grace period adds a margin.
+        shutdown: ShutdownConfig {
+            grace: Duration::from_secs(spec.shutdown.grace_period_seconds.unsigned_abs()),
+            ..ShutdownConfig::default()
         },
         dkim: Some(DkimConfig {
             selector: spec.dkim.selector.clone(),

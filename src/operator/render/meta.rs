@@ -25,9 +25,14 @@ impl Names {
     pub fn config_map(&self) -> String {
         format!("{}-config", self.instance)
     }
-    /// Deployment, Service, PodDisruptionBudget, Certificate and DNSEndpoint.
+    /// StatefulSet, Service, PodDisruptionBudget, Certificate and DNSEndpoint (and the
+    /// Deployment of operators before the StatefulSet).
     pub fn workload(&self) -> String {
         self.instance.clone()
+    }
+    /// The headless Service giving each pod a stable DNS name for its peers.
+    pub fn peers(&self) -> String {
+        format!("{}-peers", self.instance)
     }
     /// The Secret cert-manager writes.
     pub fn issued_tls_secret(&self) -> String {
@@ -38,9 +43,6 @@ impl Names {
     }
     pub fn dkim_secret(&self) -> String {
         format!("{}-dkim", self.instance)
-    }
-    pub fn queue_claim(&self) -> String {
-        format!("{}-queue", self.instance)
     }
 }
 

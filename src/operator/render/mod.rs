@@ -9,9 +9,10 @@
 //! in [`Rendered::generated_secrets`].
 
 //!
-//! One file per object: `config_map`, `certificate`, `storage` (the queue's claim),
-//! `workload` (the pod template and its controller), `service`, `disruption` (the
-//! PodDisruptionBudget) and `dns`; `meta` holds the names and labels they share.
+//! One file per object: `config_map`, `certificate`, `workload` (the pod template and
+//! the StatefulSet), `storage` (its claim template), `service` (and the peers' headless
+//! one), `disruption` (the PodDisruptionBudget) and `dns`; `meta` holds the names and
+//! labels they share.
 
 mod certificate;
 mod config_map;
@@ -26,8 +27,8 @@ mod workload;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::{ApiResource, DynamicObject};
@@ -61,6 +62,9 @@ pub struct RenderOptions {
     /// API version for PodDisruptionBudgets: `policy/v1` from Kubernetes 1.21,
     /// `policy/v1beta1` before (the same fields for what is rendered here).
     pub pdb_api: PdbApi,
+    /// The StatefulSet's `persistentVolumeClaimRetentionPolicy` is known (Kubernetes
+    /// 1.23 on; server-side apply rejects a field the server does not declare).
+    pub claim_retention_policy: bool,
 }
 
 /// Data of the Secrets a MailServer references, as far as known: Secret name → key →
@@ -89,10 +93,10 @@ impl GeneratedSecret {
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub config_map: ConfigMap,
-    pub deployment: Deployment,
+    pub stateful_set: StatefulSet,
+    /// The StatefulSet's headless Service.
+    pub peers: Service,
     pub service: Service,
-    /// The queue's claim, when the spec asks for persistent storage.
-    pub queue_claim: Option<PersistentVolumeClaim>,
     /// When more than one replica runs.
     pub pdb: Option<PodDisruptionBudget>,
     pub pdb_api: PdbApi,
@@ -144,16 +148,14 @@ impl Rendered {
     /// Every object to apply, in an order that lets each find what it refers to.
     pub fn objects(&self) -> Vec<Object> {
         let mut objects = vec![Object::typed(&self.config_map)];
-        if let Some(claim) = &self.queue_claim {
-            objects.push(Object::typed(claim));
-        }
         if let Some(certificate) = &self.certificate {
             objects.push(Object {
                 resource: certificate_resource(),
                 object: certificate.clone(),
             });
         }
-        objects.push(Object::typed(&self.deployment));
+        objects.push(Object::typed(&self.peers));
+        objects.push(Object::typed(&self.stateful_set));
         objects.push(Object::typed(&self.service));
         if let Some(pdb) = &self.pdb {
             let mut object = Object::typed(pdb);
@@ -200,7 +202,7 @@ pub fn render(
         tls_secret: &tls.secret,
         dkim_secret: &dkim_secret,
     };
-    let deployment = workload::deployment(server, &names, &base, options, &inputs);
+    let stateful_set = workload::stateful_set(server, &names, &base, options, &inputs);
 
     let dkim_txt = dns::dkim_record(secrets.get(&dkim_secret));
     let dns_records = dns::dns_records(server, dkim_txt.as_deref());
@@ -209,9 +211,9 @@ pub fn render(
 
     Ok(Rendered {
         config_map,
-        deployment,
+        stateful_set,
+        peers: service::peers(server, &names, &base),
         service: service::service(server, &names, &base),
-        queue_claim: storage::queue_claim(server, &names, &base),
         pdb: disruption::pdb(server, &names, &base),
         pdb_api: options.pdb_api,
         certificate: tls.certificate,
@@ -314,6 +316,7 @@ mod tests {
             certificate_crd: false,
             dns_endpoint_crd: false,
             pdb_api: PdbApi::V1beta1,
+            claim_retention_policy: false,
             ..options()
         };
         let rendered = render(
@@ -335,7 +338,7 @@ mod tests {
 
     fn checksum(rendered: &Rendered) -> String {
         rendered
-            .deployment
+            .stateful_set
             .spec
             .template
             .metadata
@@ -372,8 +375,8 @@ mod tests {
         );
         let with_dkim = render(&server, &edge_case_secrets(), &options()).unwrap();
         assert_eq!(
-            serde_json::to_value(&with_dkim.deployment).unwrap(),
-            serde_json::to_value(&base.deployment).unwrap()
+            serde_json::to_value(&with_dkim.stateful_set).unwrap(),
+            serde_json::to_value(&base.stateful_set).unwrap()
         );
     }
 
@@ -402,8 +405,8 @@ mod tests {
             kinds,
             [
                 "ConfigMap",
-                "PersistentVolumeClaim",
-                "Deployment",
+                "Service",
+                "StatefulSet",
                 "Service",
                 "PodDisruptionBudget"
             ]

@@ -1,4 +1,5 @@
-//! The Service exposing the mail listeners.
+//! The Services: the one exposing the mail listeners, and the headless one naming each
+//! pod for its peers.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -55,6 +56,35 @@ pub(super) fn service(server: &MailServer, names: &Names, base: &Base) -> Servic
             selector: Some(base.selector()),
             ports: Some(ports),
             external_traffic_policy,
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The StatefulSet's headless Service: `<pod>.<name>-peers` resolves to each pod, ready
+/// or not (a pod handing its queue over is no longer ready but still a peer), on the
+/// listeners' pod ports.
+pub(super) fn peers(server: &MailServer, names: &Names, base: &Base) -> Service {
+    let ports = server
+        .spec
+        .listeners()
+        .into_iter()
+        .map(|(kind, _)| ServicePort {
+            name: Some(kind.name().into()),
+            port: kind.pod_port().into(),
+            target_port: Some(IntOrString::String(kind.name().into())),
+            protocol: Some("TCP".into()),
+            ..ServicePort::default()
+        })
+        .collect();
+    Service {
+        metadata: base.meta(names.peers(), "mail-server"),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(base.selector()),
+            ports: Some(ports),
+            publish_not_ready_addresses: Some(true),
             ..ServiceSpec::default()
         }),
         ..Service::default()

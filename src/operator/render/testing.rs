@@ -21,6 +21,7 @@ pub fn options() -> RenderOptions {
         certificate_crd: true,
         dns_endpoint_crd: true,
         pdb_api: PdbApi::V1,
+        claim_retention_policy: true,
     }
 }
 

@@ -1,19 +1,22 @@
 //! The mail server pods: their template (volumes, container, security) and the
-//! Deployment running them.
+//! StatefulSet running them, each pod with a claim of its own for its queue.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetSpec, StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount,
+    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::{Base, Names};
+use super::storage::{STATE_VOLUME, claim_template};
 use super::{CONFIG_CHECKSUM_ANNOTATION, POD_BINARY, RenderOptions};
 use crate::api::{MailServer, QueueStorage};
 use crate::mail;
@@ -23,6 +26,11 @@ use crate::plan::{CONFIG_DIR, CONFIG_FILE, DKIM_KEY, SECRETS_DIR, STATE_DIR};
 const POD_UID: i64 = 65532;
 /// Owner and group may read mounted Secrets; the pod's fsGroup makes the group ours.
 const SECRET_MODE: i32 = 0o440;
+/// Seconds the kubelet waits beyond the server's own shutdown grace before SIGKILL.
+const GRACE_MARGIN_SECONDS: i64 = 10;
+/// How long a starting server may take to become ready (loading a large spool) before
+/// the liveness probe applies: 60 × 5 s.
+const STARTUP_FAILURES: i32 = 60;
 
 /// What the pods mount besides the spec: the config's checksum and the Secrets chosen
 /// by the render.
@@ -32,33 +40,49 @@ pub(super) struct PodInputs<'a> {
     pub dkim_secret: &'a str,
 }
 
-pub(super) fn deployment(
+pub(super) fn stateful_set(
     server: &MailServer,
     names: &Names,
     base: &Base,
     options: &RenderOptions,
     inputs: &PodInputs,
-) -> Deployment {
+) -> StatefulSet {
     let spec = &server.spec;
-    Deployment {
+    let persistent = spec.queue.storage == QueueStorage::PersistentVolumeClaim;
+    // Keep the claims, and the mail on them, when the MailServer is deleted or scaled
+    // down: a claim is cheap next to lost mail, and scaling back up finds its queue.
+    // Clusters before 1.23 do not know the field and keep claims anyway.
+    let retention = (persistent && options.claim_retention_policy).then(|| {
+        StatefulSetPersistentVolumeClaimRetentionPolicy {
+            when_deleted: Some("Retain".into()),
+            when_scaled: Some("Retain".into()),
+        }
+    });
+    StatefulSet {
         metadata: base.meta(names.workload(), "mail-server"),
-        spec: DeploymentSpec {
+        spec: StatefulSetSpec {
             replicas: Some(spec.replicas),
             selector: LabelSelector {
                 match_labels: Some(base.selector()),
                 ..LabelSelector::default()
             },
-            // One claim cannot be attached to an old and a new pod on different nodes.
-            strategy: (spec.queue.storage == QueueStorage::PersistentVolumeClaim).then(|| {
-                DeploymentStrategy {
-                    type_: Some("Recreate".into()),
-                    ..DeploymentStrategy::default()
-                }
+            service_name: Some(names.peers()),
+            // Pods do not depend on each other (each has its own spool): start and stop
+            // them together. Rolling updates still go one pod at a time.
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(0),
+                    ..RollingUpdateStatefulSetStrategy::default()
+                }),
             }),
+            persistent_volume_claim_retention_policy: retention,
+            volume_claim_templates: persistent.then(|| vec![claim_template(server, base)]),
             template: pod_template(server, names, base, options, inputs),
-            ..DeploymentSpec::default()
+            ..StatefulSetSpec::default()
         },
-        ..Deployment::default()
+        ..StatefulSet::default()
     }
 }
 
@@ -69,6 +93,7 @@ fn pod_template(
     options: &RenderOptions,
     inputs: &PodInputs,
 ) -> PodTemplateSpec {
+    let spec = &server.spec;
     let (volumes, mounts) = volumes(server, names, inputs);
     let metadata = ObjectMeta {
         labels: Some(base.labels("mail-server")),
@@ -96,6 +121,9 @@ fn pod_template(
             }),
             containers: vec![container(server, options, mounts)],
             volumes: Some(volumes),
+            termination_grace_period_seconds: Some(
+                spec.shutdown.grace_period_seconds + GRACE_MARGIN_SECONDS,
+            ),
             ..PodSpec::default()
         }),
     }
@@ -180,26 +208,19 @@ fn volumes(
         ));
         mounts.push(mount("relay", format!("{SECRETS_DIR}/relay")));
     }
-    volumes.push(match spec.queue.storage {
-        QueueStorage::EmptyDir => Volume {
-            name: "state".into(),
+    // With persistent storage the StatefulSet's claim template provides the volume.
+    if spec.queue.storage == QueueStorage::EmptyDir {
+        volumes.push(Volume {
+            name: STATE_VOLUME.into(),
             empty_dir: Some(EmptyDirVolumeSource {
                 size_limit: spec.queue.size.clone(),
                 ..EmptyDirVolumeSource::default()
             }),
             ..Volume::default()
-        },
-        QueueStorage::PersistentVolumeClaim => Volume {
-            name: "state".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: names.queue_claim(),
-                read_only: None,
-            }),
-            ..Volume::default()
-        },
-    });
+        });
+    }
     mounts.push(VolumeMount {
-        name: "state".into(),
+        name: STATE_VOLUME.into(),
         mount_path: STATE_DIR.into(),
         ..VolumeMount::default()
     });
@@ -240,6 +261,7 @@ fn container(server: &MailServer, options: &RenderOptions, mounts: Vec<VolumeMou
         args: Some(vec!["serve".into(), "--config".into(), CONFIG_FILE.into()]),
         ports: Some(ports),
         volume_mounts: Some(mounts),
+        startup_probe: Some(probe("/readyz", 5, STARTUP_FAILURES)),
         readiness_probe: Some(probe("/readyz", 5, 3)),
         liveness_probe: Some(probe("/healthz", 10, 6)),
         resources: spec.resources.clone(),
@@ -273,7 +295,7 @@ mod tests {
             &options(),
         )
         .unwrap();
-        let pod = rendered.deployment.spec.template.spec.as_ref().unwrap();
+        let pod = rendered.stateful_set.spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.automount_service_account_token, Some(false));
         let pod_security = pod.security_context.as_ref().unwrap();
         assert_eq!(pod_security.run_as_non_root, Some(true));
@@ -330,5 +352,74 @@ mod tests {
             };
             assert!(container_ports.contains(target), "{target}");
         }
+    }
+
+    #[test]
+    fn every_pod_gets_a_claim_of_its_own_that_outlives_it() {
+        let rendered = render(
+            &load("examples/mailserver.yaml"),
+            &SecretData::new(),
+            &options(),
+        )
+        .unwrap();
+        let set = &rendered.stateful_set.spec;
+        assert_eq!(set.service_name.as_deref(), Some("mail-peers"));
+        assert_eq!(rendered.peers.metadata.name.as_deref(), Some("mail-peers"));
+        let peers = rendered.peers.spec.as_ref().unwrap();
+        assert_eq!(peers.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(peers.publish_not_ready_addresses, Some(true));
+        let claims = set.volume_claim_templates.as_ref().unwrap();
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].metadata.name.as_deref(), Some(STATE_VOLUME));
+        assert!(claims[0].metadata.owner_references.is_none());
+        let requests = claims[0].spec.as_ref().unwrap().resources.as_ref().unwrap();
+        assert_eq!(requests.requests.as_ref().unwrap()["storage"].0, "1Gi");
+        let retention = set
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+        assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+        let pod = set.template.spec.as_ref().unwrap();
+        // The claim template is the state volume: no pod volume of that name.
+        assert!(
+            !pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|v| v.name == STATE_VOLUME)
+        );
+        assert_eq!(pod.termination_grace_period_seconds, Some(30));
+        let startup = pod.containers[0].startup_probe.as_ref().unwrap();
+        assert_eq!(
+            startup.http_get.as_ref().unwrap().path.as_deref(),
+            Some("/readyz")
+        );
+
+        let old_cluster = RenderOptions {
+            claim_retention_policy: false,
+            ..options()
+        };
+        let mut ephemeral = load("examples/mailserver.yaml");
+        let rendered = render(&ephemeral, &SecretData::new(), &old_cluster).unwrap();
+        let set = &rendered.stateful_set.spec;
+        assert!(set.persistent_volume_claim_retention_policy.is_none());
+        assert!(set.volume_claim_templates.is_some());
+
+        ephemeral.spec.queue.storage = QueueStorage::EmptyDir;
+        let rendered = render(&ephemeral, &SecretData::new(), &options()).unwrap();
+        let set = &rendered.stateful_set.spec;
+        assert!(set.volume_claim_templates.is_none());
+        assert!(set.persistent_volume_claim_retention_policy.is_none());
+        let volumes = set
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .as_ref()
+            .unwrap();
+        let state = volumes.iter().find(|v| v.name == STATE_VOLUME).unwrap();
+        assert!(state.empty_dir.is_some());
     }
 }

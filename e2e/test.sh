@@ -14,6 +14,9 @@ bash e2e/kube/build.sh >/dev/null
 bash e2e/chart/setup.sh
 # Every fuzz target for a few seconds over its corpus (installs cargo-fuzz if absent).
 bash fuzz/smoke.sh
+# The benchmark against Postfix + Dovecot for a few seconds: fails if a side loses mail.
+bash bench/run.sh --smoke
 # dnsmasq lives in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
-exec cargo nextest run --no-fail-fast "$@"
+# --workspace: the bench load generator's unit tests too.
+exec cargo nextest run --workspace --no-fail-fast "$@"

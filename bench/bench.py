@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -221,10 +222,14 @@ def one_run(args, server, clients, messages):
     sampler = threading.Thread(target=sample)
     sampler.start()
     limit = ["--total", str(args.total)] if args.total else ["--duration", f"{args.duration}s"]
+    # The load generator is the only child waited for meanwhile: its own CPU.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = run(args.loadgen, "--addr", f"127.0.0.1:{port}", "--cert", f"{args.dir}/tls.crt",
               "--user", USER, "--password", PASSWORD, "--rcpt", RCPT,
               "-c", str(clients), "-m", str(messages), *limit, "--json")
     report = json.loads(out)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    loadgen_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     # Delivery to the sink is part of the server's work: wait for the queue to drain.
     deadline = time.monotonic() + args.drain_timeout
     while sink.count() - before_sink < report["accepted"] and time.monotonic() < deadline:
@@ -235,6 +240,7 @@ def one_run(args, server, clients, messages):
     delivered = sink.count() - before_sink
     cpu = tree.cpu_seconds() - before_cpu
     report.update(server=tree.name, delivered=delivered, cpu_s=cpu, peak_pss=max(peak),
+                  loadgen_cpu_s=loadgen_cpu,
                   cpu_ms_per_msg=1e3 * cpu / report["accepted"] if report["accepted"] else 0)
     return report
 
@@ -319,7 +325,8 @@ def main():
                     print(f"{s:14} C={c:<3} M={m:<2} {r['msgs_per_s']:8.1f} msgs/s "
                           f"p99 {r['message_ms']['p99']:7.1f} ms "
                           f"cpu {r['cpu_ms_per_msg']:5.2f} ms/msg "
-                          f"pss {r['peak_pss'] / 1e6:5.0f} MB errors {r['error_count']} "
+                          f"pss {r['peak_pss'] / 1e6:5.0f} MB "
+                          f"loadgen cpu {r['loadgen_cpu_s']:5.1f} s errors {r['error_count']} "
                           f"accepted {r['accepted']} delivered {r['delivered']}",
                           file=sys.stderr, flush=True)
                     for e, n in r["errors"].items():

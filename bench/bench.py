@@ -226,7 +226,8 @@ def one_run(args, server, clients, messages):
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = run(args.loadgen, "--addr", f"127.0.0.1:{port}", "--cert", f"{args.dir}/tls.crt",
               "--user", USER, "--password", PASSWORD, "--rcpt", RCPT,
-              "-c", str(clients), "-m", str(messages), *limit, "--json")
+              "-c", str(clients), "-m", str(messages), *limit, "--json",
+              *(["--resume"] if args.resume else []))
     report = json.loads(out)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     loadgen_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
@@ -295,6 +296,7 @@ def main():
     p.add_argument("--dir", default=f"{REPO}/target/bench", help="work directory (recreated)")
     p.add_argument("--posthorn", default=f"{REPO}/target/release/posthorn")
     p.add_argument("--loadgen", default=f"{REPO}/target/release/loadgen")
+    p.add_argument("--resume", action="store_true", help="clients resume TLS sessions")
     p.add_argument("--drain-timeout", type=float, default=120)
     args = p.parse_args()
     cells = [(int(c), int(m)) for c in args.clients.split(",") for m in args.messages.split(",")]

@@ -140,6 +140,10 @@ mod tests {
         let mut samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         let p = Percentiles::of(&mut samples);
         assert_eq!((p.p50, p.p99, p.max), (50.0, 99.0, 100.0));
+        // With ten samples the 99th percentile is the largest, not the ninth.
+        let mut samples: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
+        let p = Percentiles::of(&mut samples);
+        assert_eq!((p.p50, p.p99), (5.0, 10.0));
         let p = Percentiles::of(&mut []);
         assert_eq!((p.p50, p.p99, p.max), (0.0, 0.0, 0.0));
     }

@@ -4,9 +4,10 @@
 # relay-host instances, smtp-sink) and Dovecot LMTP; python3 (load client; its `email`
 # package reads our bounces) with Debian's dkimpy (python3-dkim, the independent DKIM
 # verifier, with dnspython and PyNaCl for Ed25519); nmap and testssl.sh for the audits
-# (tests/audit.rs); and cargo-nextest. The packages' own
-# services are not used: tests run private instances. Idempotent: apt is only touched
-# when a package is missing. Needs root (or sudo) for apt on a fresh machine.
+# (tests/audit.rs); OpenDKIM for the benchmark's Postfix variant (bench/); and
+# cargo-nextest. The packages' own services are not used: tests run private instances.
+# Idempotent: apt is only touched when a package is missing. Needs root (or sudo) for
+# apt on a fresh machine.
 set -euo pipefail
 
 packages=(
@@ -15,6 +16,7 @@ packages=(
   postfix dovecot-lmtpd
   python3 python3-dkim python3-dnspython python3-nacl
   nmap testssl.sh
+  opendkim
 )
 
 missing=()
@@ -47,7 +49,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-for tool in swaks dnsmasq doveadm mkpasswd openssl postfix smtp-sink python3 nmap testssl; do
+for tool in swaks dnsmasq doveadm mkpasswd openssl postfix smtp-sink python3 nmap testssl \
+  opendkim; do
   command -v "$tool" >/dev/null || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null || {
     echo "e2e/setup.sh: $tool still missing after install" >&2
     exit 1

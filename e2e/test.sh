@@ -14,7 +14,10 @@ bash e2e/kube/build.sh >/dev/null
 bash e2e/chart/setup.sh
 # Every fuzz target for a few seconds over its corpus (installs cargo-fuzz if absent).
 bash fuzz/smoke.sh
+# The benchmark against Postfix + Dovecot for a few seconds: fails if a side loses mail.
+bash bench/run.sh --smoke
 # dnsmasq lives in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
-# --workspace: the process kubelet's unit tests too (e2e/kubelet, run by tests/pods.rs).
+# --workspace: the unit tests of the process kubelet (e2e/kubelet) and the bench load
+# generator (bench/loadgen) too.
 exec cargo nextest run --workspace --no-fail-fast "$@"

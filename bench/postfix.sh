@@ -1,0 +1,71 @@
+#!/bin/bash
+# The hand-made setup the bench compares Posthorn with, private on loopback: Postfix
+# submission with TLS required, SASL through Dovecot's auth socket against a passwd-file
+# of {SHA512-CRYPT} users, smtpd_sender_login_maps, the recipient restrictions, and
+# everything relayed to a counting smtp-sink. Queue files are fsynced as Postfix does by
+# default. With MILTER_PORT, OpenDKIM signs every message (RSA key DKIM_KEY, selector
+# `bench`, domain example.test) as a milter, as Posthorn signs.
+#
+#   postfix.sh start DIR PORT SINK_PORT USERS SENDERS [MILTER_PORT DKIM_KEY]
+#     (DIR/tls.crt and DIR/tls.key must exist; USERS and SENDERS are copied into DIR)
+#   postfix.sh stop DIR
+# Runs as root (Postfix, Dovecot and OpenDKIM drop privileges); touches nothing outside DIR.
+set -eu
+. "$(dirname "$0")/../e2e/lib/postfix.sh"
+cmd=$1 dir=$(realpath "$2")
+case $cmd in
+stop)
+    postfix_stop "$dir"
+    [ -f "$dir/opendkim.pid" ] && kill "$(cat "$dir/opendkim.pid")" 2>/dev/null || true
+    exit 0 ;;
+start) ;;
+*) echo "usage: $0 start|stop DIR ..." >&2; exit 2 ;;
+esac
+port=$3 sink_port=$4 users=$5 senders=$6 milter_port=${7:-} dkim_key=${8:-}
+
+postfix_configure "$dir" "$port" postfix.bench.test
+cp "$senders" "$dir/senders"
+postmap -c "$dir/etc" "hash:$dir/senders"
+cat >> "$dir/etc/main.cf" <<CF
+smtpd_tls_security_level = encrypt
+smtpd_tls_auth_only = yes
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = private/auth
+smtpd_client_restrictions = permit_sasl_authenticated, reject
+smtpd_sender_login_maps = hash:$dir/senders
+smtpd_sender_restrictions = reject_sender_login_mismatch
+smtpd_relay_restrictions = permit_sasl_authenticated, reject
+smtpd_recipient_restrictions = reject_non_fqdn_recipient, permit_sasl_authenticated, reject
+relayhost = [127.0.0.1]:$sink_port
+smtp_tls_security_level = none
+CF
+cp "$users" "$dir/users"
+dovecot_auth_configure "$dir" "$dir/users"
+
+if [ -n "$milter_port" ]; then
+    cp "$dkim_key" "$dir/dkim.key"
+    chown opendkim "$dir/dkim.key"
+    chmod 600 "$dir/dkim.key"
+    cat > "$dir/opendkim.conf" <<CF
+Syslog no
+Mode s
+Socket inet:$milter_port@127.0.0.1
+Domain example.test
+Selector bench
+KeyFile $dir/dkim.key
+Canonicalization relaxed/simple
+SignatureAlgorithm rsa-sha256
+UserID opendkim
+PidFile $dir/opendkim.pid
+CF
+    touch "$dir/opendkim.pid"
+    chown opendkim "$dir/opendkim.pid"
+    cat >> "$dir/etc/main.cf" <<CF
+smtpd_milters = inet:127.0.0.1:$milter_port
+milter_default_action = tempfail
+CF
+    opendkim -x "$dir/opendkim.conf" </dev/null >>"$dir/start.log" 2>&1 ||
+        { cat "$dir/start.log" >&2; exit 1; }
+fi
+postfix_start "$dir" "$port" with-dovecot

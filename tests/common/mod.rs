@@ -52,6 +52,8 @@ pub struct Builder {
     /// Top-level config entries (camelCase key, YAML value) besides the harness's own.
     settings: BTreeMap<String, String>,
     auth: BTreeMap<String, String>,
+    /// Environment variables for the server process (e.g. an `LD_PRELOAD` shim).
+    env: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -75,6 +77,12 @@ impl Builder {
     /// Adds or overrides one `auth:` entry; `$DIR` in the value is the server's directory.
     pub fn auth(mut self, key: &str, value: impl ToString) -> Self {
         self.auth.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Sets an environment variable of the server process.
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -122,6 +130,7 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+            env: Vec::new(),
         }
     }
 
@@ -186,6 +195,7 @@ impl Server {
             .arg(root.join("config.yaml"))
             .env("RUST_LOG", "posthorn=debug,info")
             .env("RUST_BACKTRACE", "1")
+            .envs(builder.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -413,10 +413,16 @@ impl Drop for Server {
         if let Some(t) = self.stderr_thread.take() {
             let _ = t.join();
         }
-        let stderr = self.stderr.lock().unwrap();
-        if !thread::panicking() && stderr.contains("panicked") {
-            panic!("posthorn serve panicked; stderr:\n{stderr}");
-        }
+        assert_no_panic("posthorn serve", &self.stderr.lock().unwrap());
+    }
+}
+
+/// Fails the test if a posthorn process panicked (in any task), as its log shows; every
+/// harness that runs a server calls it when the server stops. Quiet while the test is
+/// already failing, so the first failure is the one reported.
+pub fn assert_no_panic(what: &str, log: &str) {
+    if !thread::panicking() && log.contains("panicked") {
+        panic!("{what} panicked; its log:\n{log}");
     }
 }
 

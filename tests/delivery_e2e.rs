@@ -17,6 +17,8 @@ use common::peers::{
     Guard, Relay, certificates, dns, free_port, poll, run_ok, sink, sink_message_ids,
     sink_messages, wait_for,
 };
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 
 pub const PASSWORD: &str = "submit-secret";
@@ -623,4 +625,94 @@ fn sink_bodies(dir: &Path) -> Vec<(String, String)> {
             (id, hash)
         })
         .collect()
+}
+
+/// Reports reach a local sender through the queue runner and the spool: `NOTIFY=SUCCESS`
+/// gives a success report, and a recipient deferred past `delayWarning` exactly one delay
+/// warning, however often it is retried or the queue flushed.
+#[test]
+fn success_report_and_one_delay_warning_reach_a_local_sender() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let ok = tmp.path().join("sink-ok");
+    let _ok = sink(SocketAddr::from(([127, 0, 0, 1], port)), &ok, &[]);
+    let _temp = sink(
+        SocketAddr::from(([127, 0, 0, 3], port)),
+        &tmp.path().join("sink-temp"),
+        &["-r", "RCPT"],
+    );
+    let (_dns, dns) = dns(&[
+        "mx-host=ok.test,mx.ok.test,10",
+        "host-record=mx.ok.test,127.0.0.1",
+        "mx-host=temp.test,mx.temp.test,10",
+        "host-record=mx.temp.test,127.0.0.3",
+    ]);
+    let server = Server::start(
+        &tmp.path().join("posthorn"),
+        dns,
+        &format!("{{mxPort: {port}, minBackoff: 1s, maxBackoff: 1s, delayWarning: 2s}}"),
+    );
+    let mut c = common::Client::connect(server.submission.port());
+    c.expect_code(220);
+    c.cmd_expect("EHLO client.example.com", 250);
+    let cert = server.dir.join("tls.crt");
+    c.starttls(vec![
+        CertificateDer::from_pem_file(&cert).expect("the test certificate"),
+    ]);
+    c.cmd_expect("EHLO client.example.com", 250);
+    assert_eq!(c.auth_plain("alice@example.com", PASSWORD).code, 235);
+    for (rcpt, id) in [
+        ("<a@ok.test> NOTIFY=SUCCESS", "<notify-success@test>"),
+        ("<b@temp.test>", "<delayed@test>"),
+    ] {
+        c.cmd_expect("MAIL FROM:<alice@example.com>", 250);
+        c.cmd_expect(&format!("RCPT TO:{rcpt}"), 250);
+        c.cmd_expect("DATA", 354);
+        c.send(
+            format!("Message-ID: {id}\r\nSubject: report test\r\n\r\nhello\r\n.\r\n").as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.reply().code, 250);
+    }
+    c.cmd_expect("QUIT", 221);
+
+    let reports = |action: &str| -> Vec<String> {
+        server
+            .mailbox("alice")
+            .into_iter()
+            .filter(|r| r.contains(&format!("Action: {action}")))
+            .collect()
+    };
+    server.wait("the success report", Duration::from_secs(30), || {
+        !reports("delivered").is_empty()
+    });
+    let success = reports("delivered").remove(0);
+    assert!(
+        success.contains("Final-Recipient: rfc822; a@ok.test\nAction: delivered\nStatus: 2.0.0"),
+        "{success}"
+    );
+    assert!(success.contains("<notify-success@test>"), "{success}");
+    server.wait("the delay warning", Duration::from_secs(30), || {
+        !reports("delayed").is_empty()
+    });
+    // Retries every second, and flushes in between: still one warning.
+    for _ in 0..4 {
+        let (flushed, text) = server.queue(&["flush"]);
+        assert!(flushed, "{text}");
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let delayed = reports("delayed");
+    assert_eq!(delayed.len(), 1, "{delayed:#?}");
+    assert!(
+        delayed[0].contains("Final-Recipient: rfc822; b@temp.test\nAction: delayed"),
+        "{}",
+        delayed[0]
+    );
+    assert!(delayed[0].contains("<delayed@test>"), "{}", delayed[0]);
+    assert_eq!(
+        server.mailbox("alice").len(),
+        2,
+        "{:#?}",
+        server.mailbox("alice")
+    );
 }

@@ -74,14 +74,18 @@ fn queued_reply_follows_the_syncs_of_the_file_and_its_directory() {
     let written = find(&calls, 0, "write of the queue file", |c| {
         c.op == "write" && c.path == tmp && c.result == "0"
     });
-    let synced = find(&calls, written, "sync of the queue file", |c| is_sync(c, &tmp));
+    let synced = find(&calls, written, "sync of the queue file", |c| {
+        is_sync(c, &tmp)
+    });
     let linked = find(&calls, synced, "link into queue/", |c| {
         c.op == "link" && c.path == format!("{tmp} -> {queued}") && c.result == "0"
     });
     let dir_synced = find(&calls, linked, "sync of queue/", |c| {
         is_sync(c, &format!("{spool}/queue"))
     });
-    let sent = find(&calls, 0, "the 250 reply", |c| c.op == "send" && c.data == reply);
+    let sent = find(&calls, 0, "the 250 reply", |c| {
+        c.op == "send" && c.data == reply
+    });
     assert!(
         dir_synced < sent,
         "the reply (call {sent}) went out before the queue directory was synced (call \
@@ -119,7 +123,9 @@ fn maildir_delivery_syncs_the_file_then_links_and_syncs_new() {
     let written = find(&calls, 0, "write into tmp/", |c| {
         c.op == "write" && c.path == tmp && c.result == "0"
     });
-    let synced = find(&calls, written, "sync of the tmp/ file", |c| is_sync(c, &tmp));
+    let synced = find(&calls, written, "sync of the tmp/ file", |c| {
+        is_sync(c, &tmp)
+    });
     let linked = find(&calls, synced, "link into new/", |c| {
         c.op == "link" && c.path == format!("{tmp} -> {delivered}") && c.result == "0"
     });
@@ -150,7 +156,11 @@ fn failed_writes_and_syncs_are_refused_and_nothing_is_kept() {
     for (n, (ops, pattern, errno, expected)) in cases.iter().enumerate() {
         let refused = format!("refused-{n}-{errno}");
         faults.inject(ops, pattern, errno);
-        assert_eq!(submit(&mut c, &refused), *expected, "{ops} {pattern} {errno}");
+        assert_eq!(
+            submit(&mut c, &refused),
+            *expected,
+            "{ops} {pattern} {errno}"
+        );
         faults.lift();
         assert!(
             faults

@@ -436,7 +436,11 @@ async fn delay_warning_is_sent_once_when_the_warning_time_passes() {
             .conclude(&mut loaded, &message, "relay", deferred())
             .await
             .unwrap();
-        assert_eq!(spool.list().await.unwrap().len(), 2, "the message and one warning");
+        assert_eq!(
+            spool.list().await.unwrap().len(),
+            2,
+            "the message and one warning"
+        );
     }
     let ids = spool.list().await.unwrap();
     let warning = ids.iter().find(|id| **id != envelope.id).unwrap();

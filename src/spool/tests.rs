@@ -587,9 +587,14 @@ fn version_2_deferrals_read_as_not_warned_and_version_3_keeps_the_flag() {
     };
     let current = format::encode_status(&[(0, warned.clone())]);
     let text = String::from_utf8(current.clone()).unwrap();
-    assert!(text.contains(r#""v":3"#) && text.contains(r#""warned":true"#), "{text}");
+    assert!(
+        text.contains(r#""v":3"#) && text.contains(r#""warned":true"#),
+        "{text}"
+    );
     // The same record as version 2 wrote it: no flag.
-    let v2 = text.replace(r#""v":3"#, r#""v":2"#).replace(r#","warned":true"#, "");
+    let v2 = text
+        .replace(r#""v":3"#, r#""v":2"#)
+        .replace(r#","warned":true"#, "");
     let mut envelope = Envelope::sample("alice@example.com", &["bob@example.net"]);
     format::apply_status(&mut envelope, v2.as_bytes());
     let RecipientStatus::Deferred { warned: false, .. } = envelope.recipients[0].status else {

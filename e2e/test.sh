@@ -18,6 +18,19 @@ bash fuzz/smoke.sh
 bash bench/run.sh --smoke
 # dnsmasq lives in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
+# Goldens and generated files: no test may change them (a leaked UPDATE_GOLDEN=1 would
+# rewrite a golden and pass). Compared by content, untracked files included.
+generated=(src/operator/testdata src/spool/testdata crds charts/posthorn/crds)
+snapshot() { find "${generated[@]}" -type f -print0 | sort -z | xargs -0 sha256sum; }
+before=$(snapshot)
+status=0
 # --workspace: the unit tests of the process kubelet (e2e/kubelet) and the bench load
 # generator (bench/loadgen) too.
-exec cargo nextest run --workspace --no-fail-fast "$@"
+cargo nextest run --workspace --no-fail-fast "$@" || status=$?
+if [ "$(snapshot)" != "$before" ]; then
+    git status --short -- "${generated[@]}" >&2
+    git diff --exit-code -- "${generated[@]}" >&2 || true
+    echo "golden or generated files changed during the tests" >&2
+    status=1
+fi
+exit "$status"

@@ -14,17 +14,22 @@ use common::{Dnsmasq, doveadm_hash, swaks};
 struct Up {
     child: Child,
     lines: Vec<String>,
+    /// Its stderr, scanned for panics when it stops.
+    log: tempfile::NamedTempFile,
 }
 
 impl Drop for Up {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        common::assert_no_panic("posthorn up", &log);
     }
 }
 
 /// Starts `posthorn up` and reads what it prints, up to the line starting with `last`.
 fn up(state: &Path, extra: &[&str], last: &str) -> Up {
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_posthorn"))
         .args(["up", "-f", "examples/mailserver.yaml", "--state-dir"])
         .arg(state)
@@ -32,12 +37,12 @@ fn up(state: &Path, extra: &[&str], last: &str) -> Up {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log.reopen().unwrap())
         .spawn()
         .expect("starting posthorn up");
     let stdout = child.stdout.take().unwrap();
     let lines = read_until(stdout, |l| l.starts_with(last));
-    Up { child, lines }
+    Up { child, lines, log }
 }
 
 fn read_until(stdout: ChildStdout, last: impl Fn(&str) -> bool) -> Vec<String> {

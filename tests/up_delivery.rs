@@ -128,6 +128,7 @@ impl Drop for Up {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        common::assert_no_panic("posthorn up", &self.log());
     }
 }
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Steady submission load for the kill -9 test: THREADS clients send to RCPT over
 STARTTLS + AUTH PLAIN until STOP_FILE exists, reconnecting whenever the server goes
-away. Each Message-ID is appended to OUT/attempted before sending and to OUT/accepted
-once the server answered 250 to the end of data.
+away. Each message has a body of random length and content; "<Message-ID> <sha256>"
+(the hash of the body's lines joined by LF) is appended to OUT/attempted before sending
+and to OUT/accepted once the server answered 250 to the end of data.
 
     load.py HOST PORT USER PASSWORD RCPT OUT STOP_FILE [THREADS]
 """
+import hashlib
 import os
+import random
 import smtplib
 import ssl
 import sys
@@ -19,9 +22,9 @@ threads = int(sys.argv[8]) if len(sys.argv) > 8 else 4
 lock = threading.Lock()
 
 
-def note(name, message_id):
+def note(name, entry):
     with lock, open(os.path.join(out, name), "a") as f:
-        f.write(message_id + "\n")
+        f.write(entry + "\n")
         f.flush()
 
 
@@ -36,13 +39,19 @@ def client():
                 smtp.login(user, password)
                 while not os.path.exists(stop):
                     message_id = "<%s@load.test>" % uuid.uuid4().hex
-                    note("attempted", message_id)
-                    body = (
+                    lines = [
+                        "%032x" % random.getrandbits(128) * random.randint(1, 2)
+                        for _ in range(random.randint(1, 300))
+                    ]
+                    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+                    entry = "%s %s" % (message_id, digest)
+                    note("attempted", entry)
+                    message = (
                         "From: %s\r\nTo: %s\r\nSubject: load\r\nMessage-ID: %s\r\n\r\n"
-                        "kill -9 test\r\n" % (user, rcpt, message_id)
+                        "%s\r\n" % (user, rcpt, message_id, "\r\n".join(lines))
                     )
-                    smtp.sendmail(user, [rcpt], body)
-                    note("accepted", message_id)
+                    smtp.sendmail(user, [rcpt], message)
+                    note("accepted", entry)
         except (OSError, smtplib.SMTPException):
             time.sleep(0.05)
 

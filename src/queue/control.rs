@@ -206,6 +206,7 @@ mod tests {
                                 Status::new(4, 7, 0),
                                 "relay smtp.example:587: authentication failed",
                             ),
+                            warned: false,
                         },
                     ),
                     (

@@ -209,10 +209,10 @@ impl QueueRunner {
         let mut successes = Vec::new();
         for (index, attempt) in results {
             let rcpt = &envelope.recipients[index];
-            let status = self.status_after(envelope.received_at, &rcpt.status, attempt, now);
+            let mut status = self.status_after(envelope.received_at, &rcpt.status, attempt, now);
             log_outcome(&envelope.id, &rcpt.address, class, &status);
             self.metrics.delivery_outcome(class, outcome_label(&status));
-            match &status {
+            match &mut status {
                 RecipientStatus::Failed { outcome } => failures.push(Reported {
                     index,
                     outcome: outcome.clone(),
@@ -225,9 +225,12 @@ impl QueueRunner {
                         outcome: outcome.clone(),
                     })
                 }
-                RecipientStatus::Deferred { outcome, .. }
-                    if self.crosses_delay_warning(envelope.received_at, &rcpt.status, now) =>
-                {
+                // Recorded with the status, after the report is queued: a crash in
+                // between repeats the warning rather than loses it.
+                RecipientStatus::Deferred {
+                    outcome, warned, ..
+                } if !*warned && self.past_delay_warning(envelope.received_at, now) => {
+                    *warned = true;
                     delays.push(Reported {
                         index,
                         outcome: outcome.clone(),
@@ -278,14 +281,17 @@ impl QueueRunner {
                         },
                     };
                 }
-                let attempts = match before {
-                    RecipientStatus::Deferred { attempts, .. } => attempts + 1,
-                    _ => 1,
+                let (attempts, warned) = match before {
+                    RecipientStatus::Deferred {
+                        attempts, warned, ..
+                    } => (attempts + 1, *warned),
+                    _ => (1, false),
                 };
                 RecipientStatus::Deferred {
                     attempts,
                     next_attempt: now + self.backoff(attempts).as_secs(),
                     outcome,
+                    warned,
                 }
             }
         }
@@ -301,25 +307,11 @@ impl QueueRunner {
             .min(self.config.max_backoff)
     }
 
-    /// Whether this deferral is the first one past the delay-warning time: the previous
-    /// attempt (or none) was before it. Deferral records keep no "warned" flag, so the
-    /// previous attempt's time is worked out from its backoff.
-    fn crosses_delay_warning(&self, received_at: u64, before: &RecipientStatus, now: u64) -> bool {
-        let Some(warning) = self.config.delay_warning else {
-            return false;
-        };
-        let threshold = received_at.saturating_add(warning.as_secs());
-        if now < threshold {
-            return false;
-        }
-        match before {
-            RecipientStatus::Deferred {
-                attempts,
-                next_attempt,
-                ..
-            } => next_attempt.saturating_sub(self.backoff(*attempts).as_secs()) < threshold,
-            _ => true,
-        }
+    /// Whether `delayWarning` has passed since the message arrived.
+    fn past_delay_warning(&self, received_at: u64, now: u64) -> bool {
+        self.config
+            .delay_warning
+            .is_some_and(|warning| now >= received_at.saturating_add(warning.as_secs()))
     }
 
     /// Queues an RFC 3464 report to the envelope sender about `recipients` (none for

@@ -267,6 +267,7 @@ async fn unwritable_mailbox_is_deferred_and_the_message_kept() {
         attempts,
         next_attempt,
         outcome,
+        ..
     } = &loaded.recipients[0].status
     else {
         panic!("{:?}", loaded.recipients[0].status);
@@ -367,7 +368,8 @@ async fn retries_back_off_then_expire_into_a_failure_with_a_report() {
         RecipientStatus::Deferred {
             attempts: 1,
             next_attempt: now + 300,
-            outcome: Outcome::local(Status::new(4, 4, 1), "no")
+            outcome: Outcome::local(Status::new(4, 4, 1), "no"),
+            warned: false,
         }
     );
     let old = now - 5 * 24 * 3600;
@@ -413,23 +415,39 @@ async fn delay_warning_is_sent_once_when_the_warning_time_passes() {
     } = setup().await;
     let worker = runner(&spool, &config);
     let now = unix_now();
-    let arrived = now - 3600 - 10;
-    // Previous attempt 400 s ago (before the 1 h mark), next one due now.
-    let before = RecipientStatus::Deferred {
-        attempts: 2,
-        next_attempt: now + 600 - 400,
-        outcome: Outcome::local(Status::new(4, 4, 1), "x"),
-    };
-    assert!(worker.crosses_delay_warning(arrived, &before, now));
-    // That attempt (now) deferred again for 1200 s; the next one, after the mark like
-    // its predecessor, warns no more.
-    let later = RecipientStatus::Deferred {
-        attempts: 3,
-        next_attempt: now + 1200,
-        outcome: Outcome::local(Status::new(4, 4, 1), "x"),
-    };
-    assert!(!worker.crosses_delay_warning(arrived, &later, now + 1200));
-    assert!(!worker.crosses_delay_warning(now - 60, &RecipientStatus::Pending, now));
+    let message = Bytes::from_static(b"Subject: late\r\n\r\nbody\r\n");
+    let mut envelope = Envelope::sample("alice@example.net", &["bob@far.example"]);
+    let deferred = || vec![(0, Attempt::temporary(Status::new(4, 4, 1), "later".into()))];
+    // Deferred before the 1 h mark: no warning.
+    envelope.received_at = now - 60;
+    spool.commit(&envelope, message.clone()).await.unwrap();
+    worker
+        .conclude(&mut envelope, &message, "relay", deferred())
+        .await
+        .unwrap();
+    assert_eq!(spool.list().await.unwrap(), [envelope.id]);
+    // Deferred again past it, however soon after the last try (a flush): one warning.
+    envelope.received_at = now - 3600;
+    for _ in 0..3 {
+        // As the next run reads it: the flag comes from the disk.
+        let mut loaded = spool.load(&envelope.id).await.unwrap().envelope;
+        loaded.received_at = envelope.received_at;
+        worker
+            .conclude(&mut loaded, &message, "relay", deferred())
+            .await
+            .unwrap();
+        assert_eq!(
+            spool.list().await.unwrap().len(),
+            2,
+            "the message and one warning"
+        );
+    }
+    let ids = spool.list().await.unwrap();
+    let warning = ids.iter().find(|id| **id != envelope.id).unwrap();
+    let report = spool.load(warning).await.unwrap();
+    assert_eq!(report.envelope.recipients[0].address, "alice@example.net");
+    let text = String::from_utf8_lossy(&report.message);
+    assert!(text.contains("Action: delayed"), "{text}");
 }
 
 #[tokio::test]

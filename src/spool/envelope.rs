@@ -135,6 +135,10 @@ pub enum RecipientStatus {
         attempts: u32,
         next_attempt: u64,
         outcome: Outcome,
+        /// The sender has been sent the delay warning for this recipient, so no later
+        /// retry or flush sends another. Absent before format version 3: not warned.
+        #[serde(default)]
+        warned: bool,
     },
     /// Final: accepted by the mailbox or the next hop.
     Delivered { outcome: Outcome },

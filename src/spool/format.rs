@@ -10,12 +10,15 @@
 //! ```
 //!
 //! The lengths make a truncated file detectable from its size alone. The sidecar
-//! `<id>.status` holds appended records `\n{"v":2,"rcpt":N,"status":{...}}\n`; the
+//! `<id>.status` holds appended records `\n{"v":3,"rcpt":N,"status":{...}}\n`; the
 //! leading newline keeps a record torn by a crash from swallowing the next one.
 //!
-//! Versions: 2 records outcomes as structures ([`super::Outcome`]); 1, written before,
+//! Versions: 3 adds whether the delay warning was sent to deferred statuses; 2, read as
+//! is, lacks it (not warned: across the upgrade a message may be warned once more, never
+//! less). 2 records outcomes as structures ([`super::Outcome`]); 1, written before,
 //! recorded them as text and is still read (see [`super::legacy`]). A status record
-//! without `v` is version 1: a sidecar begun by version 1 may continue in version 2.
+//! without `v` is version 1: a sidecar begun by an older version may continue in the
+//! current one.
 
 use std::io::{BufRead, Read};
 
@@ -27,7 +30,7 @@ use super::legacy;
 
 const MAGIC: &str = "POSTHORN-QUEUE";
 /// The format version written.
-const VERSION: u64 = 2;
+const VERSION: u64 = 3;
 /// Upper bound of the header line, so a garbage file is not read to its end looking
 /// for a newline.
 const MAX_HEADER: u64 = 64;
@@ -52,7 +55,7 @@ pub fn read_prefix(reader: &mut impl BufRead, file_len: u64) -> anyhow::Result<(
         bail!("unknown header {header:?}");
     };
     let mut fields = fields.split_ascii_whitespace().map(str::parse::<u64>);
-    let (Some(Ok(version @ (1 | VERSION))), Some(Ok(json_len)), Some(Ok(message_len)), None) =
+    let (Some(Ok(version @ (1 | 2 | VERSION))), Some(Ok(json_len)), Some(Ok(message_len)), None) =
         (fields.next(), fields.next(), fields.next(), fields.next())
     else {
         bail!("bad header {header:?}");
@@ -100,7 +103,7 @@ impl ReadRecord {
     fn status(self) -> anyhow::Result<RecipientStatus> {
         Ok(match self.v {
             1 => serde_json::from_value::<legacy::TextStatus>(self.status)?.into(),
-            VERSION => serde_json::from_value(self.status)?,
+            2 | VERSION => serde_json::from_value(self.status)?,
             v => bail!("unknown status record version {v}"),
         })
     }

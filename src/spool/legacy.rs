@@ -38,6 +38,7 @@ impl From<TextStatus> for RecipientStatus {
                 attempts,
                 next_attempt,
                 outcome: outcome(&reason, Status::new(4, 0, 0)),
+                warned: false,
             },
             TextStatus::Delivered { detail } => RecipientStatus::Delivered {
                 outcome: outcome(&detail, Status::new(2, 0, 0)),

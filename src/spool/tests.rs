@@ -267,6 +267,7 @@ async fn recipient_status_survives_reopen_and_torn_records() {
         attempts: 1,
         next_attempt: 1_700_000_300,
         outcome: Outcome::local(Status::new(4, 4, 1), "connection refused"),
+        warned: true,
     };
     spool
         .record(&env.id, &[(0, delivered.clone())])
@@ -439,6 +440,7 @@ fn unversioned_files_are_read_as_structured_outcomes() {
                         "Try again later"
                     )
                 ),
+                warned: false,
             },
             RecipientStatus::Failed {
                 outcome: outcome(
@@ -459,6 +461,7 @@ fn unversioned_files_are_read_as_structured_outcomes() {
                     Status::new(4, 4, 1),
                     "connect to host mx.gone.example[192.0.2.5]:25: Connection refused (os error 111)"
                 ),
+                warned: false,
             },
             RecipientStatus::Delivered {
                 outcome: Outcome::local(
@@ -536,12 +539,12 @@ async fn an_unversioned_message_takes_new_records_and_new_files_carry_the_versio
         b"From: alice@example.com\r\nSubject: fixture\r\n\r\nHello\r\n"
     );
     let sidecar = fs::read_to_string(queue.join(format!("{id}{SIDECAR_SUFFIX}"))).unwrap();
-    assert!(sidecar.ends_with("\n{\"v\":2,\"rcpt\":0,\"status\":{\"state\":\"delivered\",\"outcome\":{\"status\":\"2.0.0\",\"cause\":\"local\",\"text\":\"delivered to maildir /m\"}}}\n"), "{sidecar}");
+    assert!(sidecar.ends_with("\n{\"v\":3,\"rcpt\":0,\"status\":{\"state\":\"delivered\",\"outcome\":{\"status\":\"2.0.0\",\"cause\":\"local\",\"text\":\"delivered to maildir /m\"}}}\n"), "{sidecar}");
 
     let env = envelope(&["a@example.com"]);
     spool.commit(&env, message(1)).await.unwrap();
     let written = fs::read(queue.join(env.id.as_str())).unwrap();
-    assert!(written.starts_with(b"POSTHORN-QUEUE 2 "), "{written:?}");
+    assert!(written.starts_with(b"POSTHORN-QUEUE 3 "), "{written:?}");
 }
 
 #[test]
@@ -600,4 +603,31 @@ fn unversioned_envelope_statuses_are_converted_too() {
     );
     let unknown = [b"POSTHORN-QUEUE 3".as_slice(), &file[16..]].concat();
     assert!(format::read_prefix(&mut &unknown[..], unknown.len() as u64).is_err());
+}
+
+#[test]
+fn version_2_deferrals_read_as_not_warned_and_version_3_keeps_the_flag() {
+    let warned = RecipientStatus::Deferred {
+        attempts: 2,
+        next_attempt: 1_700_000_600,
+        outcome: Outcome::local(Status::new(4, 4, 1), "connection refused"),
+        warned: true,
+    };
+    let current = format::encode_status(&[(0, warned.clone())]);
+    let text = String::from_utf8(current.clone()).unwrap();
+    assert!(
+        text.contains(r#""v":3"#) && text.contains(r#""warned":true"#),
+        "{text}"
+    );
+    // The same record as version 2 wrote it: no flag.
+    let v2 = text
+        .replace(r#""v":3"#, r#""v":2"#)
+        .replace(r#","warned":true"#, "");
+    let mut envelope = Envelope::sample("alice@example.com", &["bob@example.net"]);
+    format::apply_status(&mut envelope, v2.as_bytes());
+    let RecipientStatus::Deferred { warned: false, .. } = envelope.recipients[0].status else {
+        panic!("{:?}", envelope.recipients[0].status);
+    };
+    format::apply_status(&mut envelope, &current);
+    assert_eq!(envelope.recipients[0].status, warned);
 }

@@ -56,6 +56,8 @@ pub struct Builder {
     /// Top-level config entries (camelCase key, YAML value) besides the harness's own.
     settings: BTreeMap<String, String>,
     auth: BTreeMap<String, String>,
+    /// Environment variables for the server process (e.g. an `LD_PRELOAD` shim).
+    env: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -82,6 +84,12 @@ impl Builder {
         self
     }
 
+    /// Sets an environment variable of the server process.
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     pub fn start(self) -> Server {
         Server::start_with(self)
     }
@@ -96,6 +104,8 @@ pub struct Server {
     /// The handover listener's port, when the config has one.
     pub handover: Option<u16>,
     tls_generation: Mutex<u32>,
+    /// The server process's extra environment, kept for restarts.
+    env: Vec<(String, String)>,
     child: Child,
     stderr: Arc<Mutex<String>>,
     stderr_thread: Option<JoinHandle<()>>,
@@ -128,6 +138,7 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+            env: Vec::new(),
         }
     }
 
@@ -187,7 +198,8 @@ impl Server {
         std::fs::write(root.join("config.yaml"), config).unwrap();
 
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (child, stderr_thread, ports, handover) = process::spawn_serve(root, &stderr);
+        let (child, stderr_thread, ports, handover) =
+            process::spawn_serve(root, &builder.env, &stderr);
         Server {
             smtp: ports[0],
             submission: ports[1],
@@ -196,6 +208,7 @@ impl Server {
             handover,
             dir,
             tls_generation: Mutex::new(1),
+            env: builder.env,
             child,
             stderr,
             stderr_thread: Some(stderr_thread),
@@ -238,7 +251,7 @@ impl Server {
             let _ = t.join();
         }
         let (child, stderr_thread, ports, handover) =
-            process::spawn_serve(self.dir.path(), &self.stderr);
+            process::spawn_serve(self.dir.path(), &self.env, &self.stderr);
         self.child = child;
         self.stderr_thread = Some(stderr_thread);
         [self.smtp, self.submission, self.submissions, self.metrics] = ports;
@@ -410,10 +423,16 @@ impl Drop for Server {
         if let Some(t) = self.stderr_thread.take() {
             let _ = t.join();
         }
-        let stderr = self.stderr.lock().unwrap();
-        if !thread::panicking() && stderr.contains("panicked") {
-            panic!("posthorn serve panicked; stderr:\n{stderr}");
-        }
+        assert_no_panic("posthorn serve", &self.stderr.lock().unwrap());
+    }
+}
+
+/// Fails the test if a posthorn process panicked (in any task), as its log shows; every
+/// harness that runs a server calls it when the server stops. Quiet while the test is
+/// already failing, so the first failure is the one reported.
+pub fn assert_no_panic(what: &str, log: &str) {
+    if !thread::panicking() && log.contains("panicked") {
+        panic!("{what} panicked; its log:\n{log}");
     }
 }
 

@@ -8,11 +8,12 @@ use std::thread::{self, JoinHandle};
 
 use super::{STARTUP_TIMEOUT, first_stdout_line, parse_listening_line};
 
-/// `posthorn serve --config ROOT/config.yaml`, its stderr appended to `stderr`; returns
+/// `posthorn serve --config ROOT/config.yaml` with `env` added, its stderr appended to `stderr`; returns
 /// once it printed its listening line, with the smtp, submission, submissions and
 /// metrics ports, and the handover port if any.
 pub(super) fn spawn_serve(
     root: &Path,
+    env: &[(String, String)],
     stderr: &Arc<Mutex<String>>,
 ) -> (Child, JoinHandle<()>, [u16; 4], Option<u16>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_posthorn"))
@@ -21,6 +22,7 @@ pub(super) fn spawn_serve(
         .arg(root.join("config.yaml"))
         .env("RUST_LOG", "posthorn=debug,info")
         .env("RUST_BACKTRACE", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -252,11 +252,11 @@ mod tests {
     use super::*;
 
     /// Compares with `src/operator/testdata/<name>.golden.yaml`; `UPDATE_GOLDEN=1`
-    /// rewrites the file instead.
+    /// (exactly: `=0` or `=yes` compare as usual) rewrites the file instead.
     fn golden(name: &str, rendered: &Rendered) {
         let actual = to_yaml(rendered).unwrap();
         let file = path(&format!("src/operator/testdata/{name}.golden.yaml"));
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
             std::fs::write(&file, &actual).unwrap();
             return;
         }

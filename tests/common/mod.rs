@@ -9,6 +9,7 @@
 pub mod contract;
 pub mod dns;
 pub mod kube;
+pub mod metrics;
 pub mod peers;
 
 use std::collections::BTreeMap;

@@ -255,6 +255,11 @@ impl Server {
         self.dir.path().join(rel)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the server logged so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()

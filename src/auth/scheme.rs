@@ -419,6 +419,96 @@ mod tests {
         }
     }
 
+    const BLF_SECRET: &str = "$2y$05$yOoB6TNddPWpV6kHAgcLx.x9owcJZ6OriGqgA3GRwGnZWcwyjiDo.";
+
+    /// `$2a$`, `$2b$` and `$2y$` hash ASCII passwords alike. `$2x$` marks the buggy
+    /// pre-2011 implementation, whose 8-bit handling the crate does not emulate (Dovecot's
+    /// crypt_blowfish does): refused rather than verified wrongly.
+    #[test]
+    fn bcrypt_variants() {
+        for id in ["2a", "2b", "2y"] {
+            let stored = BLF_SECRET.replacen("2y", id, 1);
+            assert_eq!(verify(&stored, b"secret"), Ok(true), "{stored}");
+        }
+        let twox = BLF_SECRET.replacen("2y", "2x", 1);
+        assert_eq!(
+            StoredHash::parse(&twox, false).unwrap_err(),
+            HashError::Malformed("bcrypt")
+        );
+    }
+
+    /// crypt_blowfish takes costs 04 to 31; the hash itself is well formed in every case.
+    #[test]
+    fn bcrypt_cost_range() {
+        let with_cost = |cost: &str| BLF_SECRET.replacen("$05$", &format!("${cost}$"), 1);
+        for cost in ["04", "31"] {
+            assert!(StoredHash::parse(&with_cost(cost), false).is_ok(), "{cost}");
+        }
+        for cost in ["00", "03", "32", "99"] {
+            assert_eq!(
+                StoredHash::parse(&with_cost(cost), false).unwrap_err(),
+                HashError::Malformed("bcrypt"),
+                "{cost}"
+            );
+        }
+    }
+
+    /// Dovecot (libsodium) verifies argon2i and argon2id only; a well-formed argon2d hash
+    /// is refused at load time.
+    #[test]
+    fn argon2d_is_refused() {
+        let params = argon2::Params::new(8, 1, 1, Some(32)).unwrap();
+        let hash_with = |algorithm| {
+            Argon2::new(algorithm, argon2::Version::V0x13, params.clone())
+                .hash_password_with_salt(b"secret", &[7u8; 16])
+                .unwrap()
+                .to_string()
+        };
+        let argon2d = hash_with(argon2::Algorithm::Argon2d);
+        assert!(argon2d.starts_with("$argon2d$"), "{argon2d}");
+        assert_eq!(
+            StoredHash::parse(&format!("{{ARGON2ID}}{argon2d}"), false).unwrap_err(),
+            HashError::Malformed("Argon2")
+        );
+        let argon2id = hash_with(argon2::Algorithm::Argon2id);
+        assert_eq!(
+            verify(&format!("{{ARGON2ID}}{argon2id}"), b"secret"),
+            Ok(true)
+        );
+    }
+
+    /// Only `rounds=` differs between the cases, so a refusal is the rounds check's.
+    /// glibc clamps out-of-range rounds and writes the clamped value, so such a hash never
+    /// matches there either; refusing it at load time says so once.
+    #[test]
+    fn sha_crypt_rounds_range() {
+        let (salt, hash) = (
+            "cXOoeOaCiOmGuA3p",
+            "5xE.pXPXHC.8xodVUp719GMZ2kUpn8rGrZpzfgeESFZ79JM1UpLM9gtjoPlScm82WqS8Zch8XPRLjszk6FSNV/",
+        );
+        let with_rounds = |rounds: &str| format!("{{SHA512-CRYPT}}$6${rounds}{salt}${hash}");
+        for rounds in ["", "rounds=1000$", "rounds=5000$", "rounds=999999999$"] {
+            assert!(
+                StoredHash::parse(&with_rounds(rounds), false).is_ok(),
+                "{rounds}"
+            );
+        }
+        for rounds in [
+            "rounds=999$",
+            "rounds=0$",
+            "rounds=1000000000$",
+            "rounds=x$",
+            "rounds=$",
+        ] {
+            assert_eq!(
+                StoredHash::parse(&with_rounds(rounds), false).unwrap_err(),
+                HashError::Malformed("SHA512-CRYPT"),
+                "{rounds}"
+            );
+        }
+        assert_eq!(verify(&with_rounds("rounds=5000$"), b"secret"), Ok(true));
+    }
+
     #[test]
     fn debug_never_shows_the_hash() {
         let plain = StoredHash::parse("{PLAIN}hunter2", true).unwrap();

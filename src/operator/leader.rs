@@ -98,3 +98,164 @@ fn conflict_is_false(result: kube::Result<Lease>) -> kube::Result<bool> {
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a mock API server holding one Lease with a resourceVersion, as the real
+    //! one does: a create of an existing Lease or a replace with a stale version is 409.
+
+    use std::sync::{Arc, Mutex};
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct ApiServer {
+        lease: Option<Lease>,
+        version: u64,
+        writes: usize,
+        /// Another replica that writes this Lease right after each of our reads.
+        rival: Option<Lease>,
+    }
+
+    fn status(code: u16, reason: &str) -> (StatusCode, Value) {
+        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                          "reason": reason, "code": code, "message": reason});
+        (StatusCode::from_u16(code).unwrap(), body)
+    }
+
+    fn handle(server: &mut ApiServer, method: &Method, body: &[u8]) -> (StatusCode, Value) {
+        let stored = |server: &mut ApiServer, mut lease: Lease| {
+            server.version += 1;
+            lease.metadata.resource_version = Some(server.version.to_string());
+            server.lease = Some(lease.clone());
+            (StatusCode::OK, serde_json::to_value(lease).unwrap())
+        };
+        if *method == Method::GET {
+            let reply = match &server.lease {
+                Some(lease) => (StatusCode::OK, serde_json::to_value(lease).unwrap()),
+                None => status(404, "NotFound"),
+            };
+            if let Some(rival) = server.rival.clone() {
+                stored(server, rival);
+            }
+            return reply;
+        }
+        server.writes += 1;
+        let lease: Lease = serde_json::from_slice(body).unwrap();
+        let current = server.lease.as_ref().map(|l| &l.metadata.resource_version);
+        match (method.as_str(), current) {
+            ("POST", None) => stored(server, lease),
+            ("PUT", Some(version)) if *version == lease.metadata.resource_version => {
+                stored(server, lease)
+            }
+            _ => status(409, "Conflict"),
+        }
+    }
+
+    fn election(server: &Arc<Mutex<ApiServer>>, identity: &str) -> LeaderElection {
+        let (service, mut handle_requests) =
+            tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = server.clone();
+        tokio::spawn(async move {
+            while let Some((request, respond)) = handle_requests.next_request().await {
+                let method = request.method().clone();
+                let body = request.into_body().collect_bytes().await.unwrap();
+                let (code, value) = handle(&mut server.lock().unwrap(), &method, &body);
+                respond.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(serde_json::to_vec(&value).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        LeaderElection::new(Api::namespaced(client, "default"), "posthorn", identity)
+    }
+
+    /// A Lease held by `holder`, last renewed `age` ago, after 3 transitions.
+    fn lease(holder: &str, age: Duration) -> Lease {
+        let renewed = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::try_from(age).unwrap())
+            .unwrap();
+        Lease {
+            metadata: ObjectMeta {
+                name: Some("posthorn".into()),
+                namespace: Some("default".into()),
+                resource_version: Some("1".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(LEASE_DURATION.as_secs() as i32),
+                acquire_time: Some(MicroTime(renewed)),
+                renew_time: Some(MicroTime(renewed)),
+                lease_transitions: Some(3),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    fn held(holder: &str, age: Duration) -> Arc<Mutex<ApiServer>> {
+        Arc::new(Mutex::new(ApiServer {
+            lease: Some(lease(holder, age)),
+            version: 1,
+            ..ApiServer::default()
+        }))
+    }
+
+    fn holder(server: &Arc<Mutex<ApiServer>>) -> (Option<String>, Option<i32>) {
+        let server = server.lock().unwrap();
+        let spec = server.lease.as_ref().unwrap().spec.clone().unwrap();
+        (spec.holder_identity, spec.lease_transitions)
+    }
+
+    #[tokio::test]
+    async fn creates_a_missing_lease_then_renews_it() {
+        let server = Arc::new(Mutex::new(ApiServer::default()));
+        let a = election(&server, "a");
+        assert!(a.try_acquire_or_renew().await.unwrap());
+        assert!(a.try_acquire_or_renew().await.unwrap());
+        assert_eq!(holder(&server), (Some("a".into()), Some(0)));
+        assert_eq!(server.lock().unwrap().writes, 2);
+    }
+
+    #[tokio::test]
+    async fn a_lease_held_by_another_is_left_alone_until_it_expires() {
+        let fresh = held("b", LEASE_DURATION - Duration::from_secs(1));
+        let a = election(&fresh, "a");
+        assert!(!a.try_acquire_or_renew().await.unwrap());
+        assert_eq!(holder(&fresh), (Some("b".into()), Some(3)));
+        assert_eq!(fresh.lock().unwrap().writes, 0, "a fresh Lease was written");
+
+        let expired = held("b", LEASE_DURATION + Duration::from_secs(1));
+        let a = election(&expired, "a");
+        assert!(a.try_acquire_or_renew().await.unwrap());
+        assert_eq!(holder(&expired), (Some("a".into()), Some(4)));
+    }
+
+    /// Two replicas race for an expired Lease, or for creating it: the one whose write
+    /// comes second gets a 409, which is "not leading", not an error.
+    #[tokio::test]
+    async fn a_conflict_means_not_leading() {
+        let expired = held("b", LEASE_DURATION + Duration::from_secs(1));
+        expired.lock().unwrap().rival = Some(lease("b", Duration::ZERO));
+        let a = election(&expired, "a");
+        assert!(!a.try_acquire_or_renew().await.unwrap());
+        assert_eq!(holder(&expired), (Some("b".into()), Some(3)));
+        assert_eq!(expired.lock().unwrap().writes, 1);
+
+        let missing = Arc::new(Mutex::new(ApiServer {
+            rival: Some(lease("b", Duration::ZERO)),
+            ..ApiServer::default()
+        }));
+        let a = election(&missing, "a");
+        assert!(!a.try_acquire_or_renew().await.unwrap());
+        assert_eq!(holder(&missing), (Some("b".into()), Some(3)));
+        assert_eq!(missing.lock().unwrap().writes, 1);
+    }
+}

@@ -169,11 +169,11 @@ impl Policy {
                 "unknown_domain",
                 format!("450 4.1.2 <{rcpt}>: Recipient address rejected: Domain not found"),
             ),
+            // Postfix words a temporary failure (DNS_RETRY) as NXDOMAIN, always with a
+            // 450: the metric reason tells them apart.
             DomainStatus::TempFail => reject(
                 "dns_tempfail",
-                format!(
-                    "451 4.4.3 <{rcpt}>: Recipient address rejected: Temporary DNS lookup failure"
-                ),
+                format!("450 4.1.2 <{rcpt}>: Recipient address rejected: Domain not found"),
             ),
         }
     }

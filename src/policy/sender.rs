@@ -109,6 +109,49 @@ sales@example.com  alice@example.com
         assert!(!m.may_send("alice@example.com", "announce@lists.example.com"));
     }
 
+    /// Postfix folds the case of `hash:` keys and compares logins with `strcasecmp_utf8`.
+    #[test]
+    fn keys_senders_and_logins_in_mixed_case() {
+        let m = SenderLoginMap::parse(
+            "Info@Example.COM  Bob@Example.com\n@Lists.EXAMPLE.com  List-Admin@example.com\n",
+        )
+        .unwrap();
+        assert!(m.may_send("bob@example.com", "info@example.com"));
+        assert!(m.may_send("BOB@example.COM", "INFO@example.Com"));
+        assert!(m.may_send("list-admin@EXAMPLE.com", "Announce@lists.Example.COM"));
+        assert!(!m.may_send("alice@example.com", "Info@Example.COM"));
+    }
+
+    /// A line starting with a tab continues the entry, as with a space; a tab also
+    /// separates the key from its logins.
+    #[test]
+    fn tab_continuation_lines() {
+        let m = SenderLoginMap::parse(
+            "info@example.com\talice@example.com,\n\tbob@example.com\n\t\tcarol@example.com\nsales@example.com\tdave@example.com\n",
+        )
+        .unwrap();
+        for login in ["alice", "bob", "carol"] {
+            assert!(m.may_send(&format!("{login}@example.com"), "info@example.com"));
+        }
+        assert!(!m.may_send("dave@example.com", "info@example.com"));
+        assert!(m.may_send("dave@example.com", "sales@example.com"));
+        assert!(!m.may_send("carol@example.com", "sales@example.com"));
+    }
+
+    /// Postfix looks up the full address before `@domain` and stops at the first hit:
+    /// the exact entry replaces the domain's owners, it does not add to them.
+    #[test]
+    fn exact_entry_beside_domain_entry() {
+        let m = SenderLoginMap::parse(
+            "@lists.example.com  list-admin@example.com\nboss@lists.example.com  boss@example.com\n",
+        )
+        .unwrap();
+        assert!(m.may_send("boss@example.com", "boss@lists.example.com"));
+        assert!(!m.may_send("list-admin@example.com", "boss@lists.example.com"));
+        assert!(m.may_send("list-admin@example.com", "other@lists.example.com"));
+        assert!(!m.may_send("boss@example.com", "other@lists.example.com"));
+    }
+
     #[test]
     fn bad_lines_name_the_line() {
         let err = SenderLoginMap::parse("a@b.c x@y.z\ninfo@example.com\n").unwrap_err();

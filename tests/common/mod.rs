@@ -7,8 +7,10 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod dns;
 pub mod kube;
 pub mod load;
+pub mod metrics;
 pub mod mx_sink;
 pub mod peers;
 mod process;
@@ -61,7 +63,7 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// Sets a top-level config entry, e.g. `postmaster`, or replaces `domains`.
+    /// Sets a top-level config entry, e.g. `postmaster`, or replaces `domains` or `dns`.
     pub fn config(mut self, key: &str, value: impl ToString) -> Self {
         self.settings.insert(key.to_string(), value.to_string());
         self
@@ -170,6 +172,10 @@ impl Server {
             .settings
             .remove("domains")
             .unwrap_or_else(|| "[example.com]".into());
+        let dns_setting = builder
+            .settings
+            .remove("dns")
+            .unwrap_or_else(|| format!("{{nameservers: [\"127.0.0.1:{}\"]}}", dns.port));
         let mut settings = String::new();
         for (k, v) in &builder.settings {
             writeln!(settings, "{k}: {v}").unwrap();
@@ -187,12 +193,11 @@ impl Server {
              tls: {{cert: {d}/tls/tls.crt, key: {d}/tls/tls.key}}\n\
              auth: {{passwdFile: {d}/passwd{auth}}}\n\
              senderLoginMap: {d}/senders\n\
-             dns: {{nameservers: [\"127.0.0.1:{}\"]}}\n\
+             dns: {dns_setting}\n\
              spool: {{directory: {d}/spool, maildirRoot: {d}/mail}}\n\
              limits: {{{}}}\n\
              reloadInterval: 200ms\n\
              {settings}",
-            dns.port,
             limits.trim_end_matches([',', ' ']),
         );
         std::fs::write(root.join("config.yaml"), config).unwrap();
@@ -268,6 +273,11 @@ impl Server {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the server logged so far.

@@ -190,7 +190,7 @@ fn a_handover_to_another_certificate_or_with_the_wrong_token_is_refused() {
     let peer = format!("127.0.0.1:{}", staying.handover.unwrap());
     write_whole(&annotations, &format!("posthorn.io/drain-to=\"{peer}\"\n"));
     assert!(eventually(PATIENCE, || drain_progress(&leaving)
-        .contains("the peer does not serve this pod's certificate")));
+        .contains("the server does not present a pinned certificate")));
     share_certificate(&staying, &leaving);
     assert!(eventually(PATIENCE, || drain_progress(&leaving).contains(
         "handover refused: Some(\\\"error not authorized\\\")"

@@ -34,13 +34,14 @@ use std::sync::Arc;
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::queue::QueueHandle;
 use crate::spool::{QueueId, Spool, format};
+use crate::tls;
 
 /// Longest command or answer line.
 const MAX_LINE: u64 = 512;
@@ -125,7 +126,8 @@ impl Handover {
     pub async fn send_all(&self, peer: &str, cert_file: &Path) -> anyhow::Result<usize> {
         let pinned = CertificateDer::from_pem_file(cert_file)
             .with_context(|| format!("reading {}", cert_file.display()))?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(pinned_client(pinned)?));
+        let connector =
+            tokio_rustls::TlsConnector::from(Arc::new(tls::pinned_client_config(vec![pinned])?));
         let tcp = TcpStream::connect(peer).await?;
         // The name is not checked (the certificate is pinned); SNI needs one.
         let name = ServerName::try_from("posthorn-handover")?;
@@ -183,67 +185,4 @@ async fn read_line(read: &mut (impl AsyncBufReadExt + Unpin)) -> anyhow::Result<
     ensure!(line.ends_with('\n'), "line too long or cut off");
     line.pop();
     Ok(Some(line))
-}
-
-/// A TLS client that accepts exactly `pinned` as the server's certificate.
-fn pinned_client(pinned: CertificateDer<'static>) -> anyhow::Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(
-        rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned { pinned, provider }))
-            .with_no_client_auth(),
-    )
-}
-
-#[derive(Debug)]
-struct Pinned {
-    pinned: CertificateDer<'static>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.pinned.as_ref() {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the peer does not serve this pod's certificate".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.provider.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.provider.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

@@ -86,6 +86,7 @@ fn operator_end_to_end() {
         "Service/mail-peers",
         "DNSEndpoint/mail",
         "Secret/mail-dkim",
+        "Secret/mail-handover",
         "Secret/mail-tls-self-signed",
     ];
     assert_owned(&kube, &uid, &expected);
@@ -779,6 +780,12 @@ fn start_pod(kube: &Kube) -> Pod {
                 })
                 .collect();
             materialise(&dir, source, &data, 0o644);
+        } else if let Some(source) = volume.get("downwardAPI") {
+            // No pod object here, so no annotations: this server is never told to drain.
+            for item in source["items"].as_array().unwrap() {
+                assert_eq!(item["fieldRef"]["fieldPath"], "metadata.annotations");
+                fs::write(dir.join(item["path"].as_str().unwrap()), "").unwrap();
+            }
         } else {
             assert!(
                 volume.get("emptyDir").is_some(),

@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -480,8 +480,14 @@ fn pods_really_run() {
     phase("(a) mail through the endpoints delivered");
 
     // --- (b) a rolling update (a config field changes) under load ----------------------
-    let before: BTreeMap<String, Value> =
-        cluster.pods().into_iter().map(|p| (name(&p), p)).collect();
+    // By uid: a StatefulSet's new pod has its predecessor's name.
+    let uid = |p: &Value| {
+        p["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before: BTreeSet<String> = cluster.pods().iter().map(uid).collect();
     cluster.under_load("(b) rolling update", 100_000, || {
         cluster.kube.kubectl(&[
             "patch",
@@ -493,7 +499,7 @@ fn pods_really_run() {
             r#"{"spec": {"submission": {"maxMessageSize": "20Mi"}}}"#,
         ]);
         cluster.wait("the rollout to replace every pod", READY, |c| {
-            c.settled(3) && c.pods().iter().all(|p| !before.contains_key(&name(p)))
+            c.settled(3) && c.pods().iter().all(|p| !before.contains(&uid(p)))
         });
         phase("(b) rollout done");
     });

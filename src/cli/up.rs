@@ -86,6 +86,8 @@ async fn up(args: &Args) -> anyhow::Result<()> {
             )
             .map(|(dir, secret)| dir.join(secret)),
         dkim_key: dkim_key_file(&manifest, args)?,
+        // One server, nowhere to drain to.
+        handover: None,
     };
     let mut config = plan::server_config(&manifest.spec, &layout)?;
     // The manifest's ports are the Service's; locally we bind the pod's unprivileged ports.

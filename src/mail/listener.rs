@@ -17,6 +17,9 @@ pub enum ListenerKind {
 pub const METRICS_NAME: &str = "metrics";
 /// The metrics and health endpoint's port in the pod.
 pub const METRICS_POD_PORT: u16 = 9090;
+/// The handover listener's name and port in the pod: pods of one MailServer only.
+pub const HANDOVER_NAME: &str = "handover";
+pub const HANDOVER_POD_PORT: u16 = 5999;
 
 impl ListenerKind {
     /// Every kind, in the order listeners are listed everywhere (config, summary line,

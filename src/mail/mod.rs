@@ -10,5 +10,7 @@ pub mod name;
 mod network;
 
 pub use address::{Address, primary_domain};
-pub use listener::{ListenerKind, METRICS_NAME, METRICS_POD_PORT};
+pub use listener::{
+    HANDOVER_NAME, HANDOVER_POD_PORT, ListenerKind, METRICS_NAME, METRICS_POD_PORT,
+};
 pub use network::network;

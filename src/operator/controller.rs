@@ -477,6 +477,9 @@ async fn ensure_generated(
             "Opaque",
             "DKIM key",
         ),
+        GeneratedSecret::HandoverToken { .. } => {
+            (keys::handover_token(), "Opaque", "handover token")
+        }
     };
     let names = Names::new(server);
     let secret = Secret {
@@ -826,7 +829,8 @@ mod tests {
             "mail-users",
             &[("passwd", "alice@example.com:{SHA512-CRYPT}x")],
         );
-        let secrets: SecretData = [&dkim, &tls, &users]
+        let handover = secret("mail-handover", &[(crate::plan::HANDOVER_TOKEN_KEY, "t")]);
+        let secrets: SecretData = [&dkim, &tls, &users, &handover]
             .iter()
             .map(|s| {
                 let s: Secret = serde_json::from_value((*s).clone()).unwrap();
@@ -847,6 +851,7 @@ mod tests {
             ("mail-dkim", &dkim),
             ("mail-tls-self-signed", &tls),
             ("mail-users", &users),
+            ("mail-handover", &handover),
         ] {
             live.insert(
                 format!("/api/v1/namespaces/default/secrets/{name}"),

@@ -1,11 +1,12 @@
 //! Key material the controller generates once into Secrets: the fallback self-signed
-//! certificate and the DKIM signing key. Randomness lives here, away from `render`.
+//! certificate, the DKIM signing key and the pods' handover token. Randomness lives
+//! here, away from `render`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::mail::dkim;
-use crate::plan::{DKIM_KEY, DKIM_TXT_KEY};
+use crate::plan::{DKIM_KEY, DKIM_TXT_KEY, HANDOVER_TOKEN_KEY};
 use crate::tls;
 
 /// RSA, not Ed25519: receivers that ignore Ed25519 signatures (RFC 8463) are common.
@@ -33,6 +34,13 @@ pub fn dkim_key() -> anyhow::Result<BTreeMap<String, String>> {
     ]))
 }
 
+/// A new handover token: 32 random bytes, hex. Never logged.
+pub fn handover_token() -> BTreeMap<String, String> {
+    let bytes: [u8; 32] = rand::random();
+    let token = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    BTreeMap::from([(HANDOVER_TOKEN_KEY.to_string(), token)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +54,14 @@ mod tests {
         assert!(txt.starts_with("v=DKIM1; k=rsa; p=MIIBIjAN"), "{txt}");
         assert_eq!(&dkim::dns_record_from_pem(pem.as_bytes()).unwrap(), txt);
         assert_ne!(dkim_key().unwrap()[DKIM_TXT_KEY], *txt, "keys are random");
+    }
+
+    #[test]
+    fn handover_tokens_are_long_and_random() {
+        let token = &handover_token()[HANDOVER_TOKEN_KEY];
+        assert_eq!(token.len(), 64);
+        assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
+        assert_ne!(&handover_token()[HANDOVER_TOKEN_KEY], token);
     }
 
     #[test]

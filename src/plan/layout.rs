@@ -21,6 +21,13 @@ pub const SENDER_MAP_KEY: &str = "sender-logins";
 /// TXT record value that publishes its public half.
 pub const DKIM_KEY: &str = "dkim.key";
 pub const DKIM_TXT_KEY: &str = "dkim.txt";
+/// Key of the handover token in its generated Secret.
+pub const HANDOVER_TOKEN_KEY: &str = "token";
+/// The handover token's Secret and the downward API volume of the pod's annotations.
+pub const HANDOVER_DIR: &str = "/run/posthorn/handover";
+pub const POD_INFO_DIR: &str = "/run/posthorn/pod";
+/// File of the pod's annotations in [`POD_INFO_DIR`].
+pub const ANNOTATIONS_FILE: &str = "annotations";
 
 /// Where the files a server needs are, on a pod (the operator's mounts) or locally (`up`).
 pub struct FileLayout {
@@ -34,6 +41,14 @@ pub struct FileLayout {
     pub relay_credentials: Option<PathBuf>,
     /// The DKIM private key (PEM).
     pub dkim_key: PathBuf,
+    /// Scale-down drain, on pods only: the shared token and the annotations file.
+    pub handover: Option<HandoverFiles>,
+}
+
+/// The files a pod's handover needs.
+pub struct HandoverFiles {
+    pub token: PathBuf,
+    pub annotations: PathBuf,
 }
 
 impl FileLayout {
@@ -48,6 +63,10 @@ impl FileLayout {
             maildir_root: format!("{STATE_DIR}/mail").into(),
             relay_credentials: Some(format!("{SECRETS_DIR}/relay").into()),
             dkim_key: format!("{SECRETS_DIR}/dkim/{DKIM_KEY}").into(),
+            handover: Some(HandoverFiles {
+                token: format!("{HANDOVER_DIR}/{HANDOVER_TOKEN_KEY}").into(),
+                annotations: format!("{POD_INFO_DIR}/{ANNOTATIONS_FILE}").into(),
+            }),
         }
     }
 }

@@ -8,8 +8,9 @@ mod layout;
 mod server_config;
 
 pub use layout::{
-    CONFIG_DIR, CONFIG_FILE, CONFIG_KEY, DKIM_KEY, DKIM_TXT_KEY, FileLayout, SECRETS_DIR,
-    SENDER_MAP_KEY, STATE_DIR,
+    ANNOTATIONS_FILE, CONFIG_DIR, CONFIG_FILE, CONFIG_KEY, DKIM_KEY, DKIM_TXT_KEY, FileLayout,
+    HANDOVER_DIR, HANDOVER_TOKEN_KEY, HandoverFiles, POD_INFO_DIR, SECRETS_DIR, SENDER_MAP_KEY,
+    STATE_DIR,
 };
 pub use server_config::server_config;
 

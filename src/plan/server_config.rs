@@ -1,6 +1,7 @@
 //! The server config a `MailServer` asks for: what the operator writes into the
 //! ConfigMap and what `posthorn up` runs directly.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,9 +9,10 @@ use anyhow::Context;
 use super::FileLayout;
 use crate::api::MailServerSpec;
 use crate::config::{
-    AuthConfig, Config, DeliveryConfig, DkimConfig, Limits, Listeners, ProxyProtocol, RelayConfig,
-    ShutdownConfig, SpoolConfig, TlsConfig,
+    AuthConfig, Config, DeliveryConfig, DkimConfig, HandoverConfig, Limits, Listeners,
+    ProxyProtocol, RelayConfig, ShutdownConfig, SpoolConfig, TlsConfig,
 };
+use crate::mail;
 
 /// The config for `spec`, with files where `layout` says, validated.
 pub fn server_config(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Result<Config> {
@@ -60,6 +62,16 @@ pub fn server_config(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Resu
             key_file: layout.dkim_key.clone(),
             domains: Vec::new(),
         }),
+        // Pods take queues from peers that go away and hand theirs over when told to.
+        handover: layout
+            .handover
+            .as_ref()
+            .map(|files| HandoverConfig {
+                listen: Some(SocketAddr::from(([0, 0, 0, 0], mail::HANDOVER_POD_PORT))),
+                token_file: Some(files.token.clone()),
+                annotations_file: Some(files.annotations.clone()),
+            })
+            .unwrap_or_default(),
         ..Config::with_defaults(
             spec.hostname.clone(),
             TlsConfig {
@@ -79,8 +91,6 @@ pub fn server_config(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Resu
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
     use crate::mail::ListenerKind;
 
@@ -109,5 +119,25 @@ mod tests {
             yaml.contains("postmaster: hostmaster@example.org"),
             "{yaml}"
         );
+        // A pod takes and hands over queues; `up` (no handover files) does neither.
+        let handover = &config.handover;
+        assert_eq!(
+            handover.listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 5999)))
+        );
+        assert_eq!(
+            handover.token_file.as_deref(),
+            Some(std::path::Path::new("/run/posthorn/handover/token"))
+        );
+        assert_eq!(
+            handover.annotations_file.as_deref(),
+            Some(std::path::Path::new("/run/posthorn/pod/annotations"))
+        );
+        let local = FileLayout {
+            handover: None,
+            ..FileLayout::pod()
+        };
+        let yaml = server_config(&spec, &local).unwrap().to_yaml().unwrap();
+        assert!(!yaml.contains("handover"), "{yaml}");
     }
 }

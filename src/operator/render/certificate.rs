@@ -153,10 +153,12 @@ mod tests {
         .unwrap();
         assert_eq!(own.tls, TlsPlan::UserSecret);
         assert_eq!(own.tls_secret, "submit-cert");
-        assert!(
-            own.generated_secrets.is_empty(),
-            "{:?}",
-            own.generated_secrets
+        // Only the handover token, which no spec field replaces.
+        assert_eq!(
+            own.generated_secrets,
+            [GeneratedSecret::HandoverToken {
+                name: "submit-handover".into()
+            }]
         );
     }
 }

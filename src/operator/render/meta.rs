@@ -44,6 +44,10 @@ impl Names {
     pub fn dkim_secret(&self) -> String {
         format!("{}-dkim", self.instance)
     }
+    /// The generated Secret with the token the pods' handovers share.
+    pub fn handover_secret(&self) -> String {
+        format!("{}-handover", self.instance)
+    }
 }
 
 /// Metadata shared by every object of one MailServer.

@@ -79,12 +79,17 @@ pub enum GeneratedSecret {
     SelfSignedTls { name: String, hostname: String },
     /// Secret holding a DKIM private key ([`DKIM_KEY`]) and its TXT record ([`DKIM_TXT_KEY`]).
     DkimKey { name: String },
+    /// Secret holding the pods' shared handover token
+    /// ([`crate::plan::HANDOVER_TOKEN_KEY`]).
+    HandoverToken { name: String },
 }
 
 impl GeneratedSecret {
     pub fn name(&self) -> &str {
         match self {
-            GeneratedSecret::SelfSignedTls { name, .. } | GeneratedSecret::DkimKey { name } => name,
+            GeneratedSecret::SelfSignedTls { name, .. }
+            | GeneratedSecret::DkimKey { name }
+            | GeneratedSecret::HandoverToken { name } => name,
         }
     }
 }
@@ -197,10 +202,16 @@ pub fn render(
         }
     };
 
+    let handover_secret = names.handover_secret();
+    generated_secrets.push(GeneratedSecret::HandoverToken {
+        name: handover_secret.clone(),
+    });
+
     let inputs = workload::PodInputs {
         checksum: &checksum,
         tls_secret: &tls.secret,
         dkim_secret: &dkim_secret,
+        handover_secret: &handover_secret,
     };
     let stateful_set = workload::stateful_set(server, &names, &base, options, &inputs);
 
@@ -233,6 +244,7 @@ pub fn to_yaml(rendered: &Rendered) -> anyhow::Result<String> {
         let what = match secret {
             GeneratedSecret::SelfSignedTls { .. } => "a self-signed certificate",
             GeneratedSecret::DkimKey { .. } => "a DKIM key",
+            GeneratedSecret::HandoverToken { .. } => "a handover token",
         };
         out.push_str(&format!(
             "# Secret {} ({what}) is generated once by the operator, not rendered.\n",

@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::EXTERNAL_DNS_HOSTNAME_ANNOTATION;
 use super::meta::{Base, Names};
 use crate::api::{MailServer, ServiceType};
+use crate::mail;
 
 pub(super) fn service(server: &MailServer, names: &Names, base: &Base) -> Service {
     let spec = &server.spec;
@@ -64,20 +65,22 @@ pub(super) fn service(server: &MailServer, names: &Names, base: &Base) -> Servic
 
 /// The StatefulSet's headless Service: `<pod>.<name>-peers` resolves to each pod, ready
 /// or not (a pod handing its queue over is no longer ready but still a peer), on the
-/// listeners' pod ports.
+/// listeners' pod ports and the handover port.
 pub(super) fn peers(server: &MailServer, names: &Names, base: &Base) -> Service {
-    let ports = server
+    let port = |name: &str, port: u16| ServicePort {
+        name: Some(name.into()),
+        port: port.into(),
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    };
+    let mut ports: Vec<_> = server
         .spec
         .listeners()
         .into_iter()
-        .map(|(kind, _)| ServicePort {
-            name: Some(kind.name().into()),
-            port: kind.pod_port().into(),
-            target_port: Some(IntOrString::String(kind.name().into())),
-            protocol: Some("TCP".into()),
-            ..ServicePort::default()
-        })
+        .map(|(kind, _)| port(kind.name(), kind.pod_port()))
         .collect();
+    ports.push(port(mail::HANDOVER_NAME, mail::HANDOVER_POD_PORT));
     Service {
         metadata: base.meta(names.peers(), "mail-server"),
         spec: Some(ServiceSpec {

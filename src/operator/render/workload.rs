@@ -8,9 +8,10 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
+    DownwardAPIVolumeSource, EmptyDirVolumeSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -20,7 +21,10 @@ use super::storage::{STATE_VOLUME, claim_template};
 use super::{CONFIG_CHECKSUM_ANNOTATION, POD_BINARY, RenderOptions};
 use crate::api::{MailServer, QueueStorage};
 use crate::mail;
-use crate::plan::{CONFIG_DIR, CONFIG_FILE, DKIM_KEY, SECRETS_DIR, STATE_DIR};
+use crate::plan::{
+    ANNOTATIONS_FILE, CONFIG_DIR, CONFIG_FILE, DKIM_KEY, HANDOVER_DIR, HANDOVER_TOKEN_KEY,
+    POD_INFO_DIR, SECRETS_DIR, STATE_DIR,
+};
 
 /// The pod's unprivileged user and group (the distroless "nonroot" ids).
 const POD_UID: i64 = 65532;
@@ -38,6 +42,7 @@ pub(super) struct PodInputs<'a> {
     pub checksum: &'a str,
     pub tls_secret: &'a str,
     pub dkim_secret: &'a str,
+    pub handover_secret: &'a str,
 }
 
 pub(super) fn stateful_set(
@@ -186,12 +191,35 @@ fn volumes(
             inputs.dkim_secret,
             Some(vec![key_to(DKIM_KEY, DKIM_KEY)]),
         ),
+        secret_volume(
+            "handover",
+            inputs.handover_secret,
+            Some(vec![key_to(HANDOVER_TOKEN_KEY, HANDOVER_TOKEN_KEY)]),
+        ),
+        // The drain signal: the kubelet refreshes the file when the annotations change.
+        Volume {
+            name: "pod-info".into(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![DownwardAPIVolumeFile {
+                    path: ANNOTATIONS_FILE.into(),
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.annotations".into(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..DownwardAPIVolumeFile::default()
+                }]),
+                ..DownwardAPIVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
     ];
     let mut mounts = vec![
         mount("config", CONFIG_DIR.into()),
         mount("tls", format!("{SECRETS_DIR}/tls")),
         mount("users", format!("{SECRETS_DIR}/users")),
         mount("dkim", format!("{SECRETS_DIR}/dkim")),
+        mount("handover", HANDOVER_DIR.into()),
+        mount("pod-info", POD_INFO_DIR.into()),
     ];
     if let Some(credentials) = spec
         .relay
@@ -242,6 +270,8 @@ fn container(server: &MailServer, options: &RenderOptions, mounts: Vec<VolumeMou
         .map(|(kind, _)| port(kind.name(), kind.pod_port()))
         .collect();
     ports.push(port(mail::METRICS_NAME, mail::METRICS_POD_PORT));
+    // Not on the client Service: only the headless peers Service lists it.
+    ports.push(port(mail::HANDOVER_NAME, mail::HANDOVER_POD_PORT));
 
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -330,6 +360,8 @@ mod tests {
             &config.auth.passwd_file,
             config.sender_login_map.as_ref().unwrap(),
             &config.spool.directory,
+            config.handover.token_file.as_ref().unwrap(),
+            config.handover.annotations_file.as_ref().unwrap(),
         ] {
             assert!(
                 mounts.iter().any(|m| file.starts_with(m)),
@@ -352,6 +384,19 @@ mod tests {
             };
             assert!(container_ports.contains(target), "{target}");
         }
+        // The handover port is for peers only, not for clients.
+        assert!(container_ports.contains(&mail::HANDOVER_NAME.to_string()));
+        let client_ports = service.ports.as_ref().unwrap();
+        assert!(!client_ports.iter().any(|p| p.port == 5999));
+        let peer_ports = rendered
+            .peers
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap();
+        assert!(peer_ports.iter().any(|p| p.port == 5999));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -511,12 +511,20 @@ fn pods_really_run() {
         .kubelet
         .root()
         .join(format!("pods/default/{victim_name}/posthorn.pid"));
-    // The pod's emptyDir (its queue) as the kubelet keeps it: a mark left there must
-    // survive the container's restart.
-    let mark = cluster.kubelet.root().join(format!(
-        "volumes/{}/state/kill-9-mark",
-        victim_uid.as_str().unwrap()
-    ));
+    // The pod's queue claim as the kubelet keeps it: a mark left there must survive the
+    // container's restart.
+    let claim = victim["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "state")
+        .and_then(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+        .expect("the pod's state volume is a claim")
+        .to_string();
+    let mark = cluster
+        .kubelet
+        .root()
+        .join(format!("claims/default/{claim}/kill-9-mark"));
     fs::write(&mark, "").unwrap();
     cluster.under_load("(d) kill -9", 200_000, || {
         let pid: libc::pid_t = fs::read_to_string(&pid_file)
@@ -553,7 +561,7 @@ fn pods_really_run() {
     });
     assert!(
         mark.exists(),
-        "the restarted container got a fresh emptyDir"
+        "the restarted container lost its claim's contents"
     );
 
     // The node stayed Ready all along: its heartbeat kept the node lifecycle controller

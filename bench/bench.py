@@ -32,7 +32,10 @@ PAIRS = [("postfix", "posthorn"), ("postfix-dkim", "posthorn-dkim")]
 
 
 def run(*cmd, **kw):
-    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
+    done = subprocess.run(cmd, text=True, capture_output=True, **kw)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout
 
 
 def free_port():

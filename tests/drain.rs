@@ -48,6 +48,22 @@ fn write_whole(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// A server that drains to the peers `annotations` names, with the handover token in
+/// `token`, delivering as `delivery` says.
+fn leaving_server(delivery: &str, token: &Path, annotations: &Path) -> Server {
+    Server::builder()
+        .config("delivery", delivery)
+        .config(
+            "handover",
+            format!(
+                "{{tokenFile: {}, annotationsFile: {}}}",
+                token.display(),
+                annotations.display()
+            ),
+        )
+        .start()
+}
+
 #[test]
 fn a_draining_server_hands_its_queue_over_exactly_as_it_was() {
     let shared = tempfile::tempdir().unwrap();
@@ -65,17 +81,7 @@ fn a_draining_server_hands_its_queue_over_exactly_as_it_was() {
             format!("{{listen: '127.0.0.1:0', tokenFile: {}}}", token.display()),
         )
         .start();
-    let leaving = Server::builder()
-        .config("delivery", &delivery)
-        .config(
-            "handover",
-            format!(
-                "{{tokenFile: {}, annotationsFile: {}}}",
-                token.display(),
-                annotations.display()
-            ),
-        )
-        .start();
+    let leaving = leaving_server(&delivery, &token, &annotations);
     assert!(drain_progress(&leaving).contains("\"state\":\"serving\""));
 
     // One recipient delivered here, one deferred for an hour by its MX.
@@ -167,17 +173,7 @@ fn a_handover_to_another_certificate_or_with_the_wrong_token_is_refused() {
             format!("{{listen: '127.0.0.1:0', tokenFile: {}}}", right.display()),
         )
         .start();
-    let leaving = Server::builder()
-        .config("delivery", &delivery)
-        .config(
-            "handover",
-            format!(
-                "{{tokenFile: {}, annotationsFile: {}}}",
-                wrong.display(),
-                annotations.display()
-            ),
-        )
-        .start();
+    let leaving = leaving_server(&delivery, &wrong, &annotations);
     let mut c = leaving.authenticated_client(Port::Submission, ALICE, ALICE_PASS);
     c.cmd_expect(&format!("MAIL FROM:<{ALICE}>"), 250);
     c.cmd_expect("RCPT TO:<bob@example.net>", 250);

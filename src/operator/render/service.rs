@@ -11,13 +11,6 @@ use crate::mail;
 
 pub(super) fn service(server: &MailServer, names: &Names, base: &Base) -> Service {
     let spec = &server.spec;
-    let port = |name: &str, port: u16| ServicePort {
-        name: Some(name.into()),
-        port: port.into(),
-        target_port: Some(IntOrString::String(name.into())),
-        protocol: Some("TCP".into()),
-        ..ServicePort::default()
-    };
     let ports = spec
         .listeners()
         .into_iter()
@@ -67,13 +60,6 @@ pub(super) fn service(server: &MailServer, names: &Names, base: &Base) -> Servic
 /// or not (a pod handing its queue over is no longer ready but still a peer), on the
 /// listeners' pod ports and the handover port.
 pub(super) fn peers(server: &MailServer, names: &Names, base: &Base) -> Service {
-    let port = |name: &str, port: u16| ServicePort {
-        name: Some(name.into()),
-        port: port.into(),
-        target_port: Some(IntOrString::String(name.into())),
-        protocol: Some("TCP".into()),
-        ..ServicePort::default()
-    };
     let mut ports: Vec<_> = server
         .spec
         .listeners()
@@ -91,5 +77,16 @@ pub(super) fn peers(server: &MailServer, names: &Names, base: &Base) -> Service 
             ..ServiceSpec::default()
         }),
         ..Service::default()
+    }
+}
+
+/// A TCP port of a Service, aimed at the container port of the same name.
+fn port(name: &str, port: u16) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port: port.into(),
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
     }
 }

@@ -209,6 +209,12 @@ impl Cluster {
         ));
     }
 
+    /// `kubectl patch KIND NAME --type merge -p PATCH`.
+    fn merge_patch(&self, kind: &str, name: &str, patch: &str) {
+        self.kube
+            .kubectl(&["patch", kind, name, "--type", "merge", "-p", patch]);
+    }
+
     /// The MailServer's pods (by label: Deployment or StatefulSet alike).
     fn pods(&self) -> Vec<Value> {
         self.kube.list("pods", INSTANCE)
@@ -489,15 +495,11 @@ fn pods_really_run() {
     };
     let before: BTreeSet<String> = cluster.pods().iter().map(uid).collect();
     cluster.under_load("(b) rolling update", 100_000, || {
-        cluster.kube.kubectl(&[
-            "patch",
+        cluster.merge_patch(
             "mailserver",
             "mail",
-            "--type",
-            "merge",
-            "-p",
             r#"{"spec": {"submission": {"maxMessageSize": "20Mi"}}}"#,
-        ]);
+        );
         cluster.wait("the rollout to replace every pod", READY, |c| {
             c.settled(3) && c.pods().iter().all(|p| !before.contains(&uid(p)))
         });
@@ -596,15 +598,7 @@ fn pods_really_run() {
         doveadm_hash("SHA512-CRYPT", BOB_PASS)
     );
     let patch = serde_json::json!({"stringData": {"passwd": users}}).to_string();
-    cluster.kube.kubectl(&[
-        "patch",
-        "secret",
-        "mail-users",
-        "--type",
-        "merge",
-        "-p",
-        &patch,
-    ]);
+    cluster.merge_patch("secret", "mail-users", &patch);
     let bob = Submission {
         user: BOB.into(),
         password: BOB_PASS.into(),
@@ -642,15 +636,7 @@ fn scale_down_under_load() {
         // 10 s per message at the relay: deliveries back up while submissions go on.
         cluster.sink.set_delay(Duration::from_secs(10));
         thread::sleep(Duration::from_secs(15));
-        cluster.kube.kubectl(&[
-            "patch",
-            "mailserver",
-            "mail",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec": {"replicas": 1}}"#,
-        ]);
+        cluster.merge_patch("mailserver", "mail", r#"{"spec": {"replicas": 1}}"#);
         cluster.wait("one pod left", READY, |c| c.settled(1));
         cluster.sink.set_delay(Duration::ZERO);
     });

@@ -4,7 +4,7 @@
 //! A failed login costs the same time and gets the same answer whether or not the user
 //! exists: unknown users are verified against a dummy hash, and every failure waits
 //! `failure_delay` (growing with repeated failures) in the failing session only.
-//! Past the failure limits of [`throttle`], attempts are refused before any hashing.
+//! Past the failure limits of `throttle`, attempts are refused before any hashing.
 
 mod cache;
 pub mod dovecot;

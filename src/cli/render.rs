@@ -13,7 +13,7 @@ pub struct Args {
     /// The MailServer manifest.
     #[arg(long = "file", short = 'f')]
     file: PathBuf,
-    /// Secrets as Kubernetes mounts them: DIR/<secret-name>/<key> (for the DKIM record).
+    /// Secrets as Kubernetes mounts them: `DIR/<secret-name>/<key>` (for the DKIM record).
     #[arg(long)]
     secrets_dir: Option<PathBuf>,
     /// Image for the mail server pods, unless the MailServer names one.

@@ -28,7 +28,7 @@ pub struct Args {
     /// Spool, mailboxes, generated certificate and users live here.
     #[arg(long, default_value = "./.posthorn")]
     state_dir: PathBuf,
-    /// Secrets as Kubernetes mounts them: DIR/<secret-name>/<key>.
+    /// Secrets as Kubernetes mounts them: `DIR/<secret-name>/<key>`.
     #[arg(long)]
     secrets_dir: Option<PathBuf>,
     /// Address the listeners bind to.

@@ -1,7 +1,7 @@
 //! Handing queued messages from a pod that goes away to one that stays (scale-down
 //! drain, issue 7 item 4): the receiving side listens, the drain ([`drain`]) sends.
 //!
-//! **What travels is the queue file itself**, envelope and message as [`format`] writes
+//! **What travels is the queue file itself**, envelope and message as [`crate::spool::format`] writes
 //! them, with the recipient outcomes recorded so far folded into the envelope. So the
 //! receiver queues the message exactly as the sender had it: queue id, MAIL and RCPT
 //! parameters (ORCPT, NOTIFY, RET, ENVID), arrival time (for `maxQueueLifetime` and the

@@ -5,7 +5,7 @@
 //! group goes out in one transaction, under a limit of deliveries in total and per destination. Every
 //! outcome is recorded in the spool before the next group is tried, so after a crash
 //! only the transaction in flight is repeated; a recipient deferred is tried again
-//! after an exponential backoff (see [`schedule`]) until it is delivered, fails, or has
+//! after an exponential backoff (see `schedule`) until it is delivered, fails, or has
 //! been queued for too long. The message leaves the spool once every recipient has a
 //! final outcome, and any report to its sender is queued before that outcome is
 //! recorded.

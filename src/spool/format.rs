@@ -16,7 +16,7 @@
 //! Versions: 3 adds whether the delay warning was sent to deferred statuses; 2, read as
 //! is, lacks it (not warned: across the upgrade a message may be warned once more, never
 //! less). 2 records outcomes as structures ([`super::Outcome`]); 1, written before,
-//! recorded them as text and is still read (see [`super::legacy`]). A status record
+//! recorded them as text and is still read (see `legacy`). A status record
 //! without `v` is version 1: a sidecar begun by an older version may continue in the
 //! current one.
 

@@ -2,7 +2,7 @@
 //! holding the envelope and the message so that one fsync covers both.
 //!
 //! A message is written to `tmp/`, fsynced, linked into `queue/`, and the directory is
-//! fsynced (batched over concurrent commits, see [`committer`]); only then does
+//! fsynced (batched over concurrent commits, see `committer`); only then does
 //! [`Spool::commit`] return and the session answer `250`. A crash leaves either a whole
 //! queue file or debris in `tmp/`, which [`Spool::open`] removes. Per-recipient outcomes
 //! are appended to a sidecar `queue/<id>.status`, fsynced after each update, so a

@@ -77,7 +77,7 @@ pub type SecretData = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 pub enum GeneratedSecret {
     /// `kubernetes.io/tls` Secret with a self-signed certificate for `hostname`.
     SelfSignedTls { name: String, hostname: String },
-    /// Secret holding a DKIM private key ([`DKIM_KEY`]) and its TXT record ([`DKIM_TXT_KEY`]).
+    /// Secret holding a DKIM private key ([`crate::plan::DKIM_KEY`]) and its TXT record ([`crate::plan::DKIM_TXT_KEY`]).
     DkimKey { name: String },
     /// Secret holding the pods' shared handover token
     /// ([`crate::plan::HANDOVER_TOKEN_KEY`]).

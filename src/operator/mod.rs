@@ -38,8 +38,8 @@ pub struct OperatorCommand {
 }
 
 /// `posthorn operator`: waits for the leader Lease, then runs the controller while
-/// renewing it. Losing the Lease ends the process (the Deployment restarts it as a
-/// standby), so two replicas never reconcile at once.
+/// renewing it. Losing the Lease, or failing to renew it in time, ends the process (the
+/// Deployment restarts it as a standby), so two replicas never reconcile at once.
 pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
     let mut config = kube::Config::infer()
         .await
@@ -63,7 +63,7 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
     // A standby replica is healthy and ready too: it is doing its job, waiting.
     ready.store(true, Ordering::Relaxed);
 
-    let election = leader::LeaderElection::new(
+    let mut election = leader::LeaderElection::new(
         Api::<Lease>::namespaced(client.clone(), &command.lease_namespace),
         &command.lease_name,
         &command.identity,
@@ -90,13 +90,6 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
             }
             _ = tokio::time::sleep(leader::RENEW_INTERVAL) => {}
         }
-        match election.try_acquire_or_renew().await {
-            Ok(true) => {}
-            Ok(false) => anyhow::bail!("lost the leader Lease to another replica"),
-            // The API server is away: nobody can take the Lease meanwhile, and when it
-            // is back the next renewal tells whether another replica did. Server-side
-            // apply under one field manager makes a few seconds of overlap harmless.
-            Err(e) => tracing::warn!(error = %e, "renewing the leader Lease"),
-        }
+        election.keep_leading().await?;
     }
 }

@@ -123,16 +123,30 @@ pub fn dns_record_from_pem(pem: &[u8]) -> anyhow::Result<String> {
     Ok(KeyPair::from_pem(pem)?.dns_record())
 }
 
-/// A zone file line publishing `value` at `name`. A TXT character-string holds at most
-/// 255 bytes (RFC 1035 §3.3), so a long value (any RSA key) is split into several,
-/// which DKIM verifiers join back together (RFC 6376 §3.6.2.2).
+/// A zone file line publishing `value` at `name`.
 pub fn zone_line(name: &str, value: &str) -> String {
-    let strings: Vec<String> = value
-        .as_bytes()
-        .chunks(255)
-        .map(|chunk| format!("\"{}\"", String::from_utf8_lossy(chunk)))
-        .collect();
-    format!("{name} IN TXT ( {} )", strings.join(" "))
+    format!("{name} IN TXT ( {} )", txt_strings(value))
+}
+
+/// A TXT value as quoted character-strings. One holds at most 255 bytes (RFC 1035
+/// §3.3), so a long value (any RSA key) is split into several, which DKIM and SPF
+/// verifiers join back together (RFC 6376 §3.6.2.2, RFC 7208 §3.3).
+pub fn txt_strings(value: &str) -> String {
+    let mut strings = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() || strings.is_empty() {
+        let mut end = rest.len().min(255);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        strings.push(format!(
+            "\"{}\"",
+            chunk.replace('\\', "\\\\").replace('"', "\\\"")
+        ));
+        rest = tail;
+    }
+    strings.join(" ")
 }
 
 /// Writes a private key readable by its owner only.
@@ -183,6 +197,18 @@ mod tests {
         assert_eq!(
             pair.dns_record(),
             KeyPair::from_pem(pkcs8.as_bytes()).unwrap().dns_record()
+        );
+    }
+
+    #[test]
+    fn txt_strings_quote_and_split_on_characters() {
+        assert_eq!(txt_strings(""), "\"\"");
+        assert_eq!(txt_strings(r#"a"b\c"#), r#""a\"b\\c""#);
+        // 2-byte characters: a string ends before one would cross 255 bytes.
+        let split = txt_strings(&"é".repeat(200));
+        assert_eq!(
+            split,
+            format!("\"{}\" \"{}\"", "é".repeat(127), "é".repeat(73))
         );
     }
 

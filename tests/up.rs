@@ -227,3 +227,62 @@ fn up_runs_the_example_and_the_printed_swaks_command_delivers() {
         "450 4.1.2 <x@no-such-domain.test>: Recipient address rejected: Domain not found",
     );
 }
+
+/// A busy port stops `up` with a hint, and `--port-offset` moves every port past it.
+#[test]
+fn a_busy_port_gets_a_hint_and_port_offset_moves_every_port() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:27587").expect("port 27587 is free");
+    let state = tempfile::tempdir().unwrap();
+    let busy = Command::new(env!("CARGO_BIN_EXE_posthorn"))
+        .args([
+            "up",
+            "-f",
+            "examples/mailserver.yaml",
+            "--port-offset",
+            "22000",
+        ])
+        .arg("--state-dir")
+        .arg(state.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!busy.status.success());
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        stderr.contains("Error: a port is in use") && stderr.contains("--port-offset"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("127.0.0.1:27587"), "{stderr}");
+    drop(holder);
+
+    let run = up(state.path(), &["--port-offset", "22000"], "mail for");
+    assert_eq!(
+        line_starting(&run.lines, "listening "),
+        "smtp=127.0.0.1:24525 submission=127.0.0.1:27587 submissions=127.0.0.1:27465 metrics=127.0.0.1:31090"
+    );
+    let words = shell_words(line_starting(&run.lines, "try: "));
+    assert!(
+        words.windows(2).any(|w| w == ["--port", "27587"]),
+        "{words:?}"
+    );
+
+    let too_far = Command::new(env!("CARGO_BIN_EXE_posthorn"))
+        .args([
+            "up",
+            "-f",
+            "examples/mailserver.yaml",
+            "--port-offset",
+            "60000",
+        ])
+        .arg("--state-dir")
+        .arg(tempfile::tempdir().unwrap().path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&too_far.stderr);
+    assert!(
+        stderr.contains("Error: --port-offset 60000 takes port 9090 past 65535\n"),
+        "{stderr}"
+    );
+}

@@ -34,6 +34,10 @@ pub struct Args {
     /// Address the listeners bind to.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// Added to every port (2525, 5587, 5465, 9090), to run beside whatever holds them:
+    /// `--port-offset 10000` listens on 12525, 15587, 15465 and 19090.
+    #[arg(long, default_value_t = 0)]
+    port_offset: u16,
     /// Name server for recipient domain checks (default: the system's).
     #[arg(long)]
     dns_server: Option<SocketAddr>,
@@ -91,18 +95,38 @@ async fn up(args: &Args) -> anyhow::Result<()> {
     };
     let mut config = plan::server_config(&manifest.spec, &layout)?;
     // The manifest's ports are the Service's; locally we bind the pod's unprivileged ports.
+    let highest = ListenerKind::ALL
+        .map(ListenerKind::pod_port)
+        .into_iter()
+        .chain([mail::METRICS_POD_PORT])
+        .max()
+        .unwrap_or(u16::MAX);
+    anyhow::ensure!(
+        highest.checked_add(args.port_offset).is_some(),
+        "--port-offset {} takes port {highest} past 65535",
+        args.port_offset
+    );
+    let local = |port: u16| SocketAddr::new(args.bind, port + args.port_offset);
     let pod = config.listeners.clone();
-    config.listeners = Listeners::from_fn(|kind| {
-        pod.get(kind)
-            .map(|addr| SocketAddr::new(args.bind, addr.port()))
-    });
-    config.metrics = Some(SocketAddr::new(args.bind, mail::METRICS_POD_PORT));
+    config.listeners = Listeners::from_fn(|kind| pod.get(kind).map(|addr| local(addr.port())));
+    config.metrics = Some(local(mail::METRICS_POD_PORT));
     config.dns.nameservers = args.dns_server.into_iter().collect();
     let config_path = state.join("config.yaml");
     std::fs::write(&config_path, config.to_yaml()?)?;
 
     let hostname = config.hostname.clone();
-    let mut bound = serve::start(config).await?;
+    let mut bound = serve::start(config).await.map_err(|e| {
+        let in_use = e.chain().any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+        });
+        if in_use {
+            e.context("a port is in use (another posthorn up, or a mail server?): stop it, or move every port with --port-offset, e.g. --port-offset 10000")
+        } else {
+            e
+        }
+    })?;
     println!("{}", bound.summary());
     println!("config: {}", config_path.display());
     if let Some((user, password)) = &test_user {
@@ -121,6 +145,11 @@ async fn up(args: &Args) -> anyhow::Result<()> {
                 addr.ip(),
                 addr.port()
             );
+            if !on_path("swaks") {
+                println!(
+                    "swaks is not installed: apt-get install swaks (bash e2e/setup.sh installs it with the other test peers)"
+                );
+            }
             let (local, domain) =
                 Address::parse(user).map_or((user.as_str(), ""), |a| (a.local(), a.domain()));
             println!(
@@ -137,6 +166,16 @@ async fn up(args: &Args) -> anyhow::Result<()> {
     bound.signalled().await;
     bound.shutdown().await;
     Ok(())
+}
+
+/// Whether an executable `name` is in one of `$PATH`'s directories.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(name))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 /// The user's TLS Secret if the secrets directory has it, else a self-signed pair kept

@@ -381,6 +381,13 @@ fn namespace_scoped_install_reconciles_its_namespace_only() {
     let (health, message) = argocd_health(&server);
     assert_eq!(health, "Degraded", "{message}");
     assert!(message.contains("mail-users"), "{message}");
+    let broken = bed.kubectl(&["-n", "mail", "get", "ms"]);
+    let row: Vec<&str> = broken.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..5],
+        ["mail", "mail.example.com", "0", "False", "Degraded"],
+        "{broken}"
+    );
 
     bed.kubectl(&[
         "-n",
@@ -415,6 +422,21 @@ fn namespace_scoped_install_reconciles_its_namespace_only() {
         (condition(&server, "Ready")?.0 == "True").then_some(server)
     });
     assert_eq!(argocd_health(&server).0, "Healthy");
+    // `kubectl get ms` shows Ready's reason.
+    let listed = bed.kubectl(&["-n", "mail", "get", "ms"]);
+    let header: Vec<&str> = listed.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "HOSTNAME", "READY", "REPLICAS", "READY", "REASON", "AGE"
+        ]
+    );
+    let row: Vec<&str> = listed.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..5],
+        ["mail", "mail.example.com", "1", "True", "Available"],
+        "{listed}"
+    );
 
     // The other namespace's MailServer is not the operator's to touch.
     let other = get(&bed, "elsewhere", "mailserver/mail").unwrap();
@@ -431,4 +453,73 @@ fn namespace_scoped_install_reconciles_its_namespace_only() {
         assert!(!operator_can(&bed, refused), "can {refused:?}");
     }
     assert!(operator_can(&bed, &["watch", "secrets", "-n", "mail"]));
+}
+
+/// The DNSEndpoints the operator renders (the goldens' and the examples') are valid
+/// under ExternalDNS's own CRD schema, vendored in tests/data (its CEL rules stripped
+/// for 1.20), on the test API server: a server-side dry-run create of each.
+#[test]
+fn rendered_dns_endpoints_fit_external_dns_crd() {
+    let bed = Kube::start();
+    let crd = run(Command::new("awk")
+        .arg("-f")
+        .arg(repo().join("e2e/kube/strip-cel.awk"))
+        .arg(repo().join("tests/data/dnsendpoints.externaldns.k8s.io.yaml")));
+    bed.kubectl_stdin(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        &crd,
+    );
+    // The stand-in's schema took any recordType; ExternalDNS's has an enum.
+    let refused = json!({"apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
+        "metadata": {"name": "probe", "namespace": "default"},
+        "spec": {"endpoints": [{"dnsName": "example.com", "recordType": "SPF",
+                                "targets": ["v=spf1 -all"]}]}});
+    let dry_run = |object: &Value| {
+        bed.kubectl_output(
+            &["create", "--dry-run=server", "-f", "-"],
+            &object.to_string(),
+        )
+    };
+    wait_for("ExternalDNS's schema to be served", &String::new, || {
+        let out = dry_run(&refused);
+        (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("recordType"))
+            .then_some(())
+    });
+
+    let mut endpoints = Vec::new();
+    for golden in ["typical", "relay"] {
+        let text =
+            fs::read_to_string(repo().join(format!("src/operator/testdata/{golden}.golden.yaml")))
+                .unwrap();
+        endpoints.extend(
+            documents(&text)
+                .into_iter()
+                .filter(|d| d["kind"] == "DNSEndpoint"),
+        );
+    }
+    for example in ["examples/mailserver.yaml", "examples/mailserver-relay.yaml"] {
+        let rendered = run(Command::new(env!("CARGO_BIN_EXE_posthorn"))
+            .args(["render", "-f", example])
+            .current_dir(repo()));
+        endpoints.extend(
+            documents(&rendered)
+                .into_iter()
+                .filter(|d| d["kind"] == "DNSEndpoint"),
+        );
+    }
+    assert!(endpoints.len() >= 3, "{} DNSEndpoints", endpoints.len());
+    let mut types = BTreeSet::new();
+    for mut endpoint in endpoints {
+        endpoint["metadata"]["namespace"] = json!("default");
+        for record in endpoint["spec"]["endpoints"].as_array().unwrap() {
+            types.insert(record["recordType"].as_str().unwrap().to_string());
+        }
+        let out = dry_run(&endpoint);
+        assert!(
+            out.status.success(),
+            "{endpoint}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(types, BTreeSet::from(["MX".to_string(), "TXT".to_string()]));
 }

@@ -165,9 +165,9 @@ pub fn condition(server: &Value, type_: &str) -> Option<(String, String)> {
 pub fn service_account_kubeconfig(bed: &Kube) -> PathBuf {
     // The token controller gives the ServiceAccount a token Secret (1.20).
     let token = wait_for("the ServiceAccount token", &String::new, || {
-        let account = get(&bed, NAMESPACE, "serviceaccount/posthorn")?;
+        let account = get(bed, NAMESPACE, "serviceaccount/posthorn")?;
         let secret = account["secrets"][0]["name"].as_str()?.to_string();
-        let secret = get(&bed, NAMESPACE, &format!("secret/{secret}"))?;
+        let secret = get(bed, NAMESPACE, &format!("secret/{secret}"))?;
         let token = secret["data"]["token"].as_str()?;
         use base64::Engine as _;
         Some(

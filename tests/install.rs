@@ -207,6 +207,10 @@ fn namespace_mode_and_monitors_render() {
     {
         assert_eq!(labels.get(key), Some(value), "pod label {key}");
     }
+    // Mail pods run as their namespace's default ServiceAccount, whose imagePullSecrets
+    // Kubernetes adds to them (README: "Private registries").
+    assert!(pod["spec"].get("serviceAccountName").is_none(), "{pod}");
+    assert!(pod["spec"].get("imagePullSecrets").is_none(), "{pod}");
     let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
     let ports = &pod["spec"]["containers"][0]["ports"];
     assert!(

@@ -17,6 +17,7 @@ packages=(
   python3 python3-dkim python3-dnspython python3-nacl
   nmap testssl.sh
   opendkim
+  lua5.4
 )
 
 missing=()

@@ -6,7 +6,7 @@
 # Usage: image/build.sh [--binary PATH] [--tag REPO:TAG] [--out DIR]
 #   --binary  the posthorn binary to ship (default: cargo build --release --locked,
 #             then target/release/posthorn)
-#   --tag     image name (default ghcr.io/posthorn/posthorn:<Cargo.toml version>)
+#   --tag     image name (default <Cargo.toml's image repository>:<Cargo.toml version>)
 #   --out     OCI image layout directory (default target/image/oci); the image is in
 #             it under the tag's TAG part. Push it with skopeo, e.g.
 #             skopeo copy oci:target/image/oci:0.1.0 docker://ghcr.io/posthorn/posthorn:0.1.0
@@ -25,8 +25,10 @@ cd "$(dirname "$0")/.."
 die() { echo "image/build.sh: $*" >&2; exit 1; }
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+# Cargo.toml's [package.metadata.image] names the image.
+repository=$(sed -n 's/^repository = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 binary=""
-tag="ghcr.io/posthorn/posthorn:$version"
+tag="$repository:$version"
 out="target/image/oci"
 while (($#)); do
     case "$1" in

@@ -71,6 +71,7 @@ mod tests {
                 ("Hostname", ".spec.hostname"),
                 ("Ready Replicas", ".status.readyReplicas"),
                 ("Ready", r#".status.conditions[?(@.type=="Ready")].status"#),
+                ("Reason", r#".status.conditions[?(@.type=="Ready")].reason"#),
                 ("Age", ".metadata.creationTimestamp"),
             ]
         );

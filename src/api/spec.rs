@@ -54,6 +54,7 @@ pub(crate) const HOST_PORT_PATTERN: &str = r"^([-.a-zA-Z0-9]+|\[[0-9a-fA-F:.]+\]
     ),
     // JSON form: clippy takes a second `type_ = "string"` for a duplicated attribute.
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Whether the mail server is serving"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason", "description": "Why it is or is not Ready"}"#,
     printcolumn(
         name = "Age",
         type_ = "date",

@@ -24,6 +24,10 @@ pub struct Args {
     identity: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
+    /// Run only the MailServers of these namespaces (repeat the flag or separate by
+    /// commas); RBAC is then needed in those namespaces only. Default: every namespace.
+    #[arg(long, value_delimiter = ',')]
+    watch_namespace: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -33,11 +37,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
+    // One controller per namespace: a namespace named twice would be reconciled twice.
+    let mut watch_namespaces = args.watch_namespace;
+    watch_namespaces.sort();
+    watch_namespaces.dedup();
     super::runtime()?.block_on(operator::run(OperatorCommand {
         image: args.image,
         metrics: args.metrics,
         lease_namespace: args.lease_namespace,
         lease_name: args.lease_name,
         identity,
+        watch_namespaces,
     }))
 }

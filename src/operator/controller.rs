@@ -140,57 +140,68 @@ async fn has_resource(client: &Client, group_version: &str, plural: &str) -> Res
     }
 }
 
-/// Runs the controller until the watch streams end (or the process is asked to stop).
-pub async fn run(context: Arc<Context>) {
+/// Runs the controller until the watch streams end (or the process is asked to stop):
+/// over every namespace when `namespaces` is empty, else one controller per namespace,
+/// each watching only its own (a namespace-scoped install grants no more than that).
+pub async fn run(context: Arc<Context>, namespaces: Vec<String>) {
+    if namespaces.is_empty() {
+        return watch(context, None).await;
+    }
+    futures::future::join_all(
+        namespaces
+            .into_iter()
+            .map(|namespace| watch(context.clone(), Some(namespace))),
+    )
+    .await;
+}
+
+/// An `Api` over every namespace, or over one.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn watch(context: Arc<Context>, namespace: Option<String>) {
     let client = context.client.clone();
+    let ns = namespace.as_deref();
     let config = watcher::Config::default;
-    let servers: Api<MailServer> = Api::all(client.clone());
+    let servers: Api<MailServer> = scoped(&client, ns);
     let controller = Controller::new(servers, config()).trigger_backoff(WatchBackoff::default());
     let store = controller.store();
     controller
-        .owns(
-            Api::<StatefulSet>::all(client.clone()),
-            watcher::Config::default(),
-        )
+        .owns(scoped::<StatefulSet>(&client, ns), config())
         // The Deployment of an older operator, until it is migrated away.
-        .owns(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default(),
-        )
+        .owns(scoped::<Deployment>(&client, ns), config())
+        .owns(scoped::<Service>(&client, ns), config())
+        .owns(scoped::<ConfigMap>(&client, ns), config())
         // Secrets: the generated ones it owns, and the users', TLS, DKIM and relay
         // Secrets its MailServers refer to.
-        .watches(
-            Api::<Secret>::all(client.clone()),
-            config(),
-            move |secret| {
-                let namespace = secret.namespace();
-                let name = secret.name_any();
-                let owners: Vec<String> = secret
-                    .owner_references()
-                    .iter()
-                    .filter(|o| o.kind == "MailServer")
-                    .map(|o| o.name.clone())
-                    .collect();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|server| {
-                        server.namespace() == namespace
-                            && (owners.contains(&server.name_any())
-                                || status::referenced_secrets(server).contains(&name))
-                    })
-                    .map(|server| ObjectRef::from_obj(&*server))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches(scoped::<Secret>(&client, ns), config(), move |secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            let owners: Vec<String> = secret
+                .owner_references()
+                .iter()
+                .filter(|o| o.kind == "MailServer")
+                .map(|o| o.name.clone())
+                .collect();
+            store
+                .state()
+                .into_iter()
+                .filter(|server| {
+                    server.namespace() == namespace
+                        && (owners.contains(&server.name_any())
+                            || status::referenced_secrets(server).contains(&name))
+                })
+                .map(|server| ObjectRef::from_obj(&*server))
+                .collect::<Vec<_>>()
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

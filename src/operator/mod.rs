@@ -35,6 +35,8 @@ pub struct OperatorCommand {
     pub lease_name: String,
     /// This replica's name in the Lease (the pod name in a cluster).
     pub identity: String,
+    /// The namespaces whose MailServers it runs; empty: every namespace.
+    pub watch_namespaces: Vec<String>,
 }
 
 /// `posthorn operator`: waits for the leader Lease, then runs the controller while
@@ -81,7 +83,7 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
     metrics.set_leader(true);
 
     let context = Arc::new(controller::Context::new(client, command.image, metrics));
-    let mut controller = tokio::spawn(controller::run(context));
+    let mut controller = tokio::spawn(controller::run(context, command.watch_namespaces));
     loop {
         tokio::select! {
             result = &mut controller => {

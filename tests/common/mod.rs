@@ -12,6 +12,7 @@ pub mod contract;
 pub mod dns;
 mod dnsmasq;
 pub use dnsmasq::Dnsmasq;
+pub mod chart;
 pub mod kube;
 pub mod load;
 pub mod metrics;

@@ -167,10 +167,12 @@ pub struct Observed<'a> {
     /// Referenced Secrets that do not exist.
     pub missing: &'a [String],
     pub rollout: Rollout,
+    /// The Draining condition ([`super::drain`]).
+    pub draining: Cond,
 }
 
-/// The conditions of a rendered and applied MailServer: Ready, TLSReady, DNSPublished
-/// and Degraded, in that order.
+/// The conditions of a rendered and applied MailServer: Ready, TLSReady, DNSPublished,
+/// Degraded and Draining, in that order.
 pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed) -> Vec<Cond> {
     let mut problems = input_problems(&server.spec, observed);
     let tls = tls_condition(rendered, observed.secrets);
@@ -180,13 +182,23 @@ pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed)
             rendered.tls_secret
         ));
     }
-    let ready = ready_condition(&problems, &observed.rollout, server.spec.replicas);
+    let ready = if observed.draining.status && problems.is_empty() {
+        Cond::new(
+            "Ready",
+            false,
+            "Draining",
+            "pods going away hand their queues over; see Draining",
+        )
+    } else {
+        ready_condition(&problems, &observed.rollout, server.spec.replicas)
+    };
     let ephemeral = server.spec.queue.storage == QueueStorage::EmptyDir;
     vec![
         ready,
         tls,
         dns_condition(server, rendered),
         degraded_condition(&problems, ephemeral),
+        observed.draining.clone(),
     ]
 }
 
@@ -452,8 +464,14 @@ mod tests {
             secrets,
             missing: &missing,
             rollout: settled(wanted, ready),
+            draining: idle(),
         };
         conditions(server, &rendered, &observed)
+    }
+
+    /// The Draining condition when no pod goes away.
+    fn idle() -> Cond {
+        Cond::new("Draining", false, "NoScaleDown", "no pod is going away")
     }
 
     /// A StatefulSet whose controller is done with `wanted` pods, `ready` of them ready.
@@ -510,6 +528,32 @@ mod tests {
         no_users.remove("mail-users");
         let conds = conds_with(&server, &options(), &no_users, &["mail-users"], 1);
         assert_eq!(state(&conds, "Ready"), (false, "Degraded".into()));
+    }
+
+    #[test]
+    fn ready_is_false_while_pods_drain() {
+        let server = load("examples/mailserver.yaml");
+        let secrets = typical_secrets();
+        let rendered = render::render(&server, &secrets, &options()).unwrap();
+        let draining = Cond::new("Draining", true, "ScaleDownDrain", "0/2 pods drained");
+        let observed = Observed {
+            secrets: &secrets,
+            missing: &[],
+            // The StatefulSet is held at 3 pods, all ready, for a spec of 1.
+            rollout: settled(3, 3),
+            draining: draining.clone(),
+        };
+        let conds = conditions(&server, &rendered, &observed);
+        assert_eq!(state(&conds, "Ready"), (false, "Draining".into()));
+        assert_eq!(find(&conds, "Draining"), &draining);
+        let done = Observed {
+            rollout: settled(1, 1),
+            draining: idle(),
+            ..observed
+        };
+        let conds = conditions(&server, &rendered, &done);
+        assert_eq!(state(&conds, "Ready"), (true, "Available".into()));
+        assert_eq!(state(&conds, "Draining"), (false, "NoScaleDown".into()));
     }
 
     #[test]

@@ -321,10 +321,13 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         .await;
     }
 
-    // Warnings: a Degraded condition, a drain past its timeout.
+    // Warnings: a Degraded condition, a drain past its timeout (once: its message
+    // changes with every poll).
+    let timed_out = drain.condition.reason == "DrainTimeout"
+        && !status::has_reason(server.status.as_ref(), "Draining", "DrainTimeout");
     let warnings: Vec<(String, String)> = conditions
         .iter()
-        .filter(|c| (c.type_ == "Degraded" && c.status) || c.reason == "DrainTimeout")
+        .filter(|c| (c.type_ == "Degraded" && c.status) || (timed_out && c.type_ == "Draining"))
         .map(|c| (c.reason.clone(), c.message.clone()))
         .collect();
     if write_status(
@@ -917,7 +920,7 @@ mod tests {
             secrets: &secrets,
             missing: &[],
             rollout: Rollout::default(),
-            draining: Cond::new("Draining", false, "NoScaleDown", "no pod is going away"),
+            draining: drain::not_draining(),
         };
         let ready = status::conditions(&server, &rendered, &observed);
         let mut current = server.clone();

@@ -81,6 +81,11 @@ pub struct Decision {
     pub condition: Cond,
 }
 
+/// The Draining condition when no pod goes away.
+pub fn not_draining() -> Cond {
+    Cond::new("Draining", false, "NoScaleDown", "no pod is going away")
+}
+
 /// The drain step for `wanted` replicas (the spec) against the StatefulSet's `current`
 /// replicas (None: no StatefulSet yet), `pods` its pods, `overdue` whether the drain has
 /// run longer than [`DRAIN_TIMEOUT`].
@@ -91,7 +96,7 @@ pub fn decide(wanted: i32, current: Option<i32>, pods: &[PodView], overdue: bool
         annotate: Vec::new(),
         unannotate,
         restart,
-        condition: Cond::new("Draining", false, "NoScaleDown", "no pod is going away"),
+        condition: not_draining(),
     };
     let Some(current) = current.filter(|&current| current > wanted) else {
         return decision;

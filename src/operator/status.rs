@@ -78,6 +78,14 @@ pub fn build(
     }
 }
 
+/// Whether `status` has the condition `type_` with `reason`.
+pub fn has_reason(status: Option<&MailServerStatus>, type_: &str, reason: &str) -> bool {
+    status
+        .into_iter()
+        .flat_map(|s| &s.conditions)
+        .any(|c| c.type_ == type_ && c.reason == reason)
+}
+
 /// Names of the Secrets a MailServer reads but does not own.
 pub fn referenced_secrets(server: &MailServer) -> Vec<String> {
     let spec = &server.spec;
@@ -779,6 +787,19 @@ mod tests {
 
     fn at(seconds: i64) -> Time {
         Time(jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn has_reason_looks_at_one_condition() {
+        let conds = vec![
+            Cond::new("Ready", false, "Draining", "see Draining"),
+            Cond::new("Draining", true, "DrainTimeout", "0/1 pods drained"),
+        ];
+        let status = build(None, Some(1), conds, None, vec![], None, at(100));
+        assert!(has_reason(Some(&status), "Draining", "DrainTimeout"));
+        assert!(!has_reason(Some(&status), "Ready", "DrainTimeout"));
+        assert!(!has_reason(Some(&status), "Draining", "ScaleDownDrain"));
+        assert!(!has_reason(None, "Draining", "DrainTimeout"));
     }
 
     #[test]

@@ -56,6 +56,7 @@ fn expected_cluster_rules() -> BTreeMap<String, BTreeSet<String>> {
         ("/services", &["get", "list", "watch", "create", "patch"]),
         ("/configmaps", &["get", "list", "watch", "create", "patch"]),
         ("/secrets", &["get", "list", "watch", "create"]),
+        ("/pods", &["list", "patch", "delete"]),
         (
             "policy/poddisruptionbudgets",
             &["get", "create", "patch", "delete"],
@@ -495,6 +496,8 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         &["create", "statefulsets.apps", "-n", "mail"],
         &["delete", "deployments.apps", "-n", "mail"],
         &["get", "secrets", "-n", "mail"],
+        // The scale-down drain annotates leaving pods.
+        &["patch", "pods", "-n", "mail"],
         // The one broad permission: Secrets are watched cluster-wide.
         &["list", "secrets", "-n", "kube-system"],
         &[
@@ -514,7 +517,8 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         &["create", "rolebindings", "-n", "mail"],
         &["create", "pods/exec", "-n", "mail"],
         &["create", "pods", "-n", "mail"],
-        &["list", "pods", "-n", "mail"],
+        &["update", "pods", "-n", "mail"],
+        &["watch", "pods", "-n", "mail"],
         &["get", "nodes"],
         &["impersonate", "users"],
         &["create", "serviceaccounts/token", "-n", "mail"],

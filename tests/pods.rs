@@ -624,10 +624,9 @@ fn pods_really_run() {
 }
 
 /// (c) scale 3 → 1 under load, with a slow relay so that every pod has a queue: the
-/// pods that go away must deliver or hand over what they accepted.
+/// pods that go away must deliver or hand over what they accepted before the operator
+/// lowers the StatefulSet's replicas.
 #[test]
-#[ignore = "needs the StatefulSet and the scale-down drain (issue 7 items 1 and 4, helpers O \
-            and S): here the Deployment's emptyDir queue of a removed pod goes away with it"]
 fn scale_down_under_load() {
     let cluster = Cluster::start();
     cluster.apply_mailserver(3);

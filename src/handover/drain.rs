@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{StatusCode, header};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::Handover;
@@ -25,8 +25,9 @@ use crate::spool::Spool;
 /// The annotation that starts a drain.
 pub const DRAIN_TO: &str = "posthorn.io/drain-to";
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+/// `GET /drain`'s answer; the operator reads it back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Progress {
     pub state: DrainState,
     /// Where the queue goes, from the annotation.
@@ -40,7 +41,7 @@ pub struct Progress {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub enum DrainState {
     /// No drain asked for.

@@ -21,10 +21,11 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Mutex;
 
 use super::apply::{self, FIELD_MANAGER};
-use super::keys;
+use super::drain::{self, Decision};
 use super::metrics::OperatorMetrics;
 use super::render::{self, GeneratedSecret, Names, PdbApi, RenderOptions, Rendered, SecretData};
 use super::status::{self, Cond, Migration, OldDeployment, Rollout};
+use super::{keys, pods};
 use crate::api::{Endpoints, MailServer};
 
 /// How often a MailServer is looked at without any change: repairs objects whose kinds
@@ -32,6 +33,8 @@ use crate::api::{Endpoints, MailServer};
 /// while a watch was re-listing (after an API server restart a relist shows no delete
 /// event). Costs only reads.
 const RESYNC: Duration = Duration::from_secs(60);
+/// How often a drain under way is looked at (the pods' `/drain` polled).
+const DRAIN_POLL: Duration = Duration::from_secs(5);
 /// How long optional-CRD discovery is trusted before asking the API server again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(60);
 /// Bounds of the pause after a watch error (see [`WatchBackoff`]).
@@ -298,12 +301,12 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         .into_iter()
         .chain([first.dkim_secret.clone(), first.tls_secret.clone()]);
     let (secrets, missing) = read_secrets(&secrets_api, wanted).await?;
-    let Some(rendered) = render_or_degrade(server, context, &secrets, &options).await? else {
+    let Some(mut rendered) = render_or_degrade(server, context, &secrets, &options).await? else {
         return Ok(Action::await_change());
     };
+    let (drain, mut changed) = drain_step(server, context, &namespace, &mut rendered).await?;
 
-    let mut changed =
-        apply_and_prune(server, context, &namespace, &rendered, &capabilities).await?;
+    changed.extend(apply_and_prune(server, context, &namespace, &rendered, &capabilities).await?);
     let stateful_set = Api::<StatefulSet>::namespaced(context.client.clone(), &namespace)
         .get_opt(&Names::new(server).workload())
         .await?;
@@ -312,6 +315,7 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         secrets: &secrets,
         missing: &missing,
         rollout,
+        draining: drain.condition.clone(),
     };
     let conditions = status::conditions(server, &rendered, &observed);
     let ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status);
@@ -328,10 +332,15 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         .await;
     }
 
-    let degraded = conditions
+    // Warnings: a Degraded condition, a drain past its timeout (once: its message
+    // changes with every poll).
+    let timed_out = drain.condition.reason == "DrainTimeout"
+        && !status::has_reason(server.status.as_ref(), "Draining", "DrainTimeout");
+    let warnings: Vec<(String, String)> = conditions
         .iter()
-        .find(|c| c.type_ == "Degraded" && c.status)
-        .map(|c| (c.reason.clone(), c.message.clone()));
+        .filter(|c| (c.type_ == "Degraded" && c.status) || (timed_out && c.type_ == "Draining"))
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .collect();
     if write_status(
         server,
         context,
@@ -341,11 +350,46 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         Some(status::endpoints(server)),
     )
     .await?
-        && let Some((reason, message)) = degraded
     {
-        publish(context, server, EventType::Warning, &reason, &message).await;
+        for (reason, message) in warnings {
+            publish(context, server, EventType::Warning, &reason, &message).await;
+        }
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(if drain.condition.status {
+        DRAIN_POLL
+    } else {
+        RESYNC
+    }))
+}
+
+/// One step of a scale-down drain ([`drain`]): tells the pods, and sets the replicas
+/// the StatefulSet is applied with. Returns the decision and what it did to pods.
+async fn drain_step(
+    server: &MailServer,
+    context: &Context,
+    namespace: &str,
+    rendered: &mut Rendered,
+) -> Result<(Decision, Vec<String>), Error> {
+    let name = Names::new(server).workload();
+    let current = Api::<StatefulSet>::namespaced(context.client.clone(), namespace)
+        .get_opt(&name)
+        .await?
+        .and_then(|live| live.spec.replicas);
+    let spec = &mut rendered.stateful_set.spec;
+    let selector = spec.selector.match_labels.clone().unwrap_or_default();
+    let overdue = drain::overdue(server.status.as_ref(), jiff::Timestamp::now());
+    let wanted = server.spec.replicas;
+    let (decision, done) = pods::drain_step(
+        &context.client,
+        namespace,
+        &name,
+        &selector,
+        (wanted, current),
+        overdue,
+    )
+    .await?;
+    spec.replicas = Some(decision.replicas);
+    Ok((decision, done))
 }
 
 /// Moves an older operator's Deployment out of the way once the StatefulSet is Ready:
@@ -664,6 +708,12 @@ mod tests {
                 let response = if method == Method::GET {
                     match live.get(&path) {
                         Some(object) => (StatusCode::OK, object.clone()),
+                        // A list of the MailServer's pods: none run here.
+                        None if path.ends_with("/pods") => (
+                            StatusCode::OK,
+                            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {},
+                                   "items": []}),
+                        ),
                         None => (
                             StatusCode::NOT_FOUND,
                             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
@@ -881,6 +931,7 @@ mod tests {
             secrets: &secrets,
             missing: &[],
             rollout: Rollout::default(),
+            draining: drain::not_draining(),
         };
         let ready = status::conditions(&server, &rendered, &observed);
         let mut current = server.clone();

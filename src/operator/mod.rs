@@ -1,12 +1,15 @@
 //! The operator: `render` (pure: a MailServer to the objects it needs), `keys` (key
 //! material generated once), `apply` (server-side apply of what changed), `status`
-//! (conditions), and the `controller` tying them together behind `leader` election.
+//! (conditions), `drain` (pure: the scale-down drain) with `pods` (its pod I/O), and
+//! the `controller` tying them together behind `leader` election.
 
 mod apply;
 mod controller;
+mod drain;
 mod keys;
 mod leader;
 mod metrics;
+mod pods;
 pub mod render;
 mod status;
 

@@ -78,6 +78,14 @@ pub fn build(
     }
 }
 
+/// Whether `status` has the condition `type_` with `reason`.
+pub fn has_reason(status: Option<&MailServerStatus>, type_: &str, reason: &str) -> bool {
+    status
+        .into_iter()
+        .flat_map(|s| &s.conditions)
+        .any(|c| c.type_ == type_ && c.reason == reason)
+}
+
 /// Names of the Secrets a MailServer reads but does not own.
 pub fn referenced_secrets(server: &MailServer) -> Vec<String> {
     let spec = &server.spec;
@@ -167,10 +175,12 @@ pub struct Observed<'a> {
     /// Referenced Secrets that do not exist.
     pub missing: &'a [String],
     pub rollout: Rollout,
+    /// The Draining condition ([`super::drain`]).
+    pub draining: Cond,
 }
 
-/// The conditions of a rendered and applied MailServer: Ready, TLSReady, DNSPublished
-/// and Degraded, in that order.
+/// The conditions of a rendered and applied MailServer: Ready, TLSReady, DNSPublished,
+/// Degraded and Draining, in that order.
 pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed) -> Vec<Cond> {
     let mut problems = input_problems(&server.spec, observed);
     let tls = tls_condition(rendered, observed.secrets);
@@ -180,13 +190,23 @@ pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed)
             rendered.tls_secret
         ));
     }
-    let ready = ready_condition(&problems, &observed.rollout, server.spec.replicas);
+    let ready = if observed.draining.status && problems.is_empty() {
+        Cond::new(
+            "Ready",
+            false,
+            "Draining",
+            "pods going away hand their queues over; see Draining",
+        )
+    } else {
+        ready_condition(&problems, &observed.rollout, server.spec.replicas)
+    };
     let ephemeral = server.spec.queue.storage == QueueStorage::EmptyDir;
     vec![
         ready,
         tls,
         dns_condition(server, rendered),
         degraded_condition(&problems, ephemeral),
+        observed.draining.clone(),
     ]
 }
 
@@ -452,8 +472,14 @@ mod tests {
             secrets,
             missing: &missing,
             rollout: settled(wanted, ready),
+            draining: idle(),
         };
         conditions(server, &rendered, &observed)
+    }
+
+    /// The Draining condition when no pod goes away.
+    fn idle() -> Cond {
+        Cond::new("Draining", false, "NoScaleDown", "no pod is going away")
     }
 
     /// A StatefulSet whose controller is done with `wanted` pods, `ready` of them ready.
@@ -510,6 +536,32 @@ mod tests {
         no_users.remove("mail-users");
         let conds = conds_with(&server, &options(), &no_users, &["mail-users"], 1);
         assert_eq!(state(&conds, "Ready"), (false, "Degraded".into()));
+    }
+
+    #[test]
+    fn ready_is_false_while_pods_drain() {
+        let server = load("examples/mailserver.yaml");
+        let secrets = typical_secrets();
+        let rendered = render::render(&server, &secrets, &options()).unwrap();
+        let draining = Cond::new("Draining", true, "ScaleDownDrain", "0/2 pods drained");
+        let observed = Observed {
+            secrets: &secrets,
+            missing: &[],
+            // The StatefulSet is held at 3 pods, all ready, for a spec of 1.
+            rollout: settled(3, 3),
+            draining: draining.clone(),
+        };
+        let conds = conditions(&server, &rendered, &observed);
+        assert_eq!(state(&conds, "Ready"), (false, "Draining".into()));
+        assert_eq!(find(&conds, "Draining"), &draining);
+        let done = Observed {
+            rollout: settled(1, 1),
+            draining: idle(),
+            ..observed
+        };
+        let conds = conditions(&server, &rendered, &done);
+        assert_eq!(state(&conds, "Ready"), (true, "Available".into()));
+        assert_eq!(state(&conds, "Draining"), (false, "NoScaleDown".into()));
     }
 
     #[test]
@@ -735,6 +787,19 @@ mod tests {
 
     fn at(seconds: i64) -> Time {
         Time(jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn has_reason_looks_at_one_condition() {
+        let conds = vec![
+            Cond::new("Ready", false, "Draining", "see Draining"),
+            Cond::new("Draining", true, "DrainTimeout", "0/1 pods drained"),
+        ];
+        let status = build(None, Some(1), conds, None, vec![], None, at(100));
+        assert!(has_reason(Some(&status), "Draining", "DrainTimeout"));
+        assert!(!has_reason(Some(&status), "Ready", "DrainTimeout"));
+        assert!(!has_reason(Some(&status), "Draining", "ScaleDownDrain"));
+        assert!(!has_reason(None, "Draining", "DrainTimeout"));
     }
 
     #[test]

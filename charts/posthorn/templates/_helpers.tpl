@@ -54,8 +54,8 @@ apply that creates the object is authorized as create. */}}
   verbs: [get, list, watch, create, patch]
 # Watched to see changes of the Secrets MailServers refer to (users, TLS, DKIM, relay
 # credentials). The one broad permission: list/watch of Secrets cannot be narrowed by
-# name in RBAC (watchNamespaces narrows it to those namespaces). Generated Secrets (DKIM key, self-signed TLS) are
-# created once and never updated or deleted by the operator.
+# name in RBAC (watchNamespaces narrows it to those namespaces). Generated Secrets
+# (DKIM key, self-signed TLS) are created once and never updated or deleted by the operator.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create]
@@ -65,6 +65,11 @@ apply that creates the object is authorized as create. */}}
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, patch, delete]
+# Scale-down drain: the pods that go away are annotated with where to hand their
+# queues; a pod that stays but had begun draining (a scale back up) is restarted.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, patch, delete]
 # Optional objects: applied when wanted, deleted when the spec no longer wants them.
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]

@@ -117,6 +117,7 @@ pub fn endpoints(server: &MailServer) -> Endpoints {
 }
 
 /// The conditions when `validate` rejects the spec: nothing is rendered or applied.
+/// Stalled (kstatus) tells Flux and Argo CD at once that only a spec change helps.
 pub fn invalid_spec(problems: &[String]) -> Vec<Cond> {
     let message = format!("the spec is invalid: {}", problems.join("; "));
     vec![
@@ -126,7 +127,8 @@ pub fn invalid_spec(problems: &[String]) -> Vec<Cond> {
             "InvalidSpec",
             "the spec is invalid; see Degraded",
         ),
-        Cond::new("Degraded", true, "InvalidSpec", message),
+        Cond::new("Degraded", true, "InvalidSpec", message.clone()),
+        Cond::new("Stalled", true, "InvalidSpec", message),
     ]
 }
 
@@ -135,7 +137,8 @@ pub fn render_failed(error: &anyhow::Error) -> Vec<Cond> {
     let message = format!("cannot build the server config: {error:#}");
     vec![
         Cond::new("Ready", false, "InvalidSpec", "see Degraded"),
-        Cond::new("Degraded", true, "RenderFailed", message),
+        Cond::new("Degraded", true, "RenderFailed", message.clone()),
+        Cond::new("Stalled", true, "RenderFailed", message),
     ]
 }
 
@@ -180,7 +183,8 @@ pub struct Observed<'a> {
 }
 
 /// The conditions of a rendered and applied MailServer: Ready, TLSReady, DNSPublished,
-/// Degraded and Draining, in that order.
+/// Degraded, Draining and Stalled (False: what is wrong, if anything, can resolve
+/// without a spec change), in that order.
 pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed) -> Vec<Cond> {
     let mut problems = input_problems(&server.spec, observed);
     let tls = tls_condition(rendered, observed.secrets);
@@ -207,6 +211,7 @@ pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed)
         dns_condition(server, rendered),
         degraded_condition(&problems, ephemeral),
         observed.draining.clone(),
+        Cond::new("Stalled", false, "AsExpected", "the spec is valid"),
     ]
 }
 
@@ -755,12 +760,14 @@ mod tests {
         let conds = invalid_spec(&["a".into(), "b".into()]);
         assert_eq!(state(&conds, "Ready"), (false, "InvalidSpec".into()));
         assert_eq!(state(&conds, "Degraded"), (true, "InvalidSpec".into()));
+        assert_eq!(state(&conds, "Stalled"), (true, "InvalidSpec".into()));
         assert_eq!(
             find(&conds, "Degraded").message,
             "the spec is invalid: a; b"
         );
         let conds = render_failed(&anyhow::anyhow!("no listener"));
         assert_eq!(state(&conds, "Degraded"), (true, "RenderFailed".into()));
+        assert_eq!(state(&conds, "Stalled"), (true, "RenderFailed".into()));
         assert_eq!(
             find(&conds, "Degraded").message,
             "cannot build the server config: no listener"

@@ -6,6 +6,7 @@ mod apply;
 mod controller;
 mod keys;
 mod leader;
+mod mailbox_status;
 mod metrics;
 pub mod render;
 mod status;

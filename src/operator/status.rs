@@ -167,10 +167,12 @@ pub struct Observed<'a> {
     /// Referenced Secrets that do not exist.
     pub missing: &'a [String],
     pub rollout: Rollout,
+    /// The managed Dovecot's StatefulSet (all zero without one).
+    pub mailboxes: Rollout,
 }
 
-/// The conditions of a rendered and applied MailServer: Ready, TLSReady, DNSPublished
-/// and Degraded, in that order.
+/// The conditions of a rendered and applied MailServer: Ready, TLSReady, DNSPublished,
+/// Degraded and Mailboxes, in that order.
 pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed) -> Vec<Cond> {
     let mut problems = input_problems(&server.spec, observed);
     let tls = tls_condition(rendered, observed.secrets);
@@ -187,6 +189,7 @@ pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed)
         tls,
         dns_condition(server, rendered),
         degraded_condition(&problems, ephemeral),
+        super::mailbox_status::condition(&server.spec, &observed.mailboxes),
     ]
 }
 
@@ -452,6 +455,7 @@ mod tests {
             secrets,
             missing: &missing,
             rollout: settled(wanted, ready),
+            mailboxes: Rollout::default(),
         };
         conditions(server, &rendered, &observed)
     }

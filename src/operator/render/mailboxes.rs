@@ -31,6 +31,8 @@ use super::service::{port, type_name};
 use super::{CONFIG_CHECKSUM_ANNOTATION, RenderOptions, SecretData};
 use crate::api::{DEFAULT_MAILBOX_STORAGE, DovecotSpec, MailServer};
 
+/// The `app.kubernetes.io/component` label of Dovecot's objects.
+const COMPONENT: &str = "mailboxes";
 /// The pod's user and group: the official image's `vmail`.
 const DOVECOT_UID: i64 = 1000;
 const DOVECOT_USER: &str = "vmail";
@@ -183,8 +185,6 @@ pub(super) fn mailboxes(
         imap,
     }))
 }
-
-const COMPONENT: &str = "mailboxes";
 
 /// Dovecot's pods are not the mail server's: another app name keeps them out of the
 /// mail server's Service, StatefulSet and PodDisruptionBudget selectors.

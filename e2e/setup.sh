@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives: swaks (with its TLS and SASL Perl modules), dnsmasq,
 # doveadm (dovecot-core), mkpasswd (whois), openssl; for the delivery tests Postfix (private
-# relay-host instances, smtp-sink) and Dovecot LMTP; python3 (load client; its `email`
-# package reads our bounces) with Debian's dkimpy (python3-dkim, the independent DKIM
-# verifier, with dnspython and PyNaCl for Ed25519); nmap and testssl.sh for the audits
+# relay-host instances, smtp-sink) and Dovecot LMTP, and Dovecot IMAP (tests/mailboxes.rs);
+# python3 (load client; its `email` package reads our bounces) with Debian's dkimpy
+# (python3-dkim, the independent DKIM verifier, with dnspython and PyNaCl for Ed25519); nmap and testssl.sh for the audits
 # (tests/audit.rs); OpenDKIM for the benchmark's Postfix variant (bench/); and
 # cargo-nextest. The packages' own services are not used: tests run private instances.
 # Idempotent: apt is only touched when a package is missing. Needs root (or sudo) for
@@ -13,7 +13,7 @@ set -euo pipefail
 packages=(
   swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
   dnsmasq-base dovecot-core whois openssl ca-certificates
-  postfix dovecot-lmtpd
+  postfix dovecot-lmtpd dovecot-imapd
   python3 python3-dkim python3-dnspython python3-nacl
   nmap testssl.sh
   opendkim

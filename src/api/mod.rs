@@ -3,6 +3,7 @@
 //! manifests through here, and the operator works on these types.
 
 mod crd;
+mod mailboxes;
 mod manifest;
 mod spec;
 mod status;
@@ -10,6 +11,9 @@ mod units;
 pub(crate) mod validate;
 
 pub use crd::crd_yaml;
+pub use mailboxes::{
+    DEFAULT_DOVECOT_IMAGE, DEFAULT_MAILBOX_STORAGE, DovecotSpec, ImapServiceSpec, MailboxesSpec,
+};
 pub use manifest::load_manifest;
 pub use spec::{
     DEFAULT_QUEUE_SIZE, IssuerKind, MailServer, MailServerSpec, QueueStorage, ServiceType,

@@ -11,6 +11,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::mailboxes::MailboxesSpec;
 use super::status::MailServerStatus;
 use crate::mail::{self, ListenerKind};
 
@@ -118,6 +119,10 @@ pub struct MailServerSpec {
     /// Where mail for the local domains goes.
     #[serde(default)]
     pub delivery: DeliverySpec,
+
+    /// Mailboxes users read over IMAP, served by a Dovecot the operator runs.
+    #[serde(default)]
+    pub mailboxes: MailboxesSpec,
 
     /// DKIM signing of outgoing mail.
     #[serde(default)]

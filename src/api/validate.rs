@@ -128,6 +128,7 @@ impl MailServerSpec {
         self.validate_dns(&mut p);
         self.validate_network(&mut p);
         self.validate_pods(&mut p);
+        p.0.extend(self.mailboxes.problems(self.delivery.local.lmtp.as_deref()));
         if p.0.is_empty() { Ok(()) } else { Err(p.0) }
     }
 

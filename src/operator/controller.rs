@@ -311,11 +311,20 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         .get_opt(&Names::new(server).workload())
         .await?;
     let rollout = Rollout::of(stateful_set.as_ref());
+    let dovecot = match &rendered.mailboxes {
+        Some(_) => {
+            Api::<StatefulSet>::namespaced(context.client.clone(), &namespace)
+                .get_opt(&Names::new(server).dovecot())
+                .await?
+        }
+        None => None,
+    };
     let observed = status::Observed {
         secrets: &secrets,
         missing: &missing,
         rollout,
         draining: drain.condition.clone(),
+        mailboxes: Rollout::of(dovecot.as_ref()),
     };
     let conditions = status::conditions(server, &rendered, &observed);
     let ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status);
@@ -590,15 +599,19 @@ fn owned_by(meta: &ObjectMeta, server: &MailServer) -> bool {
 }
 
 /// Optional objects that this MailServer owned once but no longer needs (replicas down
-/// to 1, issuer dropped, ExternalDNS turned off). The queue's claim is never pruned:
-/// it may hold mail.
+/// to 1, issuer dropped, ExternalDNS turned off, mailboxes disabled). The queue's and
+/// the mailboxes' claims are never pruned: they hold mail.
 fn unwanted(
     server: &MailServer,
     rendered: &Rendered,
     capabilities: &Capabilities,
 ) -> Vec<(kube::api::ApiResource, String)> {
-    let name = Names::new(server).workload();
+    let names = Names::new(server);
+    let name = names.workload();
     let mut unwanted = Vec::new();
+    if rendered.mailboxes.is_none() {
+        unwanted.extend(render::mailbox_objects(&names));
+    }
     if rendered.pdb.is_none() {
         let pdb = render::pdb_resource(capabilities.pdb_api);
         unwanted.push((pdb, name.clone()));
@@ -932,6 +945,7 @@ mod tests {
             missing: &[],
             rollout: Rollout::default(),
             draining: drain::not_draining(),
+            mailboxes: Rollout::default(),
         };
         let ready = status::conditions(&server, &rendered, &observed);
         let mut current = server.clone();

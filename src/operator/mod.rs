@@ -8,6 +8,7 @@ mod controller;
 mod drain;
 mod keys;
 mod leader;
+mod mailbox_status;
 mod metrics;
 mod pods;
 pub mod render;

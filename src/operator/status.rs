@@ -180,11 +180,13 @@ pub struct Observed<'a> {
     pub rollout: Rollout,
     /// The Draining condition ([`super::drain`]).
     pub draining: Cond,
+    /// The managed Dovecot's StatefulSet (all zero without one).
+    pub mailboxes: Rollout,
 }
 
 /// The conditions of a rendered and applied MailServer: Ready, TLSReady, DNSPublished,
-/// Degraded, Draining and Stalled (False: what is wrong, if anything, can resolve
-/// without a spec change), in that order.
+/// Degraded, Draining, Mailboxes and Stalled (False: what is wrong, if anything, can
+/// resolve without a spec change), in that order.
 pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed) -> Vec<Cond> {
     let mut problems = input_problems(&server.spec, observed);
     let tls = tls_condition(rendered, observed.secrets);
@@ -211,6 +213,7 @@ pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed)
         dns_condition(server, rendered),
         degraded_condition(&problems, ephemeral),
         observed.draining.clone(),
+        super::mailbox_status::condition(&server.spec, &observed.mailboxes),
         Cond::new("Stalled", false, "AsExpected", "the spec is valid"),
     ]
 }
@@ -478,6 +481,7 @@ mod tests {
             missing: &missing,
             rollout: settled(wanted, ready),
             draining: idle(),
+            mailboxes: Rollout::default(),
         };
         conditions(server, &rendered, &observed)
     }
@@ -555,6 +559,7 @@ mod tests {
             // The StatefulSet is held at 3 pods, all ready, for a spec of 1.
             rollout: settled(3, 3),
             draining: draining.clone(),
+            mailboxes: Rollout::default(),
         };
         let conds = conditions(&server, &rendered, &observed);
         assert_eq!(state(&conds, "Ready"), (false, "Draining".into()));

@@ -19,6 +19,9 @@ pub(super) fn config_map(
 ) -> anyhow::Result<(ConfigMap, String)> {
     let mut config = plan::server_config(&server.spec, &FileLayout::pod())?;
     config.log.format = LogFormat::Json;
+    if server.spec.mailboxes.dovecot().is_some() {
+        config.delivery.lmtp = Some(super::mailboxes::lmtp_target(names));
+    }
     let config_yaml = config.to_yaml()?;
     let checksum = sha256_hex(config_yaml.as_bytes());
     let config_map = ConfigMap {
@@ -32,7 +35,7 @@ pub(super) fn config_map(
     Ok((config_map, checksum))
 }
 
-fn sha256_hex(data: &[u8]) -> String {
+pub(super) fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)
         .iter()
         .map(|b| format!("{b:02x}"))

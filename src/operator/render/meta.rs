@@ -48,6 +48,17 @@ impl Names {
     pub fn handover_secret(&self) -> String {
         format!("{}-handover", self.instance)
     }
+    /// The managed Dovecot's StatefulSet and its internal (LMTP) Service.
+    pub fn dovecot(&self) -> String {
+        format!("{}-dovecot", self.instance)
+    }
+    pub fn dovecot_config(&self) -> String {
+        format!("{}-dovecot-config", self.instance)
+    }
+    /// The Service clients read their mail through.
+    pub fn imap(&self) -> String {
+        format!("{}-imap", self.instance)
+    }
 }
 
 /// Metadata shared by every object of one MailServer.

@@ -18,6 +18,7 @@ mod certificate;
 mod config_map;
 mod disruption;
 mod dns;
+mod mailboxes;
 mod meta;
 mod service;
 mod storage;
@@ -36,6 +37,7 @@ use kube::api::{ApiResource, DynamicObject};
 pub use certificate::{SelfSignedReason, TlsPlan, certificate_resource};
 pub use disruption::{PdbApi, pdb_resource};
 pub use dns::dns_endpoint_resource;
+pub use mailboxes::{Mailboxes, TLS_CHECKSUM_ANNOTATION, lmtp_target, mailbox_objects};
 pub use meta::Names;
 
 use crate::api::{DnsRecord, MailServer};
@@ -119,6 +121,8 @@ pub struct Rendered {
     /// The DNS records the setup needs (published through the DNSEndpoint when there is
     /// one). The DKIM record is missing while the DKIM key is unknown.
     pub dns_records: Vec<DnsRecord>,
+    /// The managed Dovecot, when `spec.mailboxes.dovecot` enables it.
+    pub mailboxes: Option<Mailboxes>,
 }
 
 /// One rendered object with the API resource it belongs to, ready for server-side apply.
@@ -176,6 +180,12 @@ impl Rendered {
                 object: endpoint.clone(),
             });
         }
+        if let Some(mailboxes) = &self.mailboxes {
+            objects.push(Object::typed(&mailboxes.config_map));
+            objects.push(Object::typed(&mailboxes.lmtp));
+            objects.push(Object::typed(&mailboxes.stateful_set));
+            objects.push(Object::typed(&mailboxes.imap));
+        }
         objects
     }
 }
@@ -220,6 +230,8 @@ pub fn render(
     let dns_endpoint = (server.spec.dns.external_dns && options.dns_endpoint_crd)
         .then(|| dns::dns_endpoint(&names, &base, &dns_records));
 
+    let mailboxes = mailboxes::mailboxes(server, &names, &base, options, &tls.secret, secrets)?;
+
     Ok(Rendered {
         config_map,
         stateful_set,
@@ -234,6 +246,7 @@ pub fn render(
         dkim_secret,
         generated_secrets,
         dns_records,
+        mailboxes,
     })
 }
 
@@ -309,6 +322,17 @@ mod tests {
         )
         .unwrap();
         golden("relay", &rendered);
+    }
+
+    #[test]
+    fn golden_mailboxes() {
+        let rendered = render(
+            &load("examples/mailserver-mailboxes.yaml"),
+            &SecretData::new(),
+            &options(),
+        )
+        .unwrap();
+        golden("mailboxes", &rendered);
     }
 
     #[test]

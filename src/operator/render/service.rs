@@ -27,11 +27,6 @@ pub(super) fn service(server: &MailServer, names: &Names, base: &Base) -> Servic
     let mut metadata = base.meta(names.workload(), "mail-server");
     metadata.annotations = (!annotations.is_empty()).then_some(annotations);
 
-    let service_type = match spec.service.r#type {
-        ServiceType::LoadBalancer => "LoadBalancer",
-        ServiceType::NodePort => "NodePort",
-        ServiceType::ClusterIp => "ClusterIP",
-    };
     let external_traffic_policy = spec
         .service
         .external_traffic_policy
@@ -46,7 +41,7 @@ pub(super) fn service(server: &MailServer, names: &Names, base: &Base) -> Servic
     Service {
         metadata,
         spec: Some(ServiceSpec {
-            type_: Some(service_type.into()),
+            type_: Some(type_name(spec.service.r#type).into()),
             selector: Some(base.selector()),
             ports: Some(ports),
             external_traffic_policy,
@@ -80,8 +75,17 @@ pub(super) fn peers(server: &MailServer, names: &Names, base: &Base) -> Service 
     }
 }
 
+/// The Service type as the API spells it.
+pub(super) fn type_name(service_type: ServiceType) -> &'static str {
+    match service_type {
+        ServiceType::LoadBalancer => "LoadBalancer",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::ClusterIp => "ClusterIP",
+    }
+}
+
 /// A TCP port of a Service, aimed at the container port of the same name.
-fn port(name: &str, port: u16) -> ServicePort {
+pub(super) fn port(name: &str, port: u16) -> ServicePort {
     ServicePort {
         name: Some(name.into()),
         port: port.into(),

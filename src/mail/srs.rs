@@ -48,6 +48,17 @@ impl Srs {
         ))
     }
 
+    /// Whether `address` has the form of a rewritten address at our domain (a forgery
+    /// included), which no alias or catch-all may take instead.
+    pub fn is_rewritten(&self, address: &str) -> bool {
+        Address::parse(address).is_some_and(|a| {
+            a.has_domain(&self.domain)
+                && a.local().get(..5).is_some_and(|p| {
+                    p.eq_ignore_ascii_case("SRS0=") || p.eq_ignore_ascii_case("SRS1=")
+                })
+        })
+    }
+
     /// The original sender of an SRS0 address at our domain, if its hash is ours and its
     /// day within the maximum age; `None` for anything else.
     pub fn reverse(&self, address: &str, now: SystemTime) -> Option<String> {
@@ -162,6 +173,8 @@ mod tests {
         assert!(srs().reverse(&good, at(20_000 + 1024 + 3)).is_some());
         let elsewhere = good.replace("@example.com", "@example.org");
         assert_eq!(srs().reverse(&elsewhere, now), None);
+        assert!(srs().is_rewritten(&tampered) && srs().is_rewritten("srs1=x@Example.COM"));
+        assert!(!srs().is_rewritten(&elsewhere) && !srs().is_rewritten("bob@example.com"));
         for bad in [
             "bob@example.com",
             "SRS0=abcd@example.com",

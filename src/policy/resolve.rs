@@ -1,5 +1,5 @@
 //! Where mail for a recipient goes: a bounce to an SRS address goes back to the original
-//! sender; an alias entry of its own wins, then the reserved mailboxes, then users, then
+//! sender (a forged one nowhere); an alias entry of its own wins, then the reserved mailboxes, then users, then
 //! a catch-all (README: Aliases).
 
 use super::aliases::{AliasTable, Lookup};
@@ -22,10 +22,13 @@ impl Policy {
     /// The addresses mail for `rcpt` is delivered to instead of `rcpt`; `None` when it is
     /// delivered as addressed (a user, or another domain).
     pub fn resolve(&self, rcpt: &str, auth: &Authenticator) -> Result<Option<Vec<String>>, Reject> {
-        if let Some(srs) = &self.srs
-            && let Some(sender) = srs.get().reverse(rcpt, std::time::SystemTime::now())
-        {
-            return Ok(Some(vec![sender]));
+        if let Some(srs) = &self.srs {
+            let srs = srs.get();
+            if srs.is_rewritten(rcpt) {
+                // A forged or expired one is nobody's, whatever the catch-all says.
+                let sender = srs.reverse(rcpt, std::time::SystemTime::now());
+                return Ok(sender.map(|sender| vec![sender]));
+            }
         }
         let table = match &self.aliases {
             Some(watched) => watched.get(),

@@ -177,9 +177,9 @@ fn swaks(args: &[&str]) -> String {
         .expect("swaks (e2e/setup.sh installs it)");
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
+        .rev()
         .filter(|l| l.starts_with("<-") || l.starts_with("<~") || l.starts_with("<**"))
-        .filter(|l| !l.contains(" 221 "))
-        .last()
+        .find(|l| !l.contains(" 221 "))
         .map(|l| l.trim_start_matches(['<', '-', '~', '*', ' ']).to_string())
         .unwrap_or_else(|| panic!("no reply in swaks output:\n{text}"))
 }

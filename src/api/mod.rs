@@ -2,6 +2,7 @@
 //! `posthorn crd` prints the CRD from here, `posthorn up` and `posthorn render` read
 //! manifests through here, and the operator works on these types.
 
+mod aliases;
 mod crd;
 mod manifest;
 mod spec;
@@ -9,6 +10,7 @@ mod status;
 mod units;
 pub(crate) mod validate;
 
+pub use aliases::{Alias, AliasesSpec};
 pub use crd::crd_yaml;
 pub use manifest::load_manifest;
 pub use spec::{

@@ -56,6 +56,17 @@ pub struct SrsConfig {
     pub max_age: Duration,
 }
 
+impl SrsConfig {
+    /// The key in `secret_file`, the first domain, the default maximum age.
+    pub fn new(secret_file: PathBuf) -> SrsConfig {
+        SrsConfig {
+            secret_file,
+            domain: None,
+            max_age: default_srs_max_age(),
+        }
+    }
+}
+
 fn default_srs_max_age() -> Duration {
     Duration::from_secs(21 * 24 * 3600)
 }

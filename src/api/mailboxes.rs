@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{OBJECT_NAME_PATTERN, ServiceType};
 use super::units::parse_size;
+use super::validate::{Problems, check_positive_size};
 
 /// The official image, pinned to the Dovecot 2.3 release line whose config syntax the
 /// operator renders (2.4 changed it).
@@ -160,45 +161,44 @@ impl MailboxesSpec {
         self.dovecot.enabled.then_some(&self.dovecot)
     }
 
-    /// The rule violations of `spec.mailboxes`, each with its field path. `lmtp` is
-    /// spec.delivery.local.lmtp, which the managed Dovecot replaces.
-    pub(super) fn problems(&self, lmtp: Option<&str>) -> Vec<String> {
+    /// Checks `spec.mailboxes`. `lmtp` is spec.delivery.local.lmtp, which the managed
+    /// Dovecot replaces.
+    pub(super) fn validate(&self, lmtp: Option<&str>, p: &mut Problems) {
         let Some(dovecot) = self.dovecot() else {
-            return Vec::new();
+            return;
         };
         let path = "spec.mailboxes.dovecot";
-        let mut problems = Vec::new();
         if lmtp.is_some() {
-            problems.push(format!(
-                "spec.delivery.local.lmtp: must be unset when {path} is enabled \
-                 (the mail server delivers to the managed Dovecot)"
-            ));
+            p.push(
+                "spec.delivery.local.lmtp",
+                format_args!(
+                    "must be unset when {path} is enabled (the mail server delivers to the managed Dovecot)"
+                ),
+            );
         }
         if dovecot.image.is_empty() || dovecot.image.contains(char::is_whitespace) {
-            problems.push(format!(
-                "{path}.image: {:?} is not an image reference",
-                dovecot.image
-            ));
+            p.push(
+                format_args!("{path}.image"),
+                format_args!("{:?} is not an image reference", dovecot.image),
+            );
         }
         if !(0..=1).contains(&dovecot.replicas) {
-            problems.push(format!(
-                "{path}.replicas: {} is out of range; use 1 (or 0 to stop Dovecot): \
-                 every mailbox lives on the one pod's volume",
-                dovecot.replicas
-            ));
+            p.push(
+                format_args!("{path}.replicas"),
+                format_args!(
+                    "{} is out of range; use 1 (or 0 to stop Dovecot): every mailbox lives on the one pod's volume",
+                    dovecot.replicas
+                ),
+            );
         }
-        let sizes = [
-            ("storage.size", dovecot.storage.size.as_ref()),
-            ("quota", dovecot.quota.as_ref()),
-        ];
-        for (field, size) in sizes {
-            if let Some(size) = size {
-                match parse_size(&size.0) {
-                    Ok(0) => problems.push(format!("{path}.{field}: must be greater than zero")),
-                    Ok(_) => {}
-                    Err(e) => problems.push(format!("{path}.{field}: {e}")),
-                }
-            }
+        if let Some(size) = &dovecot.storage.size {
+            p.check(
+                format_args!("{path}.storage.size"),
+                check_positive_size(&size.0),
+            );
+        }
+        if let Some(quota) = &dovecot.quota {
+            p.check(format_args!("{path}.quota"), check_positive_size(&quota.0));
         }
         let service = &dovecot.service;
         for (field, port) in [
@@ -206,24 +206,33 @@ impl MailboxesSpec {
             ("imapsPort", service.imaps_port),
         ] {
             if port == 0 {
-                problems.push(format!(
-                    "{path}.service.{field}: 0 is not a port; use 1-65535"
-                ));
+                p.push(
+                    format_args!("{path}.service.{field}"),
+                    "0 is not a port; use 1-65535",
+                );
             }
         }
         if service.imap_port == service.imaps_port {
-            problems.push(format!(
-                "{path}.service.imapsPort: port {} is already used by {path}.service.imapPort",
-                service.imaps_port
-            ));
+            p.push(
+                format_args!("{path}.service.imapsPort"),
+                format_args!(
+                    "port {} is already used by {path}.service.imapPort",
+                    service.imaps_port
+                ),
+            );
         }
-        problems
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn problems_of(spec: &MailboxesSpec, lmtp: Option<&str>) -> Vec<String> {
+        let mut p = Problems::default();
+        spec.validate(lmtp, &mut p);
+        p.0
+    }
 
     fn enabled() -> MailboxesSpec {
         serde_saphyr::from_str("dovecot: {enabled: true}").unwrap()
@@ -241,7 +250,7 @@ mod tests {
         );
         assert!(dovecot.quota.is_none());
         assert!(MailboxesSpec::default().dovecot().is_none());
-        assert_eq!(spec.problems(None), Vec::<String>::new());
+        assert_eq!(problems_of(&spec, None), Vec::<String>::new());
     }
 
     #[test]
@@ -277,14 +286,14 @@ mod tests {
         for (breaker, expected) in cases {
             let mut spec = enabled();
             breaker(&mut spec.dovecot);
-            let problems = spec.problems(None);
+            let problems = problems_of(&spec, None);
             assert_eq!(problems.len(), 1, "{expected}: {problems:?}");
             assert!(problems[0].starts_with(expected), "{problems:?}");
             // Disabled, nothing of it is checked.
             spec.dovecot.enabled = false;
-            assert!(spec.problems(None).is_empty());
+            assert!(problems_of(&spec, None).is_empty());
         }
-        let problems = enabled().problems(Some("dovecot.mail.svc:24"));
+        let problems = problems_of(&enabled(), Some("dovecot.mail.svc:24"));
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].starts_with("spec.delivery.local.lmtp: must be unset"),

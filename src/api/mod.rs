@@ -2,6 +2,7 @@
 //! `posthorn crd` prints the CRD from here, `posthorn up` and `posthorn render` read
 //! manifests through here, and the operator works on these types.
 
+mod aliases;
 mod crd;
 mod mailboxes;
 mod manifest;
@@ -10,6 +11,7 @@ mod status;
 mod units;
 pub(crate) mod validate;
 
+pub use aliases::{Alias, AliasesSpec};
 pub use crd::crd_yaml;
 pub use mailboxes::{
     DEFAULT_DOVECOT_IMAGE, DEFAULT_MAILBOX_STORAGE, DovecotSpec, ImapServiceSpec, MailboxesSpec,

@@ -103,6 +103,10 @@ pub struct MailServerSpec {
     #[serde(default)]
     pub sender_logins: Vec<SenderLogin>,
 
+    /// Aliases, the recipient delimiter, `abuse@` and SRS for forwarded mail.
+    #[serde(default)]
+    pub aliases: super::AliasesSpec,
+
     /// Mail submission by authenticated users (ports 587 and 465).
     #[serde(default)]
     pub submission: SubmissionSpec,

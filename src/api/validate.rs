@@ -23,7 +23,7 @@ fn port_field(kind: ListenerKind) -> &'static str {
 }
 
 /// A Kubernetes object name (RFC 1123 subdomain), as for a Secret.
-fn check_object_name(s: &str) -> Result<(), String> {
+pub(super) fn check_object_name(s: &str) -> Result<(), String> {
     let valid = !s.is_empty()
         && s.len() <= 253
         && s.chars()
@@ -92,7 +92,7 @@ fn check_cidr(s: &str) -> Result<(), String> {
 }
 
 /// A size that must parse and be positive.
-fn check_positive_size(s: &str) -> Result<(), String> {
+pub(super) fn check_positive_size(s: &str) -> Result<(), String> {
     match parse_size(s)? {
         0 => Err("must be greater than zero".into()),
         _ => Ok(()),
@@ -101,16 +101,16 @@ fn check_positive_size(s: &str) -> Result<(), String> {
 
 /// Collects violations, each prefixed with the field path in the manifest.
 #[derive(Default)]
-struct Problems(Vec<String>);
+pub(super) struct Problems(pub(super) Vec<String>);
 
 impl Problems {
-    fn check(&mut self, path: impl Display, result: Result<(), String>) {
+    pub(super) fn check(&mut self, path: impl Display, result: Result<(), String>) {
         if let Err(e) = result {
             self.0.push(format!("{path}: {e}"));
         }
     }
 
-    fn push(&mut self, path: impl Display, message: impl Display) {
+    pub(super) fn push(&mut self, path: impl Display, message: impl Display) {
         self.0.push(format!("{path}: {message}"));
     }
 }
@@ -128,7 +128,9 @@ impl MailServerSpec {
         self.validate_dns(&mut p);
         self.validate_network(&mut p);
         self.validate_pods(&mut p);
-        p.0.extend(self.mailboxes.problems(self.delivery.local.lmtp.as_deref()));
+        self.mailboxes
+            .validate(self.delivery.local.lmtp.as_deref(), &mut p);
+        self.aliases.validate(&mut p);
         if p.0.is_empty() { Ok(()) } else { Err(p.0) }
     }
 

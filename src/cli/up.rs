@@ -70,12 +70,20 @@ async fn up(args: &Args) -> anyhow::Result<()> {
     let (passwd, test_user) = users_file(&manifest, args)?;
     let senders = state.join("sender-login-map");
     write_private(&senders, &plan::sender_map(&manifest.spec))?;
+    let aliases = state.join("aliases");
+    write_private(&aliases, &manifest.spec.aliases.file())?;
 
     let layout = FileLayout {
         cert,
         key,
         passwd,
         sender_login_map: senders,
+        aliases,
+        srs_secret: args
+            .secrets_dir
+            .as_ref()
+            .zip(manifest.spec.aliases.srs_secret.as_ref())
+            .map(|(dir, secret)| dir.join(secret).join(plan::SRS_SECRET_KEY)),
         spool: state.join("spool"),
         maildir_root: state.join("mail"),
         relay_credentials: args

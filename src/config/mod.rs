@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::mail::{self, ListenerKind};
 
+mod aliases;
 mod auth;
 mod wire;
 
+pub use aliases::{AliasesConfig, SrsConfig};
 pub use auth::AuthConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -28,6 +30,21 @@ pub struct Config {
     /// Unset: `postmaster@<first domain>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postmaster: Option<String>,
+    /// Where mail for `abuse@<local domain>` goes unless an alias names it. Unset: the
+    /// postmaster address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abuse: Option<String>,
+    /// Postfix `recipient_delimiter`: `bob+tag@` is bob's. Empty: no extensions.
+    #[serde(
+        default = "aliases::default_delimiter",
+        skip_serializing_if = "aliases::is_default_delimiter"
+    )]
+    pub recipient_delimiter: String,
+    #[serde(default, skip_serializing_if = "AliasesConfig::is_default")]
+    pub aliases: AliasesConfig,
+    /// SRS for forwarded mail; absent: senders are never rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srs: Option<SrsConfig>,
     #[serde(default)]
     pub listeners: Listeners,
     /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz`.
@@ -418,6 +435,10 @@ impl Config {
             hostname,
             domains: Vec::new(),
             postmaster: None,
+            abuse: None,
+            recipient_delimiter: aliases::default_delimiter(),
+            aliases: AliasesConfig::default(),
+            srs: None,
             listeners: Listeners::default(),
             metrics: default_metrics(),
             tls,
@@ -474,6 +495,7 @@ impl Config {
                  §4.5.1); set postmaster, or domains so that it is postmaster@<first domain>"
             );
         }
+        self.validate_addressing()?;
         self.auth.socket_mode()?;
         if self.auth.throttle_tracked_keys == 0 || self.auth.throttle_window.is_zero() {
             bail!("auth.throttleTrackedKeys and auth.throttleWindow must be positive");

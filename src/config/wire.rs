@@ -19,6 +19,12 @@ impl Config {
         if let Some(postmaster) = &self.postmaster {
             checks.push(("postmaster".into(), check_address(postmaster)));
         }
+        if let Some(abuse) = &self.abuse {
+            checks.push(("abuse".into(), check_address(abuse)));
+        }
+        if let Some(domain) = self.srs.as_ref().and_then(|s| s.domain.as_ref()) {
+            checks.push(("srs.domain".into(), check_fqdn(domain)));
+        }
         if let Some(dkim) = &self.dkim {
             checks.push(("dkim.selector".into(), check_dns_name(&dkim.selector)));
             for (i, domain) in dkim.domains.iter().enumerate() {

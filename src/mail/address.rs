@@ -1,10 +1,10 @@
 //! Mail addresses as Postfix treats them: `local@domain` split at the last `@`, the
 //! local part compared as written (after lower-casing where the caller says so), the
-//! domain case-insensitively, and `+` as the recipient delimiter (`recipient_delimiter =
-//! +`): `bob+lists@example.com` is `bob@example.com` with the extension `lists`.
+//! domain case-insensitively, and a recipient delimiter (`recipient_delimiter`, `+` by
+//! default): `bob+lists@example.com` is `bob@example.com` with the extension `lists`.
 
-/// Postfix `recipient_delimiter`.
-const DELIMITER: char = '+';
+/// Postfix `recipient_delimiter`: `None` when extensions are off.
+pub type Delimiter = Option<char>;
 
 /// `local@domain`, borrowed from the text it was parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,18 +38,19 @@ impl<'a> Address<'a> {
 
     /// The local part without its `+extension`. As Postfix's `split_addr`, a local part
     /// that starts with the delimiter is not split: `+x` stays `+x`.
-    pub fn base(&self) -> &'a str {
-        match self.local.split_once(DELIMITER) {
-            Some((base, _)) if !base.is_empty() => base,
-            _ => self.local,
-        }
+    pub fn base(&self, delimiter: Delimiter) -> &'a str {
+        self.split(delimiter).0
     }
 
     /// What follows the delimiter, when [`Address::base`] split it off.
-    pub fn extension(&self) -> Option<&'a str> {
-        match self.local.split_once(DELIMITER) {
-            Some((base, extension)) if !base.is_empty() => Some(extension),
-            _ => None,
+    pub fn extension(&self, delimiter: Delimiter) -> Option<&'a str> {
+        self.split(delimiter).1
+    }
+
+    fn split(&self, delimiter: Delimiter) -> (&'a str, Option<&'a str>) {
+        match delimiter.and_then(|d| self.local.split_once(d)) {
+            Some((base, extension)) if !base.is_empty() => (base, Some(extension)),
+            _ => (self.local, None),
         }
     }
 
@@ -59,8 +60,8 @@ impl<'a> Address<'a> {
     }
 
     /// `base@domain`: the address with its extension removed.
-    pub fn without_extension(&self) -> String {
-        format!("{}@{}", self.base(), self.domain)
+    pub fn without_extension(&self, delimiter: Delimiter) -> String {
+        format!("{}@{}", self.base(delimiter), self.domain)
     }
 }
 
@@ -73,6 +74,8 @@ pub fn primary_domain(domains: &[String]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PLUS: Delimiter = Some('+');
 
     #[test]
     fn splits_at_the_last_at() {
@@ -92,20 +95,30 @@ mod tests {
     #[test]
     fn extension_after_the_first_delimiter() {
         let a = Address::parse("bob+lists+x@example.com").unwrap();
-        assert_eq!((a.base(), a.extension()), ("bob", Some("lists+x")));
-        assert_eq!(a.without_extension(), "bob@example.com");
+        assert_eq!((a.base(PLUS), a.extension(PLUS)), ("bob", Some("lists+x")));
+        assert_eq!(a.without_extension(PLUS), "bob@example.com");
         let empty = Address::parse("bob+@example.com").unwrap();
-        assert_eq!((empty.base(), empty.extension()), ("bob", Some("")));
+        assert_eq!((empty.base(PLUS), empty.extension(PLUS)), ("bob", Some("")));
         let plain = Address::parse("bob@example.com").unwrap();
-        assert_eq!((plain.base(), plain.extension()), ("bob", None));
-        assert_eq!(plain.without_extension(), "bob@example.com");
+        assert_eq!((plain.base(PLUS), plain.extension(PLUS)), ("bob", None));
+        assert_eq!(plain.without_extension(PLUS), "bob@example.com");
     }
 
     #[test]
     fn a_leading_delimiter_is_not_split() {
         let a = Address::parse("+x@example.com").unwrap();
-        assert_eq!((a.base(), a.extension()), ("+x", None));
-        assert_eq!(a.without_extension(), "+x@example.com");
+        assert_eq!((a.base(PLUS), a.extension(PLUS)), ("+x", None));
+        assert_eq!(a.without_extension(PLUS), "+x@example.com");
+    }
+
+    #[test]
+    fn another_delimiter_or_none() {
+        let a = Address::parse("bob-lists+x@example.com").unwrap();
+        assert_eq!(
+            (a.base(Some('-')), a.extension(Some('-'))),
+            ("bob", Some("lists+x"))
+        );
+        assert_eq!((a.base(None), a.extension(None)), ("bob-lists+x", None));
     }
 
     #[test]

@@ -8,8 +8,9 @@ pub mod dns;
 mod listener;
 pub mod name;
 mod network;
+pub mod srs;
 
-pub use address::{Address, primary_domain};
+pub use address::{Address, Delimiter, primary_domain};
 pub use listener::{
     HANDOVER_NAME, HANDOVER_POD_PORT, ListenerKind, METRICS_NAME, METRICS_POD_PORT,
 };

@@ -17,6 +17,9 @@ pub const STATE_DIR: &str = "/var/lib/posthorn";
 pub const CONFIG_KEY: &str = "config.yaml";
 /// Key of the sender login map in the ConfigMap.
 pub const SENDER_MAP_KEY: &str = "sender-logins";
+/// Key of the alias file in the ConfigMap, and of the SRS key in its Secret.
+pub const ALIASES_KEY: &str = "aliases";
+pub const SRS_SECRET_KEY: &str = "secret";
 /// Keys of the DKIM Secret: the private key (PKCS#8 PEM) and, in generated Secrets, the
 /// TXT record value that publishes its public half.
 pub const DKIM_KEY: &str = "dkim.key";
@@ -35,6 +38,10 @@ pub struct FileLayout {
     pub key: PathBuf,
     pub passwd: PathBuf,
     pub sender_login_map: PathBuf,
+    /// The alias file `spec.aliases.entries` is written to.
+    pub aliases: PathBuf,
+    /// The mounted SRS key, when `spec.aliases.srsSecret` names one.
+    pub srs_secret: Option<PathBuf>,
     pub spool: PathBuf,
     pub maildir_root: PathBuf,
     /// The mounted relay credentials Secret (`username`, `password`), when there is one.
@@ -59,6 +66,8 @@ impl FileLayout {
             key: format!("{SECRETS_DIR}/tls/{KEY_FILE}").into(),
             passwd: format!("{SECRETS_DIR}/users/passwd").into(),
             sender_login_map: format!("{CONFIG_DIR}/{SENDER_MAP_KEY}").into(),
+            aliases: format!("{CONFIG_DIR}/{ALIASES_KEY}").into(),
+            srs_secret: Some(format!("{SECRETS_DIR}/srs/{SRS_SECRET_KEY}").into()),
             spool: format!("{STATE_DIR}/spool").into(),
             maildir_root: format!("{STATE_DIR}/mail").into(),
             relay_credentials: Some(format!("{SECRETS_DIR}/relay").into()),

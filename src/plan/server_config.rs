@@ -9,8 +9,8 @@ use anyhow::Context;
 use super::FileLayout;
 use crate::api::MailServerSpec;
 use crate::config::{
-    AuthConfig, Config, DeliveryConfig, DkimConfig, HandoverConfig, Limits, Listeners,
-    ProxyProtocol, RelayConfig, ShutdownConfig, SpoolConfig, TlsConfig,
+    AliasesConfig, AuthConfig, Config, DeliveryConfig, DkimConfig, HandoverConfig, Limits,
+    Listeners, ProxyProtocol, RelayConfig, ShutdownConfig, SpoolConfig, SrsConfig, TlsConfig,
 };
 use crate::mail;
 
@@ -23,6 +23,18 @@ pub fn server_config(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Resu
     let config = Config {
         domains: spec.domains.clone(),
         postmaster: spec.postmaster.clone(),
+        abuse: spec.aliases.abuse.clone(),
+        recipient_delimiter: spec.aliases.recipient_delimiter.clone(),
+        aliases: AliasesConfig {
+            file: (!spec.aliases.entries.is_empty()).then(|| layout.aliases.clone()),
+            send_as_alias: spec.aliases.send_as_alias,
+        },
+        srs: spec
+            .aliases
+            .srs_secret
+            .as_ref()
+            .and(layout.srs_secret.clone())
+            .map(SrsConfig::new),
         // The pod's ports, whatever the Service's.
         listeners: Listeners::pod_ports(|kind| spec.service_port(kind).is_some()),
         sender_login_map: Some(layout.sender_login_map.clone()),
@@ -139,5 +151,34 @@ mod tests {
         };
         let yaml = server_config(&spec, &local).unwrap().to_yaml().unwrap();
         assert!(!yaml.contains("handover"), "{yaml}");
+    }
+
+    #[test]
+    fn aliases_come_from_the_mailserver_spec() {
+        let base =
+            "hostname: mail.example.com\ndomains: [example.com]\nusers: {secretName: users}\n";
+        let spec: MailServerSpec = serde_saphyr::from_str(base).unwrap();
+        let config = server_config(&spec, &FileLayout::pod()).unwrap();
+        assert_eq!(config.aliases, AliasesConfig::default());
+        assert_eq!((config.delimiter(), config.srs.as_ref()), (Some('+'), None));
+        let spec: MailServerSpec = serde_saphyr::from_str(&format!(
+            "{base}aliases: {{entries: [{{address: info@example.com, to: [alice@example.com]}}], \
+             recipientDelimiter: '-', sendAsAlias: false, abuse: abuse@example.net, srsSecret: srs}}\n"
+        ))
+        .unwrap();
+        let config = server_config(&spec, &FileLayout::pod()).unwrap();
+        assert_eq!(
+            config.aliases.file.as_deref(),
+            Some(std::path::Path::new("/etc/posthorn/aliases"))
+        );
+        assert!(!config.aliases.send_as_alias);
+        assert_eq!(config.delimiter(), Some('-'));
+        assert_eq!(config.abuse().as_deref(), Some("abuse@example.net"));
+        let srs = config.srs.as_ref().unwrap();
+        assert_eq!(
+            srs.secret_file,
+            std::path::Path::new("/run/posthorn/srs/secret")
+        );
+        assert_eq!(config.srs_domain().as_deref(), Some("example.com"));
     }
 }

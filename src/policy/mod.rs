@@ -1,17 +1,23 @@
 //! Access policy, evaluated at RCPT time like Postfix with `smtpd_delay_reject = yes`:
 //! client restrictions, then the sender login check, then recipient restrictions.
 
+pub mod aliases;
 mod postmaster;
 pub mod recipient;
+mod resolve;
 pub mod sender;
+mod table;
 
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::mail::{Address, ListenerKind};
+use crate::mail::srs::Srs;
+use crate::mail::{Delimiter, ListenerKind};
 use crate::reload::{self, Watched};
+use aliases::AliasTable;
 use recipient::{DomainChecker, DomainStatus};
+pub use resolve::strip_extension;
 use sender::SenderLoginMap;
 
 /// A refused RCPT: the full SMTP reply line, and a short reason for metrics and logs.
@@ -21,7 +27,7 @@ pub struct Reject {
     pub reason: &'static str,
 }
 
-fn reject(reason: &'static str, reply: String) -> Result<(), Reject> {
+fn reject<T>(reason: &'static str, reply: String) -> Result<T, Reject> {
     Err(Reject { reply, reason })
 }
 
@@ -36,10 +42,16 @@ pub struct RcptContext<'a> {
 
 pub struct Policy {
     senders: Option<Arc<Watched<SenderLoginMap>>>,
+    aliases: Option<Arc<Watched<AliasTable>>>,
+    /// Logins may send as the aliases that name them.
+    send_as_alias: bool,
+    srs: Option<Arc<Watched<Srs>>>,
+    delimiter: Delimiter,
     domains: DomainChecker,
     local_domains: Vec<String>,
-    /// Where mail for postmaster goes; see `postmaster_for`.
+    /// Where mail for postmaster and abuse goes; see `reserved_target`.
     postmaster: Option<String>,
+    abuse: Option<String>,
 }
 
 impl Policy {
@@ -53,8 +65,24 @@ impl Policy {
                 })
             })
             .transpose()?;
+        let aliases = config
+            .aliases
+            .file
+            .as_deref()
+            .map(|path| {
+                reload::watch_file("aliases", path, config.reload_interval, |p| {
+                    let text = std::fs::read_to_string(p)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                    AliasTable::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+                })
+            })
+            .transpose()?;
         Ok(Policy {
             senders,
+            aliases,
+            send_as_alias: config.aliases.send_as_alias,
+            srs: config.watch_srs()?,
+            delimiter: config.delimiter(),
             domains: DomainChecker::new(&config.dns.nameservers)?,
             local_domains: config
                 .domains
@@ -62,6 +90,7 @@ impl Policy {
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
             postmaster: config.postmaster(),
+            abuse: config.abuse(),
         })
     }
 
@@ -71,11 +100,16 @@ impl Policy {
             .any(|d| d.eq_ignore_ascii_case(domain))
     }
 
-    fn may_send(&self, login: &str, sender: &str) -> bool {
-        match &self.senders {
+    /// `reject_sender_login_mismatch`: the sender login map, the login's own address
+    /// with any extension, and (with `sendAsAlias`) the aliases naming the login.
+    fn may_send(&self, login: &str, sender: &str, auth: &Authenticator) -> bool {
+        let listed = match &self.senders {
             Some(map) => map.get().may_send(login, sender),
             None => SenderLoginMap::default().may_send(login, sender),
-        }
+        };
+        listed
+            || self.strip_extension(sender).eq_ignore_ascii_case(login)
+            || self.send_as_alias && self.alias_names(sender, login, auth)
     }
 
     pub async fn check_rcpt(
@@ -84,15 +118,17 @@ impl Policy {
         rcpt: &str,
         auth: &Authenticator,
     ) -> Result<(), Reject> {
-        if self.postmaster_for(rcpt).is_some() {
+        if self.reserved_target(rcpt).is_some() {
             return match ctx.kind {
                 ListenerKind::Smtp => Ok(()),
-                ListenerKind::Submission | ListenerKind::Submissions => self.check_submitter(ctx),
+                ListenerKind::Submission | ListenerKind::Submissions => {
+                    self.check_submitter(ctx, auth)
+                }
             };
         }
         match ctx.kind {
             ListenerKind::Submission | ListenerKind::Submissions => {
-                self.check_submitter(ctx)?;
+                self.check_submitter(ctx, auth)?;
                 // reject_non_fqdn_recipient, reject_unknown_recipient_domain,
                 // permit_sasl_authenticated
                 self.check_fqdn(rcpt)?;
@@ -114,7 +150,7 @@ impl Policy {
 
     /// Submission's client and sender rules: an authenticated client, sending as an
     /// address its login owns.
-    fn check_submitter(&self, ctx: &RcptContext<'_>) -> Result<(), Reject> {
+    fn check_submitter(&self, ctx: &RcptContext<'_>, auth: &Authenticator) -> Result<(), Reject> {
         // smtpd_client_restrictions = permit_sasl_authenticated, reject
         let Some(login) = ctx.login else {
             return reject(
@@ -126,7 +162,7 @@ impl Policy {
             );
         };
         // smtpd_sender_restrictions = reject_sender_login_mismatch
-        if !self.may_send(login, ctx.sender) {
+        if !self.may_send(login, ctx.sender, auth) {
             return reject(
                 "sender_mismatch",
                 format!(
@@ -148,12 +184,13 @@ impl Policy {
         )
     }
 
-    /// Local domains: the user must exist (`smtpd_reject_unlisted_recipient`). Other
-    /// domains must resolve (`reject_unknown_recipient_domain`).
+    /// Local domains: the user or an alias must exist (`smtpd_reject_unlisted_recipient`).
+    /// Other domains must resolve (`reject_unknown_recipient_domain`).
     async fn check_domain_or_user(&self, rcpt: &str, auth: &Authenticator) -> Result<(), Reject> {
         let domain = recipient::domain_of(rcpt).unwrap_or_default();
         if self.is_local_domain(domain) {
-            if auth.user_exists(&strip_extension(rcpt)) {
+            if auth.user_exists(&self.strip_extension(rcpt)) || self.resolve(rcpt, auth)?.is_some()
+            {
                 return Ok(());
             }
             return reject(
@@ -179,21 +216,21 @@ impl Policy {
     }
 }
 
-/// `user+tag@domain` → `user@domain` (Postfix `recipient_delimiter = +`).
-pub fn strip_extension(address: &str) -> String {
-    Address::parse(address).map_or_else(|| address.to_string(), |a| a.without_extension())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn extension_is_stripped() {
-        assert_eq!(strip_extension("bob+lists@example.com"), "bob@example.com");
-        assert_eq!(strip_extension("bob@example.com"), "bob@example.com");
-        assert_eq!(strip_extension("bob"), "bob");
+        let strip = |address: &str| strip_extension(address, Some('+'));
+        assert_eq!(strip("bob+lists@example.com"), "bob@example.com");
+        assert_eq!(strip("bob@example.com"), "bob@example.com");
+        assert_eq!(strip("bob"), "bob");
         // As delivery routes it: a leading delimiter is part of the name.
-        assert_eq!(strip_extension("+x@example.com"), "+x@example.com");
+        assert_eq!(strip("+x@example.com"), "+x@example.com");
+        assert_eq!(
+            strip_extension("bob+x@example.com", None),
+            "bob+x@example.com"
+        );
     }
 }

@@ -1,24 +1,31 @@
-//! The reserved mailbox `postmaster` (RFC 5321 §4.5.1): `RCPT TO:<postmaster>` and
+//! The reserved mailboxes. `postmaster` (RFC 5321 §4.5.1): `RCPT TO:<postmaster>` and
 //! `postmaster@<local domain>`, in any letter case, are accepted on port 25 whether or not
 //! such a user exists, and delivered to the configured `postmaster` address (by default
-//! `postmaster@<first domain>`). Aliases in general are not this module's business.
+//! `postmaster@<first domain>`). `abuse@<local domain>` (RFC 2142) goes to `abuse`, by
+//! default the postmaster address. An alias entry for either wins.
 
 use super::Policy;
 use crate::mail::Address;
 
 impl Policy {
-    /// The address mail for `rcpt` is delivered to, when `rcpt` is postmaster's.
-    pub fn postmaster_for(&self, rcpt: &str) -> Option<&str> {
-        let target = self.postmaster.as_deref()?;
-        is_postmaster(rcpt, |domain| self.is_local_domain(domain)).then_some(target)
+    /// The address mail for `rcpt` is delivered to, when `rcpt` is a reserved mailbox.
+    pub fn reserved_target(&self, rcpt: &str) -> Option<&str> {
+        let local = |domain: &str| self.is_local_domain(domain);
+        if is_reserved(rcpt, "postmaster", local) {
+            self.postmaster.as_deref()
+        } else if is_reserved(rcpt, "abuse", local) && Address::parse(rcpt).is_some() {
+            self.abuse.as_deref()
+        } else {
+            None
+        }
     }
 }
 
-fn is_postmaster(rcpt: &str, is_local_domain: impl Fn(&str) -> bool) -> bool {
+fn is_reserved(rcpt: &str, name: &str, is_local_domain: impl Fn(&str) -> bool) -> bool {
     match Address::parse(rcpt) {
-        None => rcpt.eq_ignore_ascii_case("postmaster"),
+        None => rcpt.eq_ignore_ascii_case(name),
         Some(address) => {
-            address.local().eq_ignore_ascii_case("postmaster") && is_local_domain(address.domain())
+            address.local().eq_ignore_ascii_case(name) && is_local_domain(address.domain())
         }
     }
 }
@@ -37,7 +44,7 @@ mod tests {
             "postmaster@example.com",
             "Postmaster@EXAMPLE.com",
         ] {
-            assert!(is_postmaster(yes, local), "{yes}");
+            assert!(is_reserved(yes, "postmaster", local), "{yes}");
         }
         for no in [
             "postmaster@example.net",
@@ -47,7 +54,9 @@ mod tests {
             "bob@example.com",
             "",
         ] {
-            assert!(!is_postmaster(no, local), "{no}");
+            assert!(!is_reserved(no, "postmaster", local), "{no}");
         }
+        assert!(is_reserved("Abuse@example.com", "abuse", local));
+        assert!(!is_reserved("abuse@example.net", "abuse", local));
     }
 }

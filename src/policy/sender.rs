@@ -1,14 +1,13 @@
 //! The sender login map (Postfix `smtpd_sender_login_maps` + `reject_sender_login_mismatch`).
 //!
-//! File format, as Postfix's `hash:` source files: one `address  login[, login...]` entry
-//! per line, `#` comments, a line starting with whitespace continues the previous one.
+//! File format, as Postfix's `hash:` source files (`table.rs`): one
+//! `address  login[, login...]` entry per line.
 //! A key `@domain` matches every address of that domain without an entry of its own.
 //! A login always owns its own address, so the file only lists the exceptions.
 
 use std::collections::HashMap;
 
-use anyhow::bail;
-
+use super::table;
 use crate::mail::Address;
 
 #[derive(Debug, Default)]
@@ -18,46 +17,10 @@ pub struct SenderLoginMap {
 
 impl SenderLoginMap {
     pub fn parse(text: &str) -> anyhow::Result<SenderLoginMap> {
-        // Join continuation lines first, remembering where each entry starts.
-        let mut entries: Vec<(usize, String)> = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or_default();
-            if line.trim().is_empty() {
-                continue;
-            }
-            if line.starts_with([' ', '\t']) {
-                match entries.last_mut() {
-                    Some((_, entry)) => {
-                        entry.push(' ');
-                        entry.push_str(line.trim());
-                    }
-                    None => bail!("line {}: continuation line without an entry", n + 1),
-                }
-            } else {
-                entries.push((n + 1, line.trim().to_string()));
-            }
-        }
-
         let mut owners: HashMap<String, Vec<String>> = HashMap::new();
-        for (line, entry) in entries {
-            let (key, value) = entry
-                .split_once(char::is_whitespace)
-                .unwrap_or((&entry, ""));
-            let logins: Vec<String> = value
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .filter(|s| !s.is_empty())
-                .map(str::to_ascii_lowercase)
-                .collect();
-            if logins.is_empty() {
-                bail!("line {line}: {key:?} lists no login");
-            }
-            if !key.contains('@') {
-                bail!("line {line}: key {key:?} is neither an address nor @domain");
-            }
-            owners
-                .entry(key.to_ascii_lowercase())
-                .or_default()
-                .extend(logins);
+        for entry in table::parse(text)? {
+            let logins = entry.values.iter().map(|l| l.to_ascii_lowercase());
+            owners.entry(entry.key).or_default().extend(logins);
         }
         Ok(SenderLoginMap { owners })
     }

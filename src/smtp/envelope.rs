@@ -1,5 +1,6 @@
 //! The MAIL and RCPT parameters as the queue file keeps them: BODY, RET, and each
-//! recipient with its DSN parameters, postmaster rewritten to its address.
+//! recipient with its DSN parameters, rewritten to the addresses the policy resolves it
+//! to (aliases, postmaster, SRS bounces).
 
 use smtp_proto::RcptTo;
 
@@ -25,11 +26,26 @@ pub fn ret_type(flags: u64) -> Option<Ret> {
     }
 }
 
-/// RCPT TO with its DSN parameters (RFC 3461), as the envelope keeps them; mail for
-/// postmaster goes to `postmaster`, and when that rewrites the address, the address as
-/// given is kept in ORCPT (RFC 3461 §4.2).
-pub fn recipient(to: &RcptTo<String>, postmaster: Option<&str>) -> Recipient {
-    let rewritten = postmaster.filter(|target| *target != to.address);
+/// The envelope recipients of the RCPTs `rcpts`: each as given, or the addresses
+/// `resolve` answers for it (which come without duplicates).
+pub fn recipients(
+    rcpts: &[RcptTo<String>],
+    resolve: impl Fn(&str) -> Option<Vec<String>>,
+) -> Vec<Recipient> {
+    rcpts
+        .iter()
+        .flat_map(|to| match resolve(&to.address) {
+            Some(targets) => targets.iter().map(|t| recipient(to, Some(t))).collect(),
+            None => vec![recipient(to, None)],
+        })
+        .collect()
+}
+
+/// RCPT TO with its DSN parameters (RFC 3461), as the envelope keeps them, delivered to
+/// `target` when given; when that rewrites the address, the address as given is kept in
+/// ORCPT (RFC 3461 §4.2).
+fn recipient(to: &RcptTo<String>, target: Option<&str>) -> Recipient {
+    let rewritten = target.filter(|target| *target != to.address);
     let mut rcpt = Recipient::new(rewritten.unwrap_or(&to.address));
     // smtp-proto keeps the ORCPT address without its type, which it requires be rfc822.
     rcpt.orcpt = to
@@ -86,5 +102,27 @@ mod tests {
         let rcpt = recipient(&to("postmaster@example.com", None), same);
         assert_eq!(rcpt.address, "postmaster@example.com");
         assert_eq!(rcpt.orcpt, None);
+    }
+
+    #[test]
+    fn an_alias_becomes_its_targets_each_remembering_it() {
+        let rcpts = [to("info@example.com", None), to("carol@example.com", None)];
+        let resolved = recipients(&rcpts, |address| {
+            (address == "info@example.com")
+                .then(|| vec!["alice@example.com".into(), "bob@example.net".into()])
+        });
+        let got: Vec<(&str, Option<&str>)> = resolved
+            .iter()
+            .map(|r| (r.address.as_str(), r.orcpt.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("alice@example.com", Some("rfc822;info@example.com")),
+                ("bob@example.net", Some("rfc822;info@example.com")),
+                ("carol@example.com", None),
+            ]
+        );
+        assert!(resolved.iter().all(|r| r.notify == [Notify::Failure]));
     }
 }

@@ -6,6 +6,23 @@ use std::net::IpAddr;
 
 use super::printable;
 
+/// Postfix `hopcount_limit`: a message with this many `Received:` headers, ours
+/// included, is refused as looping (cleanup's check, so ours counts).
+pub const HOPCOUNT_LIMIT: usize = 50;
+
+/// The `Received:` headers in the header section of `message` (CRLF or LF lines).
+pub fn hops(message: &[u8]) -> usize {
+    message
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .take_while(|line| !line.is_empty())
+        .filter(|line| {
+            line.get(..9)
+                .is_some_and(|name| name.eq_ignore_ascii_case(b"received:"))
+        })
+        .count()
+}
+
 pub struct Trace<'a> {
     pub helo: &'a str,
     pub ip: IpAddr,
@@ -70,6 +87,15 @@ fn address_literal(ip: IpAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hops_count_received_headers_of_the_header_section_only() {
+        let message = b"Received: from a\r\n\tby b\r\nRECEIVED: from c\r\nX-Received: no\r\n\
+                        Subject: received: no\r\n\r\nReceived: in the body\r\n";
+        assert_eq!(hops(message), 2);
+        assert_eq!(hops(b"Received: x\nreceived: y\n\nReceived: z\n"), 2);
+        assert_eq!(hops(b""), 0);
+    }
 
     #[test]
     fn postfix_like_layout() {

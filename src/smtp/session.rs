@@ -20,9 +20,9 @@ use super::command::parse_command;
 use super::data::{DataReceiver, Discard};
 use super::deadline::Deadline;
 use super::duplicates::DuplicateFilter;
-use super::envelope::{body_type, recipient, ret_type};
+use super::envelope::{body_type, recipients, ret_type};
 use super::limits::{Refused, Slot};
-use super::received::Trace;
+use super::received::{self, Trace};
 use super::size_param::{DeclaredSize, declared_size};
 use super::stream::Stream;
 use super::{ListenerKind, Server, client_name, printable};
@@ -902,11 +902,12 @@ impl Session {
             smtputf8: txn.from.flags & smtp_proto::MAIL_SMTPUTF8 != 0,
             ret: ret_type(txn.from.flags),
             envid: txn.from.env_id.clone(),
-            recipients: txn
-                .rcpts
-                .iter()
-                .map(|to| recipient(to, self.server.policy.postmaster_for(&to.address)))
-                .collect(),
+            recipients: recipients(&txn.rcpts, |address| {
+                // Resolved at RCPT already; an alias file reloaded since with a loop in it
+                // leaves the address as it is.
+                let server = &self.server;
+                server.policy.resolve(address, &server.auth).ok().flatten()
+            }),
             login: self.login.clone(),
             client_addr: self.peer,
             client_helo: self.helo.clone().unwrap_or_default(),
@@ -926,6 +927,12 @@ impl Session {
         if size > self.server.config.limits.max_message_size {
             // Bare LFs made CRLF can take it over the limit.
             return self.too_big();
+        }
+        if received::hops(&message) >= received::HOPCOUNT_LIMIT {
+            tracing::warn!(queue_id = %id, "message rejected: hopcount exceeded");
+            let metrics = &self.server.metrics;
+            metrics.message_rejected(self.kind.name(), "too_many_hops");
+            return self.error("554 5.4.0 Error: too many hops");
         }
         match self.server.spool.commit(&envelope, message.into()).await {
             Ok(()) => {

@@ -27,6 +27,8 @@ use crate::queue::Enqueued;
 use crate::spool::Spool;
 use crate::telemetry::Metrics;
 
+mod addressing;
+
 const HOSTNAME: &str = "mail.example.com";
 const ALICE: &str = "alice@example.com";
 const ALICE_PASS: &str = "alice-Secret-1";

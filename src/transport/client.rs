@@ -89,6 +89,8 @@ pub fn reply(reply: &Response<String>) -> Reply {
 /// `envelope.recipients`) bound for one next hop.
 pub struct Transaction<'a> {
     pub envelope: &'a Envelope,
+    /// MAIL FROM: the envelope's, or its SRS form when forwarded elsewhere.
+    pub sender: &'a str,
     pub recipients: &'a [usize],
     pub message: &'a [u8],
 }
@@ -169,7 +171,7 @@ fn unsupported(caps: &EhloResponse<String>, envelope: &Envelope, peer: &Remote) 
 /// The MAIL FROM command line, with the parameters the peer announced support for.
 fn mail_command(caps: &EhloResponse<String>, txn: &Transaction<'_>, dsn: bool) -> String {
     let envelope = txn.envelope;
-    let mut mail = format!("MAIL FROM:<{}>", envelope.mail_from);
+    let mut mail = format!("MAIL FROM:<{}>", txn.sender);
     match envelope.body {
         Some(BodyType::BinaryMime) => mail.push_str(" BODY=BINARYMIME"),
         Some(BodyType::EightBitMime) if caps.has_capability(EXT_8BIT_MIME) => {
@@ -474,6 +476,7 @@ pub(crate) mod tests {
         let message = b"Subject: x\r\n\r\nbare\nlf\rcr\n.\nMAIL FROM:<a@b>\r\n.\r\rend";
         let txn = Transaction {
             envelope: &envelope,
+            sender: &envelope.mail_from,
             recipients: &[0],
             message,
         };
@@ -529,6 +532,7 @@ pub(crate) mod tests {
         );
         let txn = Transaction {
             envelope: &envelope,
+            sender: &envelope.mail_from,
             recipients: &[0, 1, 2],
             message: b"Subject: x\r\n\r\nhi\r\n",
         };

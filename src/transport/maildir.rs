@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::mail::{self, Address};
+use crate::mail::{self, Address, Delimiter};
 use crate::spool::{Outcome, Status, write_new_synced};
 
 /// Where mail for one recipient address goes.
@@ -38,8 +38,9 @@ impl Mailbox {
 }
 
 /// Routes `address` against the local domains. A bare local part (RFC 5321 allows
-/// `RCPT TO:<Postmaster>`) belongs to the first local domain.
-pub fn route(address: &str, local_domains: &[String]) -> Route {
+/// `RCPT TO:<Postmaster>`) belongs to the first local domain; the extension after
+/// `delimiter` is not part of the mailbox name.
+pub fn route(address: &str, local_domains: &[String], delimiter: Delimiter) -> Route {
     let address = match Address::parse(address) {
         Some(parsed) => match local_domains.iter().find(|d| parsed.has_domain(d)) {
             Some(domain) => Address::new(parsed.local(), domain),
@@ -50,7 +51,7 @@ pub fn route(address: &str, local_domains: &[String]) -> Route {
             None => return Route::Remote,
         },
     };
-    let user = address.base().to_lowercase();
+    let user = address.base(delimiter).to_lowercase();
     let domain = address.domain().to_ascii_lowercase();
     if !is_safe_name(&user) || !is_safe_name(&domain) {
         return Route::Refused(Outcome::local(
@@ -153,6 +154,8 @@ fn unique_name(hostname: &str) -> String {
 mod tests {
     use super::*;
 
+    const PLUS: Delimiter = Some('+');
+
     fn domains() -> Vec<String> {
         vec!["example.com".into(), "Example.ORG".into()]
     }
@@ -167,23 +170,34 @@ mod tests {
     #[test]
     fn routes_lowercased_without_extension() {
         assert_eq!(
-            route("Alice+News@EXAMPLE.com", &domains()),
+            route("Alice+News@EXAMPLE.com", &domains(), PLUS),
             local("example.com", "alice")
         );
         assert_eq!(
-            route("bob@example.org", &domains()),
+            route("bob@example.org", &domains(), PLUS),
             local("example.org", "bob")
         );
         assert_eq!(
-            route("+tag@example.com", &domains()),
+            route("+tag@example.com", &domains(), PLUS),
             local("example.com", "+tag")
         );
         assert_eq!(
-            route("Postmaster", &domains()),
+            route("Postmaster", &domains(), PLUS),
             local("example.com", "postmaster")
         );
-        assert_eq!(route("bob@example.net", &domains()), Route::Remote);
-        assert_eq!(route("bob@sub.example.com", &domains()), Route::Remote);
+        assert_eq!(route("bob@example.net", &domains(), PLUS), Route::Remote);
+        assert_eq!(
+            route("bob@sub.example.com", &domains(), PLUS),
+            Route::Remote
+        );
+        assert_eq!(
+            route("bob-x+y@example.com", &domains(), Some('-')),
+            local("example.com", "bob")
+        );
+        assert_eq!(
+            route("bob+y@example.com", &domains(), None),
+            local("example.com", "bob+y")
+        );
     }
 
     #[test]
@@ -199,7 +213,7 @@ mod tests {
             "..+x@example.com",
         ] {
             assert!(
-                matches!(route(address, &domains()), Route::Refused(r) if r.status == Status::new(5, 1, 3)),
+                matches!(route(address, &domains(), PLUS), Route::Refused(r) if r.status == Status::new(5, 1, 3)),
                 "{address:?} not refused"
             );
         }

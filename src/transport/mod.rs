@@ -20,7 +20,8 @@ use anyhow::Context;
 use bytes::Bytes;
 
 use crate::config::{Config, RelayConfig};
-use crate::mail::Address;
+use crate::mail::srs::Srs;
+use crate::mail::{Address, Delimiter};
 use crate::reload::Watched;
 use crate::spool::{BodyType, Envelope, Outcome, QueueId, Status};
 pub use client::Attempt;
@@ -69,6 +70,7 @@ impl Destination {
 pub struct Transports {
     hostname: String,
     domains: Vec<String>,
+    delimiter: Delimiter,
     maildir_root: PathBuf,
     relay: Option<RelayConfig>,
     connector: Connector,
@@ -77,6 +79,8 @@ pub struct Transports {
     sessions: SessionCache,
     /// Signs mail from our domains before it leaves; none without a `dkim:` config.
     dkim: Option<Arc<Watched<dkim::Signer>>>,
+    /// Rewrites senders of other domains on mail that leaves; none without `srs:`.
+    srs: Option<Arc<Watched<Srs>>>,
 }
 
 impl Transports {
@@ -117,6 +121,7 @@ impl Transports {
         Ok(Transports {
             hostname: config.hostname.clone(),
             domains: config.domains.clone(),
+            delimiter: config.delimiter(),
             maildir_root: config.spool.maildir_root.clone(),
             relay: delivery.relay.clone(),
             connector,
@@ -124,12 +129,13 @@ impl Transports {
             lmtp,
             sessions: SessionCache::default(),
             dkim,
+            srs: config.watch_srs().context("loading the SRS secret")?,
         })
     }
 
     /// Where mail for `address` goes, or why it cannot go anywhere.
     pub fn route(&self, address: &str) -> Result<Destination, Outcome> {
-        match maildir::route(address, &self.domains) {
+        match maildir::route(address, &self.domains, self.delimiter) {
             Route::Local(_) if self.lmtp.is_some() => Ok(Destination::Lmtp),
             Route::Local(_) => Ok(Destination::Maildir),
             Route::Refused(reason) => Err(reason),
@@ -152,8 +158,13 @@ impl Transports {
         indexes: &[usize],
         message: &Bytes,
     ) -> Vec<(usize, Attempt)> {
+        let sender = match destination.is_remote() {
+            true => self.forward_sender(&envelope.mail_from),
+            false => envelope.mail_from.clone(),
+        };
         let txn = Transaction {
             envelope,
+            sender: &sender,
             recipients: indexes,
             message,
         };
@@ -247,7 +258,7 @@ impl Transports {
 
     async fn to_maildir(&self, envelope: &Envelope, index: usize, message: &Bytes) -> Attempt {
         let address = envelope.recipients[index].address.clone();
-        let Route::Local(mailbox) = maildir::route(&address, &self.domains) else {
+        let Route::Local(mailbox) = maildir::route(&address, &self.domains, self.delimiter) else {
             unreachable!("routed to the Maildir only when local");
         };
         let dir = mailbox.maildir(&self.maildir_root);
@@ -270,6 +281,21 @@ impl Transports {
                 Status::new(4, 2, 0),
                 format!("cannot write to maildir {}: {error}", dir.display()),
             ),
+        }
+    }
+
+    /// The MAIL FROM for mail that leaves: a sender of another domain (mail an alias
+    /// forwards) in its SRS form, so that SPF at the next hop checks our domain, as
+    /// postsrsd does for Postfix. Ours, `<>` and everything without `srs:` stay.
+    fn forward_sender(&self, sender: &str) -> String {
+        let foreign =
+            Address::parse(sender).is_some_and(|a| !self.domains.iter().any(|d| a.has_domain(d)));
+        match &self.srs {
+            Some(srs) if foreign => srs
+                .get()
+                .forward(sender, std::time::SystemTime::now())
+                .unwrap_or_else(|| sender.to_string()),
+            _ => sender.to_string(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! The ConfigMap: the server config the pods read, and the sender login map.
+//! The ConfigMap: the server config the pods read, the sender login map and the alias
+//! file.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::meta::{Base, Names};
 use crate::api::MailServer;
 use crate::config::LogFormat;
-use crate::plan::{self, CONFIG_KEY, FileLayout, SENDER_MAP_KEY};
+use crate::plan::{self, ALIASES_KEY, CONFIG_KEY, FileLayout, SENDER_MAP_KEY};
 
 /// The ConfigMap and the sha256 of the server config in it (the pod template's
 /// checksum annotation). Fails when the spec cannot be turned into a server config.
@@ -24,12 +25,18 @@ pub(super) fn config_map(
     }
     let config_yaml = config.to_yaml()?;
     let checksum = sha256_hex(config_yaml.as_bytes());
+    let mut data = BTreeMap::from([
+        (CONFIG_KEY.to_string(), config_yaml),
+        (SENDER_MAP_KEY.to_string(), plan::sender_map(&server.spec)),
+    ]);
+    // Only with entries: the config names the file only then.
+    let aliases = &server.spec.aliases;
+    if !aliases.entries.is_empty() {
+        data.insert(ALIASES_KEY.to_string(), aliases.file());
+    }
     let config_map = ConfigMap {
         metadata: base.meta(names.config_map(), "mail-server"),
-        data: Some(BTreeMap::from([
-            (CONFIG_KEY.to_string(), config_yaml),
-            (SENDER_MAP_KEY.to_string(), plan::sender_map(&server.spec)),
-        ])),
+        data: Some(data),
         ..ConfigMap::default()
     };
     Ok((config_map, checksum))

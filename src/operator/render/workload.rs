@@ -23,7 +23,7 @@ use crate::api::{MailServer, QueueStorage};
 use crate::mail;
 use crate::plan::{
     ANNOTATIONS_FILE, CONFIG_DIR, CONFIG_FILE, DKIM_KEY, HANDOVER_DIR, HANDOVER_TOKEN_KEY,
-    POD_INFO_DIR, SECRETS_DIR, STATE_DIR,
+    POD_INFO_DIR, SECRETS_DIR, SRS_SECRET_KEY, STATE_DIR,
 };
 
 /// The pod's unprivileged user and group (the distroless "nonroot" ids).
@@ -235,6 +235,11 @@ fn volumes(
             ]),
         ));
         mounts.push(mount("relay", format!("{SECRETS_DIR}/relay")));
+    }
+    if let Some(srs) = &spec.aliases.srs_secret {
+        let key = Some(vec![key_to(SRS_SECRET_KEY, SRS_SECRET_KEY)]);
+        volumes.push(secret_volume("srs", srs, key));
+        mounts.push(mount("srs", format!("{SECRETS_DIR}/srs")));
     }
     // With persistent storage the StatefulSet's claim template provides the volume.
     if spec.queue.storage == QueueStorage::EmptyDir {

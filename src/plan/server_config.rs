@@ -77,6 +77,7 @@ pub fn server_config(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Resu
             TlsConfig {
                 cert: layout.cert.clone(),
                 key: layout.key.clone(),
+                ecdsa: None,
             },
             AuthConfig::new(layout.passwd.clone()),
             SpoolConfig {

@@ -83,7 +83,8 @@ impl Harness {
         let (delivery, enqueued) = Enqueued::handle();
         let reload = config.reload_interval;
         let server = Server {
-            tls: crate::tls::server_config(&config.tls.cert, &config.tls.key, reload).unwrap(),
+            tls: crate::tls::server_config(&config.tls.cert, &config.tls.key, None, reload)
+                .unwrap(),
             auth: Authenticator::new(&config.auth, "example.com".into(), reload).unwrap(),
             policy: Policy::new(&config).unwrap(),
             spool: Spool::open(&config.spool.directory).await.unwrap(),

@@ -111,6 +111,47 @@ fn ecdsa_to_clients_that_offer_it_rsa_to_the_rest() {
     }
 }
 
+/// Issue 9: a client that kept its session resumes it, with TLS 1.3 tickets and TLS 1.2
+/// session IDs or tickets, on STARTTLS and on 465. The client says QUIT and reads until
+/// the server closes, so a TLS 1.3 ticket sent after the handshake is always received.
+#[test]
+fn sessions_are_resumed() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session.pem");
+    let session = session.to_str().unwrap();
+    let quit = |port: Port, args: &[&str]| {
+        let connect = format!("127.0.0.1:{}", s.port(port));
+        let mut cmd = Command::new("openssl");
+        cmd.args(["s_client", "-connect", &connect, "-ign_eof"]);
+        if port != Port::Submissions {
+            cmd.args(["-starttls", "smtp"]);
+        }
+        let mut child = cmd
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"QUIT\r\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    for port in [Port::Submission, Port::Submissions] {
+        for version in ["-tls1_3", "-tls1_2"] {
+            let text = quit(port, &[version, "-sess_out", session]);
+            assert!(
+                text.contains("221 2.0.0 Bye"),
+                "{version} on {port:?}:\n{text}"
+            );
+            let text = quit(port, &[version, "-sess_in", session]);
+            assert!(text.contains("Reused, "), "{version} on {port:?}:\n{text}");
+        }
+    }
+}
+
 #[test]
 fn tls_1_0_and_1_1_are_refused() {
     let s = Server::start();

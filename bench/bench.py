@@ -153,16 +153,17 @@ def start_postfix(workdir, name, files, dkim):
     return port, sink, ServerTree(name, roots), stop
 
 
-def start_posthorn(workdir, name, files, dkim, binary, dns_port):
+def start_posthorn(workdir, name, files, dkim, binary, dns_port, ecdsa=False):
     d = os.path.join(workdir, name)
     os.makedirs(d)
     sink = Sink(workdir, name)
     port = free_port()
+    ecdsa_pair = f", ecdsa: {{cert: {workdir}/ec.crt, key: {workdir}/ec.key}}" if ecdsa else ""
     config = f"""hostname: posthorn.bench.test
 domains: [example.test]
 listeners: {{smtp: null, submission: "127.0.0.1:{port}", submissions: null}}
 metrics: "127.0.0.1:{free_port()}"
-tls: {{cert: {workdir}/tls.crt, key: {workdir}/tls.key}}
+tls: {{cert: {workdir}/tls.crt, key: {workdir}/tls.key{ecdsa_pair}}}
 auth: {{passwdFile: {files["users"]}}}
 senderLoginMap: {files["senders"]}
 dns: {{nameservers: ["127.0.0.1:{dns_port}"]}}
@@ -190,6 +191,13 @@ def make_files(workdir):
     run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
         "-keyout", f"{workdir}/tls.key", "-out", f"{workdir}/tls.crt")
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-days", "30", "-subj", "/CN=localhost",
+        "-addext", "subjectAltName=DNS:localhost",
+        "-keyout", f"{workdir}/ec.key", "-out", f"{workdir}/ec.crt")
+    # The load generator pins both certificates (the -ecdsa sides serve the second).
+    with open(f"{workdir}/pinned.crt", "w") as f:
+        f.write(open(f"{workdir}/tls.crt").read() + open(f"{workdir}/ec.crt").read())
     run("openssl", "genrsa", "-out", f"{workdir}/dkim.key", "2048")
     scheme_hash = run("doveadm", "pw", "-s", "SHA512-CRYPT", "-p", PASSWORD).strip()
     with open(f"{workdir}/users", "w") as f:
@@ -227,10 +235,11 @@ def one_run(args, server, clients, messages):
     limit = ["--total", str(args.total)] if args.total else ["--duration", f"{args.duration}s"]
     # The load generator is the only child waited for meanwhile: its own CPU.
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = run(args.loadgen, "--addr", f"127.0.0.1:{port}", "--cert", f"{args.dir}/tls.crt",
+    resume = args.resume or tree.name.endswith("-resume")
+    out = run(args.loadgen, "--addr", f"127.0.0.1:{port}", "--cert", f"{args.dir}/pinned.crt",
               "--user", USER, "--password", PASSWORD, "--rcpt", RCPT,
               "-c", str(clients), "-m", str(messages), *limit, "--json",
-              *(["--resume"] if args.resume else []))
+              *(["--resume"] if resume else []))
     report = json.loads(out)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     loadgen_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
@@ -294,6 +303,8 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--duration", type=float, default=10, help="seconds per run")
     p.add_argument("--total", type=int, help="messages per run instead of a duration")
+    # Posthorn variants for A/B runs: posthorn-ecdsa (an ECDSA pair next to the RSA one),
+    # posthorn-resume (clients resume TLS sessions), combinable with -dkim.
     p.add_argument("--servers", default="postfix,posthorn,postfix-dkim,posthorn-dkim")
     # Not under /tmp: OpenDKIM refuses files below a world-writable directory.
     p.add_argument("--dir", default=f"{REPO}/target/bench", help="work directory (recreated)")
@@ -313,11 +324,12 @@ def main():
     started = {}
     try:
         for s in servers:
-            dkim = s.endswith("-dkim")
+            dkim = "-dkim" in s
             if s.startswith("postfix"):
                 started[s] = start_postfix(args.dir, s, files, dkim)
             else:
-                started[s] = start_posthorn(args.dir, s, files, dkim, args.posthorn, dns_port)
+                started[s] = start_posthorn(args.dir, s, files, dkim, args.posthorn, dns_port,
+                                            ecdsa="-ecdsa" in s)
         runs = []
         for c, m in cells:
             for i in range(args.runs):

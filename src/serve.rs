@@ -140,8 +140,18 @@ pub async fn start(config: Config) -> anyhow::Result<Bound> {
     // errors name the spool, and one in use is a one-line error of its own.
     let spool = Spool::open(&config.spool.directory).await?;
     let metrics = Arc::new(Metrics::new());
-    let tls = crate::tls::server_config(&config.tls.cert, &config.tls.key, config.reload_interval)
-        .context("loading the TLS certificate")?;
+    let ecdsa = config
+        .tls
+        .ecdsa
+        .as_ref()
+        .map(|p| (p.cert.as_path(), p.key.as_path()));
+    let tls = crate::tls::server_config(
+        &config.tls.cert,
+        &config.tls.key,
+        ecdsa,
+        config.reload_interval,
+    )
+    .context("loading the TLS certificate")?;
     let local_domain = mail::primary_domain(&config.domains)
         .unwrap_or(&config.hostname)
         .to_string();

@@ -161,9 +161,11 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKe
     Ok(certified)
 }
 
-/// Hands every new handshake the certificate as last loaded successfully.
+/// Hands every new handshake the certificate as last loaded successfully: the ECDSA one
+/// when there is one and the client can take it, else the main one.
 struct ReloadingCert {
     current: Arc<Watched<CertifiedKey>>,
+    ecdsa: Option<Arc<Watched<CertifiedKey>>>,
 }
 
 impl std::fmt::Debug for ReloadingCert {
@@ -173,9 +175,38 @@ impl std::fmt::Debug for ReloadingCert {
 }
 
 impl ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(ecdsa) = &self.ecdsa {
+            let key = ecdsa.get();
+            if takes_ecdsa(&client_hello, &key) {
+                return Some(key);
+            }
+        }
         Some(self.current.get())
     }
+}
+
+/// The client accepts a signature the ECDSA key can make, and a suite to go with it:
+/// any TLS 1.3 suite, or a TLS 1.2 ECDHE_ECDSA one.
+fn takes_ecdsa(client_hello: &ClientHello<'_>, key: &CertifiedKey) -> bool {
+    key.key
+        .choose_scheme(client_hello.signature_schemes())
+        .is_some()
+        && client_hello.cipher_suites().iter().any(|offered| {
+            SERVER_CIPHER_SUITES.iter().any(|suite| {
+                suite.suite() == *offered
+                    && suite.usable_for_signature_algorithm(rustls::SignatureAlgorithm::ECDSA)
+            })
+        })
+}
+
+/// [`load_certified_key`] for the second pair, which must hold an ECDSA key.
+fn load_ecdsa_key(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
+    let certified = load_certified_key(cert, key)?;
+    if certified.key.algorithm() != rustls::SignatureAlgorithm::ECDSA {
+        bail!("{} is not an ECDSA key", key.display());
+    }
+    Ok(certified)
 }
 
 /// The server TLS configuration: TLS 1.2 and 1.3 with the server's cipher order, no
@@ -188,20 +219,27 @@ impl ResolvesServerCert for ReloadingCert {
 pub fn server_config(
     cert: &Path,
     key: &Path,
+    ecdsa: Option<(&Path, &Path)>,
     reload_interval: Duration,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let (cert_path, key_path) = (cert.to_path_buf(), key.to_path_buf());
-    let current = reload::watch(
-        "TLS certificate",
-        vec![cert_path.clone(), key_path.clone()],
-        reload_interval,
-        move || load_certified_key(&cert_path, &key_path),
-    )?;
+    let watch = |what, cert: &Path, key: &Path, load: fn(&Path, &Path) -> _| {
+        let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
+        reload::watch(
+            what,
+            vec![cert.clone(), key.clone()],
+            reload_interval,
+            move || load(&cert, &key),
+        )
+    };
+    let current = watch("TLS certificate", cert, key, load_certified_key)?;
+    let ecdsa = ecdsa
+        .map(|(cert, key)| watch("ECDSA TLS certificate", cert, key, load_ecdsa_key))
+        .transpose()?;
     let mut config = rustls::ServerConfig::builder_with_provider(server_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS protocol versions")?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(ReloadingCert { current }));
+        .with_cert_resolver(Arc::new(ReloadingCert { current, ecdsa }));
     config.ignore_client_order = true;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     config.ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session tickets")?;
@@ -537,7 +575,7 @@ IpwR446loZjHrXqs//D2rv0ncIaTAaKnQSmGI7Xg8Ani/5tWmg==
             key_pem: generated(&rcgen::PKCS_ECDSA_P256_SHA256).key_pem,
         }
         .write(dir.path());
-        assert!(server_config(&cert, &key, Duration::from_secs(60)).is_err());
+        assert!(server_config(&cert, &key, None, Duration::from_secs(60)).is_err());
     }
 
     #[tokio::test]
@@ -545,7 +583,7 @@ IpwR446loZjHrXqs//D2rv0ncIaTAaKnQSmGI7Xg8Ani/5tWmg==
         let dir = tempfile::tempdir().unwrap();
         for pair in [rsa_pkcs1(), generated(&rcgen::PKCS_ECDSA_P256_SHA256)] {
             let (cert, key) = pair.write(dir.path());
-            let server = server_config(&cert, &key, Duration::from_secs(60)).unwrap();
+            let server = server_config(&cert, &key, None, Duration::from_secs(60)).unwrap();
 
             let tls13 = client_config(&[&pair], &[&rustls::version::TLS13]);
             let first = handshake(server.clone(), tls13.clone()).await.unwrap();
@@ -595,7 +633,7 @@ IpwR446loZjHrXqs//D2rv0ncIaTAaKnQSmGI7Xg8Ani/5tWmg==
         ];
         for (pair, version, expected) in cases {
             let (cert, key) = pair.write(dir.path());
-            let server = server_config(&cert, &key, Duration::from_secs(60)).unwrap();
+            let server = server_config(&cert, &key, None, Duration::from_secs(60)).unwrap();
             let mut offered: Vec<SupportedCipherSuite> = rustls::crypto::ring::ALL_CIPHER_SUITES
                 .iter()
                 .rev()
@@ -642,7 +680,7 @@ IpwR446loZjHrXqs//D2rv0ncIaTAaKnQSmGI7Xg8Ani/5tWmg==
         let new = rsa_pkcs1();
         kubelet_publish(root.path(), "..v1", &old);
         let (cert, key) = (root.path().join(CERT_FILE), root.path().join(KEY_FILE));
-        let server = server_config(&cert, &key, Duration::from_millis(20)).unwrap();
+        let server = server_config(&cert, &key, None, Duration::from_millis(20)).unwrap();
         // A fresh client config for every handshake so it is full, not a resumption.
         let client = || client_config(&[&old, &new], &[&rustls::version::TLS13]);
         let served = |server| async { handshake(server, client()).await.unwrap().server_cert };
@@ -668,6 +706,65 @@ IpwR446loZjHrXqs//D2rv0ncIaTAaKnQSmGI7Xg8Ani/5tWmg==
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the new certificate was never served");
+    }
+
+    #[tokio::test]
+    async fn ecdsa_to_clients_that_take_it_rsa_to_the_rest() {
+        use rustls::version::{TLS12, TLS13};
+        let (rsa_dir, ec_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (rsa, ec, ec_new) = (
+            rsa_pkcs1(),
+            generated(&rcgen::PKCS_ECDSA_P256_SHA256),
+            generated(&rcgen::PKCS_ECDSA_P256_SHA256),
+        );
+        let (rsa_cert, rsa_key) = rsa.write(rsa_dir.path());
+        kubelet_publish(ec_dir.path(), "..v1", &ec);
+        let (ec_cert, ec_key) = (ec_dir.path().join(CERT_FILE), ec_dir.path().join(KEY_FILE));
+        let ecdsa = Some((ec_cert.as_path(), ec_key.as_path()));
+        let interval = Duration::from_millis(20);
+        let server = server_config(&rsa_cert, &rsa_key, ecdsa, interval).unwrap();
+        let trusted = [&rsa, &ec, &ec_new];
+        let served = |server, version| async move {
+            let client = client_config(&trusted, &[version]);
+            handshake(server, client).await.unwrap().server_cert
+        };
+        assert_eq!(served(server.clone(), &TLS13).await, ec.der());
+        assert_eq!(served(server.clone(), &TLS12).await, ec.der());
+
+        // A TLS 1.2 client without ECDHE_ECDSA suites gets the RSA certificate.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rsa.der()).unwrap();
+        let rsa_suites_only = CryptoProvider {
+            cipher_suites: vec![cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256],
+            ..rustls::crypto::ring::default_provider()
+        };
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rsa_suites_only))
+            .with_protocol_versions(&[&TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let got = handshake(server.clone(), Arc::new(client)).await.unwrap();
+        assert_eq!(got.server_cert, rsa.der());
+
+        // The ECDSA pair reloads like the main one.
+        kubelet_publish(ec_dir.path(), "..v2", &ec_new);
+        let mut reloaded = false;
+        for _ in 0..200 {
+            if served(server.clone(), &TLS13).await == ec_new.der() {
+                reloaded = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(reloaded, "the new ECDSA certificate was never served");
+
+        // The second pair must be ECDSA.
+        let rsa_as_ecdsa = Some((rsa_cert.as_path(), rsa_key.as_path()));
+        let err = server_config(&rsa_cert, &rsa_key, rsa_as_ecdsa, interval).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("is not an ECDSA key"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -58,6 +58,100 @@ fn assert_version_accepted(s: &Server, port: Port, flag: &str, shown: &str) {
     );
 }
 
+/// Issue 9: with an ECDSA pair next to the RSA one, clients that can take ECDSA get it
+/// (P-256, the harness's own pair) and the rest RSA-2048, on STARTTLS and on 465.
+#[test]
+fn ecdsa_to_clients_that_offer_it_rsa_to_the_rest() {
+    let rsa = tempfile::tempdir().unwrap();
+    let (cert, key) = (rsa.path().join("rsa.crt"), rsa.path().join("rsa.key"));
+    let made = run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-days", "1", "-subj", &format!("/CN={HOSTNAME}")]));
+    assert!(made.status.success(), "{made:?}");
+    let s = Server::builder()
+        .config(
+            "tls",
+            format!(
+                "{{cert: {}, key: {}, ecdsa: {{cert: $DIR/tls/tls.crt, key: $DIR/tls/tls.key}}}}",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .start();
+    let cases: [(&[&str], &str); 5] = [
+        (&[], "256 bit"),
+        (
+            &["-sigalgs", "rsa_pss_rsae_sha256:rsa_pkcs1_sha256"],
+            "2048 bit",
+        ),
+        (
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+            "256 bit",
+        ),
+        // ECDSA signatures offered, but only RSA suites.
+        (
+            &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"],
+            "2048 bit",
+        ),
+        (&["-tls1_2", "-sigalgs", "RSA+SHA256"], "2048 bit"),
+    ];
+    for port in [Port::Submission, Port::Submissions] {
+        for (args, key_size) in cases {
+            let (ok, text, _) = s_client(&s, port, args);
+            assert!(ok, "{args:?} on {port:?}:\n{text}");
+            assert!(
+                text.contains(&format!("Server public key is {key_size}")),
+                "{args:?} on {port:?}: expected {key_size}:\n{text}"
+            );
+        }
+    }
+}
+
+/// Issue 9: a client that kept its session resumes it, with TLS 1.3 tickets and TLS 1.2
+/// session IDs or tickets, on STARTTLS and on 465. The client says QUIT and reads until
+/// the server closes, so a TLS 1.3 ticket sent after the handshake is always received.
+#[test]
+fn sessions_are_resumed() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session.pem");
+    let session = session.to_str().unwrap();
+    let quit = |port: Port, args: &[&str]| {
+        let connect = format!("127.0.0.1:{}", s.port(port));
+        let mut cmd = Command::new("openssl");
+        cmd.args(["s_client", "-connect", &connect, "-ign_eof"]);
+        if port != Port::Submissions {
+            cmd.args(["-starttls", "smtp"]);
+        }
+        let mut child = cmd
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"QUIT\r\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    for port in [Port::Submission, Port::Submissions] {
+        for version in ["-tls1_3", "-tls1_2"] {
+            let text = quit(port, &[version, "-sess_out", session]);
+            assert!(
+                text.contains("221 2.0.0 Bye"),
+                "{version} on {port:?}:\n{text}"
+            );
+            let text = quit(port, &[version, "-sess_in", session]);
+            assert!(text.contains("Reused, "), "{version} on {port:?}:\n{text}");
+        }
+    }
+}
+
 #[test]
 fn tls_1_0_and_1_1_are_refused() {
     let s = Server::start();

@@ -436,6 +436,11 @@ pub struct LocalDelivery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DkimSpec {
+    /// Sign outgoing mail. When false the operator neither generates nor mounts a key
+    /// and publishes no DKIM record (for a relay that signs on the server's behalf).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
     /// Selector: the key is published at `<selector>._domainkey.<domain>`.
     #[serde(default = "default_dkim_selector")]
     #[schemars(length(min = 1, max = 253), pattern(DNS_NAME_PATTERN))]
@@ -452,9 +457,17 @@ fn default_dkim_selector() -> String {
     "posthorn".into()
 }
 
+impl DkimSpec {
+    /// The user's Secret holding the key, when signing is on and one is named.
+    pub fn user_secret(&self) -> Option<&str> {
+        self.secret_name.as_deref().filter(|_| self.enabled)
+    }
+}
+
 impl Default for DkimSpec {
     fn default() -> Self {
         DkimSpec {
+            enabled: true,
             selector: default_dkim_selector(),
             secret_name: None,
         }

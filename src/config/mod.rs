@@ -140,6 +140,17 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key (`tls.key`).
     pub key: PathBuf,
+    /// A second pair with an ECDSA key, served to clients that can verify ECDSA (its
+    /// signature costs a fraction of an RSA one); the others get `cert`/`key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecdsa: Option<CertPair>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

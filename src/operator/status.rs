@@ -95,7 +95,7 @@ pub fn referenced_secrets(server: &MailServer) -> Vec<String> {
         TlsSource::Issuer(_) => names.push(Names::new(server).issued_tls_secret()),
         TlsSource::SelfSigned => {}
     }
-    names.extend(spec.dkim.secret_name.clone());
+    names.extend(spec.dkim.user_secret().map(String::from));
     names.extend(
         spec.relay
             .as_ref()
@@ -247,7 +247,7 @@ fn input_problems(spec: &MailServerSpec, observed: &Observed) -> Vec<String> {
             "relay credentials Secret {credentials:?} not found"
         ));
     }
-    if let Some(dkim) = &spec.dkim.secret_name
+    if let Some(dkim) = spec.dkim.user_secret()
         && !observed
             .secrets
             .get(dkim)

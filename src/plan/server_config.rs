@@ -69,7 +69,7 @@ pub fn server_config(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Resu
             grace: Duration::from_secs(spec.shutdown.grace_period_seconds.unsigned_abs()),
             ..ShutdownConfig::default()
         },
-        dkim: Some(DkimConfig {
+        dkim: spec.dkim.enabled.then(|| DkimConfig {
             selector: spec.dkim.selector.clone(),
             key_file: layout.dkim_key.clone(),
             domains: Vec::new(),
@@ -89,6 +89,7 @@ pub fn server_config(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Resu
             TlsConfig {
                 cert: layout.cert.clone(),
                 key: layout.key.clone(),
+                ecdsa: None,
             },
             AuthConfig::new(layout.passwd.clone()),
             SpoolConfig {

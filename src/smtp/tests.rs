@@ -85,7 +85,8 @@ impl Harness {
         let (delivery, enqueued) = Enqueued::handle();
         let reload = config.reload_interval;
         let server = Server {
-            tls: crate::tls::server_config(&config.tls.cert, &config.tls.key, reload).unwrap(),
+            tls: crate::tls::server_config(&config.tls.cert, &config.tls.key, None, reload)
+                .unwrap(),
             auth: Authenticator::new(&config.auth, "example.com".into(), reload).unwrap(),
             policy: Policy::new(&config).unwrap(),
             spool: Spool::open(&config.spool.directory).await.unwrap(),
@@ -722,6 +723,29 @@ async fn connections_over_the_limit_are_refused() {
     first.expect("QUIT", "221 2.0.0 Bye").await;
     assert!(first.closed().await);
     h.connect(ListenerKind::Smtp).greeting().await;
+}
+
+/// Issue 9: the slot is given back before the 221 is written, so a client that reconnects
+/// as soon as it reads 221 finds it free. Here the 221 cannot even be written yet (the
+/// pipe is full of unread EHLO replies) and the slot must already be free.
+#[tokio::test]
+async fn quit_frees_the_slot_before_its_reply_is_written() {
+    let h = Harness::with(|c| c.limits.max_connections_per_ip = 1).await;
+    let mut first = h.connect(ListenerKind::Smtp);
+    first.greeting().await;
+    // About 150 KiB of replies into a 64 KiB pipe that the client does not read.
+    first
+        .send(&format!("{}QUIT\r\n", "EHLO a\r\n".repeat(1000)))
+        .await;
+    let mut second = h.connect(ListenerKind::Smtp);
+    second.greeting().await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(IO_TIMEOUT, first.io.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.len() > 64 * 1024, "only {} bytes", rest.len());
+    assert!(rest.ends_with(b"250 CHUNKING\r\n221 2.0.0 Bye\r\n"));
 }
 
 #[tokio::test]

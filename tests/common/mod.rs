@@ -67,7 +67,8 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// Sets a top-level config entry, e.g. `postmaster`, or replaces `domains` or `dns`.
+    /// Sets a top-level config entry, e.g. `postmaster`, or replaces `domains`, `dns` or
+    /// `tls` (where `$DIR` is the server's directory).
     pub fn config(mut self, key: &str, value: impl ToString) -> Self {
         self.settings.insert(key.to_string(), value.to_string());
         self
@@ -180,11 +181,16 @@ impl Server {
             .settings
             .remove("dns")
             .unwrap_or_else(|| format!("{{nameservers: [\"127.0.0.1:{}\"]}}", dns.port));
+        let d = root.display();
+        let tls = builder
+            .settings
+            .remove("tls")
+            .unwrap_or_else(|| "{cert: $DIR/tls/tls.crt, key: $DIR/tls/tls.key}".into())
+            .replace("$DIR", &d.to_string());
         let mut settings = String::new();
         for (k, v) in &builder.settings {
             writeln!(settings, "{k}: {v}").unwrap();
         }
-        let d = root.display();
         let mut auth = String::new();
         for (k, v) in &builder.auth {
             write!(auth, ", {k}: {}", v.replace("$DIR", &d.to_string())).unwrap();
@@ -194,7 +200,7 @@ impl Server {
              domains: {domains}\n\
              listeners: {{smtp: \"127.0.0.1:0\", submission: \"127.0.0.1:0\", submissions: \"127.0.0.1:0\"}}\n\
              metrics: \"127.0.0.1:0\"\n\
-             tls: {{cert: {d}/tls/tls.crt, key: {d}/tls/tls.key}}\n\
+             tls: {tls}\n\
              auth: {{passwdFile: {d}/passwd{auth}}}\n\
              senderLoginMap: {d}/senders\n\
              dns: {dns_setting}\n\

@@ -114,8 +114,8 @@ pub struct Rendered {
     pub tls: TlsPlan,
     /// Name of the Secret the pods read the certificate from.
     pub tls_secret: String,
-    /// Name of the Secret the pods read the DKIM key from.
-    pub dkim_secret: String,
+    /// Name of the Secret the pods read the DKIM key from; none when signing is off.
+    pub dkim_secret: Option<String>,
     /// Secrets the controller must create once if missing (render never fills in keys).
     pub generated_secrets: Vec<GeneratedSecret>,
     /// The DNS records the setup needs (published through the DNSEndpoint when there is
@@ -203,12 +203,14 @@ pub fn render(
     let (config_map, checksum) = config_map::config_map(server, &names, &base)?;
     let tls = certificate::tls(server, &names, &base, options);
     let mut generated_secrets: Vec<_> = tls.generated.into_iter().collect();
-    let dkim_secret = match &server.spec.dkim.secret_name {
-        Some(name) => name.clone(),
+    let dkim = &server.spec.dkim;
+    let dkim_secret = match dkim.user_secret() {
+        _ if !dkim.enabled => None,
+        Some(name) => Some(name.to_string()),
         None => {
             let name = names.dkim_secret();
             generated_secrets.push(GeneratedSecret::DkimKey { name: name.clone() });
-            name
+            Some(name)
         }
     };
 
@@ -220,12 +222,14 @@ pub fn render(
     let inputs = workload::PodInputs {
         checksum: &checksum,
         tls_secret: &tls.secret,
-        dkim_secret: &dkim_secret,
+        dkim_secret: dkim_secret.as_deref(),
         handover_secret: &handover_secret,
     };
     let stateful_set = workload::stateful_set(server, &names, &base, options, &inputs);
 
-    let dkim_txt = dns::dkim_record(secrets.get(&dkim_secret));
+    let dkim_txt = dkim_secret
+        .as_ref()
+        .and_then(|name| dns::dkim_record(secrets.get(name)));
     let dns_records = dns::dns_records(server, dkim_txt.as_deref());
     let dns_endpoint = (server.spec.dns.external_dns && options.dns_endpoint_crd)
         .then(|| dns::dns_endpoint(&names, &base, &dns_records));
@@ -413,6 +417,40 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&with_dkim.stateful_set).unwrap(),
             serde_json::to_value(&base.stateful_set).unwrap()
+        );
+    }
+
+    #[test]
+    fn dkim_disabled_means_no_key_no_mount_no_record_no_signing() {
+        let mut server = load("src/operator/testdata/edge-cases.yaml");
+        server.spec.dkim.enabled = false;
+        let rendered = render(&server, &edge_case_secrets(), &options()).unwrap();
+        assert_eq!(rendered.dkim_secret, None);
+        assert!(
+            !rendered
+                .generated_secrets
+                .iter()
+                .any(|s| matches!(s, GeneratedSecret::DkimKey { .. }))
+        );
+        let pod = serde_json::to_string(&rendered.stateful_set).unwrap();
+        assert!(!pod.contains("dkim"), "{pod}");
+        assert!(
+            rendered
+                .dns_records
+                .iter()
+                .all(|r| !r.name.contains("_domainkey"))
+        );
+        let config = &rendered.config_map.data.as_ref().unwrap()[crate::plan::CONFIG_KEY];
+        assert!(!config.contains("dkim"), "{config}");
+
+        // Without a Secret of its own, the operator generates no key either.
+        server.spec.dkim.secret_name = None;
+        let rendered = render(&server, &SecretData::new(), &options()).unwrap();
+        assert!(
+            !rendered
+                .generated_secrets
+                .iter()
+                .any(|s| matches!(s, GeneratedSecret::DkimKey { .. }))
         );
     }
 

@@ -41,7 +41,7 @@ const STARTUP_FAILURES: i32 = 60;
 pub(super) struct PodInputs<'a> {
     pub checksum: &'a str,
     pub tls_secret: &'a str,
-    pub dkim_secret: &'a str,
+    pub dkim_secret: Option<&'a str>,
     pub handover_secret: &'a str,
 }
 
@@ -186,11 +186,21 @@ fn volumes(
             &spec.users.secret_name,
             Some(vec![key_to(&spec.users.key, "passwd")]),
         ),
-        secret_volume(
+    ];
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR.into()),
+        mount("tls", format!("{SECRETS_DIR}/tls")),
+        mount("users", format!("{SECRETS_DIR}/users")),
+    ];
+    if let Some(dkim) = inputs.dkim_secret {
+        volumes.push(secret_volume(
             "dkim",
-            inputs.dkim_secret,
+            dkim,
             Some(vec![key_to(DKIM_KEY, DKIM_KEY)]),
-        ),
+        ));
+        mounts.push(mount("dkim", format!("{SECRETS_DIR}/dkim")));
+    }
+    volumes.extend([
         secret_volume(
             "handover",
             inputs.handover_secret,
@@ -212,15 +222,11 @@ fn volumes(
             }),
             ..Volume::default()
         },
-    ];
-    let mut mounts = vec![
-        mount("config", CONFIG_DIR.into()),
-        mount("tls", format!("{SECRETS_DIR}/tls")),
-        mount("users", format!("{SECRETS_DIR}/users")),
-        mount("dkim", format!("{SECRETS_DIR}/dkim")),
+    ]);
+    mounts.extend([
         mount("handover", HANDOVER_DIR.into()),
         mount("pod-info", POD_INFO_DIR.into()),
-    ];
+    ]);
     if let Some(credentials) = spec
         .relay
         .as_ref()

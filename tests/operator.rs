@@ -639,9 +639,9 @@ fn tls_secret(name: &str) -> String {
 /// Path rewriting: every string in the args and in the server config that names a path
 /// under a volume mount gets ROOT prefixed, so `/etc/posthorn/config.yaml` becomes
 /// `ROOT/etc/posthorn/config.yaml` and `/var/lib/posthorn/mail` `ROOT/var/lib/posthorn/
-/// mail`; the config (JSON, which is YAML) is written back in place. The listeners and
-/// the metrics address become 127.0.0.1:0 (the pod's ports are unprivileged but may be
-/// taken here), and `/usr/local/bin/posthorn` is the binary under test. `dns.nameservers`
+/// mail`; the config (JSON, which is YAML) is written back in place. The listeners, the
+/// handover and the metrics address become 127.0.0.1:0 (the pod's ports are unprivileged
+/// but may be taken here), and `/usr/local/bin/posthorn` is the binary under test. `dns.nameservers`
 /// becomes a dnsmasq of the pod's own (the rendered config uses the system resolver, which
 /// here knows none of the test domains), so the domain checks answer as in a cluster.
 struct Pod {
@@ -835,6 +835,8 @@ fn start_pod(kube: &Kube) -> Pod {
         *listener = json!("127.0.0.1:0");
     }
     config["metrics"] = json!("127.0.0.1:0");
+    // The pod's 0.0.0.0:5999 would clash with the pods test's kubelet on 127.0.0.N.
+    config["handover"]["listen"] = json!("127.0.0.1:0");
     let dns = Dnsmasq::start();
     config["dns"]["nameservers"] = json!([format!("127.0.0.1:{}", dns.port)]);
     // The ConfigMap volume is read-only in the pod; here it is ours to rewrite.

@@ -12,7 +12,7 @@ use super::validate::{Problems, check_object_name};
 use crate::mail::name::check_address;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct AliasesSpec {
     /// Each address, or `@domain` for a catch-all (which never takes a user's mail), and
     /// where its mail goes: local users or outside addresses, expanded recursively.
@@ -45,7 +45,7 @@ pub struct AliasesSpec {
 
 /// One alias.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Alias {
     /// e.g. info@example.com, or @example.com for every address without a user or entry.
     #[schemars(length(min = 2))]

@@ -20,7 +20,7 @@ pub const DEFAULT_MAILBOX_STORAGE: &str = "1Gi";
 
 /// Mailboxes for the users, read over IMAP.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct MailboxesSpec {
     /// A Dovecot run by the operator: IMAP for the users of spec.users, with the same
     /// TLS certificate, and LMTP, which the mail server delivers the local domains to.
@@ -30,7 +30,7 @@ pub struct MailboxesSpec {
 
 /// The managed Dovecot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DovecotSpec {
     /// Run Dovecot and deliver the local domains to it (spec.delivery.local.lmtp must
     /// then be unset).
@@ -92,7 +92,7 @@ impl Default for DovecotSpec {
 
 /// The Maildirs' volume.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct MailboxStorage {
     /// Each claim's request (default 1Gi).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,7 +107,7 @@ pub struct MailboxStorage {
 /// The Service `<name>-imap` in front of Dovecot. It is not the mail server's Service:
 /// a Service selects one set of pods.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ImapServiceSpec {
     /// Service type.
     #[serde(default)]

@@ -11,9 +11,6 @@ use serde_json::Value;
 use super::spec::MailServer;
 use super::validate::check_resource_name;
 
-/// Top-level fields of a custom resource.
-const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
-
 /// Reads a MailServer manifest (one YAML document), fills in defaults and validates it.
 /// The error names the file and lists every problem found.
 pub fn load_manifest(path: &Path) -> anyhow::Result<MailServer> {
@@ -41,9 +38,23 @@ pub fn parse_manifest(text: &str) -> anyhow::Result<MailServer> {
     };
     check_envelope(doc).map_err(problem_list)?;
 
-    let server: MailServer = serde_saphyr::from_str(text).map_err(|e| anyhow!("{e}"))?;
-
+    // The API types read fields they do not know, so that an operator older than its CRD
+    // keeps reading MailServers; a file is held to `kubectl apply --validate=strict`.
     let mut problems = Vec::new();
+    let _: Result<MailServer, _> = serde_ignored::deserialize(doc, |path| {
+        let path = path.to_string();
+        // The derived type skips these two; check_envelope has checked them.
+        if path != "apiVersion" && path != "kind" {
+            problems.push(format!("{path}: unknown field"));
+        }
+    });
+    let server: MailServer = match serde_saphyr::from_str(text) {
+        Ok(server) => server,
+        Err(e) => {
+            problems.push(e.to_string());
+            return Err(problem_list(problems));
+        }
+    };
     if let Some(name) = &server.metadata.name
         && let Err(e) = check_resource_name(name)
     {
@@ -85,14 +96,6 @@ fn check_envelope(doc: &Value) -> Result<(), Vec<String>> {
             "apiVersion is {}, expected {api_version}",
             show(other)
         )),
-    }
-    for field in fields.keys() {
-        if !TOP_LEVEL_FIELDS.contains(&field.as_str()) {
-            problems.push(format!(
-                "unknown top-level field `{field}` (expected {})",
-                TOP_LEVEL_FIELDS.join(", ")
-            ));
-        }
     }
     match fields.get("metadata").and_then(|m| m.get("name")) {
         Some(Value::String(_)) => {}
@@ -281,16 +284,27 @@ spec:
         assert!(err.contains("apiVersion is missing"), "{err}");
     }
 
+    /// What the operator's watch does: a MailServer written for a newer CRD (after a
+    /// rollback of the operator) still reads, its new fields ignored.
+    #[test]
+    fn the_api_types_read_fields_they_do_not_know() {
+        let mut doc: Value = serde_saphyr::from_str(MINIMAL).unwrap();
+        doc["spec"]["futureField"] = serde_json::json!(1);
+        doc["spec"]["users"]["futureToo"] = serde_json::json!("x");
+        let server: MailServer = serde_json::from_value(doc).unwrap();
+        assert_eq!(server.spec.users.secret_name, "mail-users");
+    }
+
     #[test]
     fn unknown_fields_are_named() {
         let err = error_of(&format!("{MINIMAL}specs: {{}}\n"));
-        assert!(err.contains("unknown top-level field `specs`"), "{err}");
+        assert!(err.contains("specs: unknown field"), "{err}");
         let err = error_of(&format!("{MINIMAL}  replica: 2\n"));
-        assert!(err.contains("replica"), "{err}");
+        assert!(err.contains("spec.replica: unknown field"), "{err}");
         let err = error_of(&format!("{MINIMAL}  submission: {{prot: 2525}}\n"));
-        assert!(err.contains("prot"), "{err}");
+        assert!(err.contains("spec.submission.prot: unknown field"), "{err}");
         let err = error_of(&MINIMAL.replace("secretName: mail-users", "secret: mail-users"));
-        assert!(err.contains("secret"), "{err}");
+        assert!(err.contains("spec.users.secret: unknown field"), "{err}");
     }
 
     #[test]

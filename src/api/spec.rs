@@ -62,7 +62,7 @@ pub(crate) const HOST_PORT_PATTERN: &str = r"^([-.a-zA-Z0-9]+|\[[0-9a-fA-F:.]+\]
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct MailServerSpec {
     /// The server's own fully qualified name (Postfix `$myhostname`): SMTP greeting and
     /// HELO name, TLS certificate name and MX target, e.g. mail.example.com.
@@ -80,7 +80,7 @@ pub struct MailServerSpec {
 
     /// Where mail to `postmaster` and `postmaster@<each domain>` goes, in any letter
     /// case; it is accepted on port 25 even when no such user exists (RFC 5321 §4.5.1).
-    /// Defaults to postmaster@<first domain>.
+    /// Defaults to `postmaster@<first domain>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 254))]
     pub postmaster: Option<String>,
@@ -169,7 +169,7 @@ fn default_replicas() -> i32 {
 /// Where the TLS certificate comes from: an existing Secret or a cert-manager issuer,
 /// not both. With neither the operator generates a self-signed certificate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "!(has(self.secretName) && has(self.issuerRef))",
     "message": "secretName and issuerRef are mutually exclusive: name an existing Secret or an issuer, not both"
@@ -188,7 +188,7 @@ pub struct TlsSpec {
 
 /// Reference to a cert-manager Issuer or ClusterIssuer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct IssuerRef {
     /// Issuer (in this namespace) or ClusterIssuer.
     #[serde(default)]
@@ -267,7 +267,7 @@ impl MailServerSpec {
 
 /// The user database.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct UsersSpec {
     /// Secret in this namespace holding the users. Changes are picked up without a restart.
     #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
@@ -286,7 +286,7 @@ fn default_users_key() -> String {
 
 /// Logins allowed to use one envelope sender address.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SenderLogin {
     /// Envelope sender address, e.g. info@example.com.
     #[schemars(length(min = 3))]
@@ -299,7 +299,7 @@ pub struct SenderLogin {
 
 /// Mail submission by authenticated users.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SubmissionSpec {
     /// Service port for submission with STARTTLS (RFC 6409). Nothing but STARTTLS is
     /// accepted before TLS, and nothing is relayed without authentication.
@@ -350,7 +350,7 @@ impl SubmissionSpec {
 
 /// Submission over implicit TLS.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ImplicitTlsSpec {
     /// Whether to listen for submission over implicit TLS.
     #[serde(default = "default_true")]
@@ -381,7 +381,7 @@ fn default_true() -> bool {
 
 /// Inbound mail on port 25.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct InboundSpec {
     /// Accept mail for the local domains from other servers on port 25 (no relaying
     /// for anyone else).
@@ -397,7 +397,7 @@ impl Default for InboundSpec {
 
 /// Relay host (smarthost) for outgoing mail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct RelaySpec {
     /// Relay host as host:port, e.g. smtp.provider.example:587. Port 465 means implicit
     /// TLS, any other port STARTTLS.
@@ -414,7 +414,7 @@ pub struct RelaySpec {
 
 /// Where mail for the local domains goes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DeliverySpec {
     /// Delivery of mail for the local domains.
     #[serde(default)]
@@ -423,7 +423,7 @@ pub struct DeliverySpec {
 
 /// Delivery of mail for the local domains.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct LocalDelivery {
     /// LMTP server as host:port (e.g. Dovecot, dovecot.mail.svc:24). Without it mail is
     /// written to Maildirs on the pod's own volume.
@@ -434,7 +434,7 @@ pub struct LocalDelivery {
 
 /// DKIM signing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DkimSpec {
     /// Sign outgoing mail. When false the operator neither generates nor mounts a key
     /// and publishes no DKIM record (for a relay that signs on the server's behalf).
@@ -476,7 +476,7 @@ impl Default for DkimSpec {
 
 /// DNS records for the domains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DnsSpec {
     /// Publish the Service's hostname and the MX, SPF, DKIM and DMARC records through
     /// ExternalDNS (a DNSEndpoint object). When false the records are only listed in
@@ -511,7 +511,7 @@ impl Default for DnsSpec {
 
 /// The Service in front of the mail server pods.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "self.type != 'ClusterIP' || !has(self.externalTrafficPolicy)",
     "message": "externalTrafficPolicy applies only to LoadBalancer and NodePort Services"
@@ -560,7 +560,7 @@ pub enum ExternalTrafficPolicy {
 
 /// PROXY protocol (v1 and v2) from load balancers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ProxyProtocolSpec {
     /// Networks (CIDR, e.g. 10.0.0.0/8) whose connections must start with a PROXY
     /// protocol header giving the real client address; without one they are closed.
@@ -571,7 +571,7 @@ pub struct ProxyProtocolSpec {
 
 /// Storage for the mail queue.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "self.storage == 'PersistentVolumeClaim' || !has(self.storageClassName)",
@@ -610,7 +610,7 @@ pub enum QueueStorage {
 
 /// How a pod stops.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ShutdownSpec {
     /// Seconds from SIGTERM in which the server stops accepting, lets sessions finish
     /// and delivers what it can; what is left stays on the claim. The pod's

@@ -751,6 +751,14 @@ mod tests {
             Some(Request::Version { supported: false })
         );
         assert_eq!(
+            parse("VERSION"),
+            Some(Request::Version { supported: false })
+        );
+        let Some(Request::Auth(request)) = parse("AUTH\t3\tPLAIN\tnologin\tsecure") else {
+            panic!("an AUTH line");
+        };
+        assert!(!request.secured, "only the flag `secured` says so");
+        assert_eq!(
             parse("CONT\t7\tAAAA"),
             Some(Request::Cont {
                 id: "7",
@@ -767,6 +775,51 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
+    }
+
+    /// A line of `MAX_LINE` bytes is read; a longer one ends the connection.
+    #[tokio::test]
+    async fn longest_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = connect(&dir).await;
+        let longest = format!("CPID\t{}", "7".repeat(MAX_LINE as usize - 5));
+        c.send(&longest).await;
+        c.send("CONT\t5\tAAAA").await;
+        assert_eq!(
+            c.line().await.unwrap(),
+            "FAIL\t5\treason=Unexpected continuation"
+        );
+        c.send(&format!("{longest}7")).await;
+        assert_eq!(c.line().await, None);
+    }
+
+    /// A stale socket is replaced, but nothing else is removed to make room; an owner
+    /// alone is set without a group.
+    #[test]
+    fn bind_replaces_only_a_socket_and_sets_a_lone_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth");
+        let mut cfg = AuthConfig::new(dir.path().join("passwd"));
+        cfg.dovecot_socket_owner = Some("4242".into());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        drop(bind(&path, &cfg).unwrap());
+        drop(bind(&path, &cfg).unwrap());
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (4242, nix::unistd::getgid().as_raw())
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("keep"), b"").unwrap();
+        let err = format!("{:#}", bind(&path, &cfg).unwrap_err());
+        assert!(err.starts_with("removing stale socket "), "{err}");
+        assert!(path.join("keep").exists());
     }
 
     #[test]

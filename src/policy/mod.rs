@@ -185,6 +185,9 @@ pub fn strip_extension(address: &str) -> String {
 }
 
 #[cfg(test)]
+mod rcpt_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

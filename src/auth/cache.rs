@@ -76,6 +76,16 @@ mod tests {
     }
 
     #[test]
+    fn keeps_every_key_until_full() {
+        let cache = CredentialCache::new(3);
+        let keys = [b"1", b"2", b"3"].map(|p| cache.key("u", p));
+        for key in keys {
+            cache.insert(key);
+        }
+        assert!(keys.iter().all(|key| cache.contains(key)));
+    }
+
+    #[test]
     fn salt_differs_per_cache() {
         let (a, b) = (CredentialCache::new(1), CredentialCache::new(1));
         assert_ne!(a.key("u", b"p"), b.key("u", b"p"));

@@ -504,8 +504,8 @@ mod tests {
     }
 
     /// A server with alice@example.com / secret, at most 3 failures per address; the
-    /// socket's path.
-    async fn server(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    /// socket's path and the server's metrics.
+    async fn server(dir: &tempfile::TempDir) -> (std::path::PathBuf, Arc<Metrics>) {
         let passwd = dir.path().join("passwd");
         let hash = hash_password(Scheme::Sha512Crypt, "secret").unwrap();
         std::fs::write(&passwd, format!("alice@example.com:{hash}\n")).unwrap();
@@ -520,8 +520,9 @@ mod tests {
         let listener = bind(&path, &cfg).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        tokio::spawn(serve(listener, auth, Arc::new(Metrics::new())));
-        path
+        let metrics = Arc::new(Metrics::new());
+        tokio::spawn(serve(listener, auth, metrics.clone()));
+        (path, metrics)
     }
 
     async fn open(path: &Path) -> Client {
@@ -534,7 +535,13 @@ mod tests {
 
     /// A client past the handshake that checked the server's half of it.
     async fn connect(dir: &tempfile::TempDir) -> Client {
-        let mut client = open(&server(dir).await).await;
+        connect_with_metrics(dir).await.0
+    }
+
+    /// [`connect`], with the server's metrics.
+    async fn connect_with_metrics(dir: &tempfile::TempDir) -> (Client, Arc<Metrics>) {
+        let (path, metrics) = server(dir).await;
+        let mut client = open(&path).await;
         // What Postfix's xsasl_dovecot_server sends.
         client.send("VERSION\t1\t0").await;
         client.send(&format!("CPID\t{}", std::process::id())).await;
@@ -555,13 +562,13 @@ mod tests {
             lines[5].starts_with("COOKIE\t") && lines[5].len() == 7 + 32,
             "{lines:?}"
         );
-        client
+        (client, metrics)
     }
 
     #[tokio::test]
     async fn auth_before_version_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let path = server(&dir).await;
+        let (path, _) = server(&dir).await;
         for first in ["CPID\t42", "CONT\t1\tAAAA"] {
             let mut c = open(&path).await;
             c.send(first).await;
@@ -675,7 +682,7 @@ mod tests {
     #[tokio::test]
     async fn plain_and_login_with_continuations() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = connect(&dir).await;
+        let (mut c, metrics) = connect_with_metrics(&dir).await;
         c.send("AUTH\t7\tPLAIN\tservice=smtp\tsecured").await;
         assert_eq!(c.line().await.unwrap(), "CONT\t7\t");
         c.send(&format!("CONT\t7\t{}", b64("\0alice\0secret")))
@@ -689,6 +696,13 @@ mod tests {
         assert_eq!(c.line().await.unwrap(), "CONT\t8\tUGFzc3dvcmQ6");
         c.send(&format!("CONT\t8\t{}", b64("secret"))).await;
         assert_eq!(c.line().await.unwrap(), "OK\t8\tuser=alice@example.com");
+        let text = metrics.encode();
+        for mechanism in ["PLAIN", "LOGIN"] {
+            let line = format!(
+                "auth_attempts_total{{listener=\"dovecot-auth\",mechanism=\"{mechanism}\",result=\"success\"}} 1\n"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
     }
 
     #[tokio::test]
@@ -751,6 +765,14 @@ mod tests {
             Some(Request::Version { supported: false })
         );
         assert_eq!(
+            parse("VERSION"),
+            Some(Request::Version { supported: false })
+        );
+        let Some(Request::Auth(request)) = parse("AUTH\t3\tPLAIN\tnologin\tsecure") else {
+            panic!("an AUTH line");
+        };
+        assert!(!request.secured, "only the flag `secured` says so");
+        assert_eq!(
             parse("CONT\t7\tAAAA"),
             Some(Request::Cont {
                 id: "7",
@@ -767,6 +789,51 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
+    }
+
+    /// A line of `MAX_LINE` bytes is read; a longer one ends the connection.
+    #[tokio::test]
+    async fn longest_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = connect(&dir).await;
+        let longest = format!("CPID\t{}", "7".repeat(MAX_LINE as usize - 5));
+        c.send(&longest).await;
+        c.send("CONT\t5\tAAAA").await;
+        assert_eq!(
+            c.line().await.unwrap(),
+            "FAIL\t5\treason=Unexpected continuation"
+        );
+        c.send(&format!("{longest}7")).await;
+        assert_eq!(c.line().await, None);
+    }
+
+    /// A stale socket is replaced, but nothing else is removed to make room; an owner
+    /// alone is set without a group.
+    #[test]
+    fn bind_replaces_only_a_socket_and_sets_a_lone_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth");
+        let mut cfg = AuthConfig::new(dir.path().join("passwd"));
+        cfg.dovecot_socket_owner = Some("4242".into());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        drop(bind(&path, &cfg).unwrap());
+        drop(bind(&path, &cfg).unwrap());
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (4242, nix::unistd::getgid().as_raw())
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("keep"), b"").unwrap();
+        let err = format!("{:#}", bind(&path, &cfg).unwrap_err());
+        assert!(err.starts_with("removing stale socket "), "{err}");
+        assert!(path.join("keep").exists());
     }
 
     #[test]

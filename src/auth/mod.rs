@@ -366,6 +366,32 @@ mod tests {
         );
     }
 
+    /// The longest password is checked; one byte more is refused unchecked, even when it
+    /// is the right one. Each failure from an address is tracked under the network and
+    /// the login.
+    #[tokio::test]
+    async fn password_length_limit_and_tracked_keys() {
+        let long = "p".repeat(MAX_PASSWORD_LEN);
+        let longer = format!("{long}p");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        let text =
+            format!("alice@example.com:{{PLAIN}}{long}\nbob@example.com:{{PLAIN}}{longer}\n");
+        std::fs::write(&path, text).unwrap();
+        let cfg = AuthConfig {
+            allow_plaintext: true,
+            ..config(&path, 0)
+        };
+        let auth = Authenticator::new(&cfg, "example.com".into(), Duration::from_secs(60)).unwrap();
+        assert!(login(&auth, "", "alice", long.as_bytes()).await.is_some());
+        assert!(login(&auth, "", "bob", longer.as_bytes()).await.is_none());
+        assert_eq!(auth.throttle_tracked_keys(), 1, "the login alone");
+        let client = Some("192.0.2.1".parse().unwrap());
+        let verdict = auth.authenticate(client, "", "carol", b"x").await;
+        assert_eq!(verdict, Verdict::Failed);
+        assert_eq!(auth.throttle_tracked_keys(), 3);
+    }
+
     #[tokio::test]
     async fn missing_file_is_an_error() {
         let cfg = config(Path::new("/nonexistent/passwd"), 0);

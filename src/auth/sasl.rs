@@ -234,5 +234,6 @@ mod tests {
             shown.contains("alice") && !shown.contains("hunter2"),
             "{shown}"
         );
+        assert_eq!(format!("{:?}", creds.password), "Password(<redacted>)");
     }
 }

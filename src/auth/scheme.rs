@@ -405,6 +405,15 @@ mod tests {
                 HashError::Malformed("SHA512-CRYPT"),
             ),
             ("{BLF-CRYPT}$2y$05$short", HashError::Malformed("bcrypt")),
+            // Up to 8 characters name an algorithm; anything longer may be the hash.
+            (
+                "$abcdefgh$salt$hash",
+                HashError::UnsupportedCrypt("$abcdefgh$".into()),
+            ),
+            (
+                "$abcdefghi$salt$hash",
+                HashError::UnsupportedCrypt("(traditional DES or unknown)".into()),
+            ),
             (
                 "{ARGON2ID}$argon2id$v=19$m=65536",
                 HashError::Malformed("Argon2"),
@@ -515,6 +524,27 @@ mod tests {
         assert!(!format!("{plain:?}").contains("hunter2"));
         let err = StoredHash::parse("{SHA512-CRYPT}$6$salt$tooshort", false).unwrap_err();
         assert!(!err.to_string().contains("tooshort"));
+        assert_eq!(format!("{plain:?}"), "StoredHash::Plain(<redacted>)");
+    }
+
+    /// Each field of `$6$salt$hash` is checked on its own: a hash of the right length in
+    /// the crypt alphabet does not excuse an empty salt or a field too many.
+    #[test]
+    fn sha_crypt_fields() {
+        let hash = "5xE.pXPXHC.8xodVUp719GMZ2kUpn8rGrZpzfgeESFZ79JM1UpLM9gtjoPlScm82WqS8Zch8XPRLjszk6FSNV/";
+        assert!(StoredHash::parse(&format!("$6$cXOoeOaCiOmGuA3p${hash}"), false).is_ok());
+        let bad_char = hash.replacen('.', "*", 1);
+        for stored in [
+            format!("$6$${hash}"),
+            format!("$6$cXOoeOaCiOmGuA3p${hash}$"),
+            format!("$6$cXOoeOaCiOmGuA3p${bad_char}"),
+        ] {
+            assert_eq!(
+                StoredHash::parse(&stored, false).unwrap_err(),
+                HashError::Malformed("SHA512-CRYPT"),
+                "{stored}"
+            );
+        }
     }
 
     /// Cross-checks with the real tools. CI installs them (dovecot-core, openssl, whois

@@ -366,6 +366,19 @@ mod tests {
         assert!(t.admit(first, "x").is_ok());
     }
 
+    /// A client that hangs up while its password is checked gains nothing: the dropped
+    /// attempt is a failure, so the next one waits the second failure's delay.
+    #[test]
+    fn a_dropped_attempt_is_a_failure() {
+        let (t, now) = throttle(limits(2, 0, 100));
+        let a = ip("192.0.2.1");
+        drop(t.admit(a, "x").unwrap());
+        assert_eq!(fail(&t, a, "x"), Duration::from_secs(4));
+        assert!(t.admit(a, "x").is_err());
+        advance(&now, WINDOW);
+        assert!(t.admit(a, "x").is_ok());
+    }
+
     #[test]
     fn successes_leave_no_keys_behind() {
         let (t, _) = throttle(limits(5, 5, 100));

@@ -188,7 +188,8 @@ mod tests {
             "# users\n\n\
              Alice@Example.COM:{SHA512_SECRET}:1000:1000::/home/alice::userdb_quota_rule=*:storage=1G\r\n\
              bob@example.org:{SHA512_SECRET}\n\
-             carol:{SHA512_SECRET}::\n   # indented comment\n"
+             carol:{SHA512_SECRET}::\n   # indented comment\n\
+             #dave@example.com:{SHA512_SECRET}\n"
         );
         let db = parse(&text, false);
         assert_eq!(db.users.len(), 3);
@@ -200,6 +201,10 @@ mod tests {
             "bare name qualified with the local domain"
         );
         assert!(!db.user_exists("carol@example.org"));
+        assert!(
+            !db.user_exists("#dave@example.com"),
+            "a comment is no entry"
+        );
         assert!(db.password("alice@example.com").unwrap().verify(b"secret"));
         assert!(db.dummy().is_some());
     }

@@ -217,6 +217,9 @@ impl Policy {
 }
 
 #[cfg(test)]
+mod rcpt_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

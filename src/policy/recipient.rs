@@ -103,6 +103,14 @@ mod tests {
         assert!(!is_fqdn_address("@example.com"));
         assert!(!is_fqdn_address("bob@exa..mple.com"));
         assert!(!is_fqdn_address("bob@-example.com"));
+        assert!(!is_fqdn_address("bob@example-.com"));
+        assert!(!is_fqdn_address("bob@ex!ample.com"));
+        assert!(!is_fqdn_address("bob@[192.0.2.1"));
+        assert!(is_fqdn_address("bob@my-host.example.com"));
+        assert!(is_fqdn_address("bob@my_host.example.com"));
+        let label = "a".repeat(63);
+        assert!(is_fqdn_address(&format!("bob@{label}.example")));
+        assert!(!is_fqdn_address(&format!("bob@{label}a.example")));
     }
 
     #[test]

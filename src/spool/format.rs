@@ -165,4 +165,11 @@ mod tests {
             assert!(err.to_string().contains("says otherwise"), "{err}");
         }
     }
+
+    #[test]
+    fn a_bad_header_is_quoted_without_its_newline() {
+        let file = format!("{MAGIC} 9 2 0\n{{}}\n");
+        let err = read_prefix(&mut file.as_bytes(), file.len() as u64).unwrap_err();
+        assert_eq!(err.to_string(), format!("bad header \"{MAGIC} 9 2 0\""));
+    }
 }

@@ -117,6 +117,22 @@ mod tests {
         }
     }
 
+    /// The last 4 characters carry 20 random bits each time: 1,000 ids from one process
+    /// repeat them rarely (about one pair expected).
+    #[test]
+    fn random_part_takes_all_20_bits() {
+        let random: HashSet<String> = (0..1000)
+            .map(|_| QueueId::generate().as_str()[TIME_CHARS..].to_string())
+            .collect();
+        assert!(random.len() > 990, "{} distinct", random.len());
+    }
+
+    #[test]
+    fn debug_is_the_id() {
+        let id = QueueId::generate();
+        assert_eq!(format!("{id:?}"), id.as_str());
+    }
+
     #[test]
     fn rejects_foreign_names() {
         for bad in [

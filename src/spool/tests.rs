@@ -631,3 +631,118 @@ fn version_2_deferrals_read_as_not_warned_and_version_3_keeps_the_flag() {
     format::apply_status(&mut envelope, &current);
     assert_eq!(envelope.recipients[0].status, warned);
 }
+
+#[tokio::test]
+async fn contains_follows_commit_and_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let env = envelope(&["bob@example.com"]);
+    assert!(!spool.contains(&env.id));
+    spool.commit(&env, message(1)).await.unwrap();
+    assert!(spool.contains(&env.id));
+    spool.remove(&env.id).await.unwrap();
+    assert!(!spool.contains(&env.id));
+}
+
+/// `inspect` runs beside a server: a message that leaves the queue between the listing
+/// and the read is skipped (a dangling link plays it), any other read error is one.
+#[tokio::test]
+async fn inspect_skips_vanished_messages_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let env = envelope(&["bob@example.com"]);
+    spool.commit(&env, message(1)).await.unwrap();
+    let queue = dir.path().join("queue");
+    let vanished = queue.join(Spool::new_id().as_str());
+    std::os::unix::fs::symlink(dir.path().join("gone"), &vanished).unwrap();
+    let entries = inspect(dir.path()).unwrap();
+    let ids: Vec<_> = entries.iter().map(|e| e.envelope.id).collect();
+    assert_eq!(ids, [env.id]);
+
+    // A link to itself: ELOOP, not ENOENT.
+    fs::remove_file(&vanished).unwrap();
+    std::os::unix::fs::symlink(&vanished, &vanished).unwrap();
+    let error = format!("{:#}", inspect(dir.path()).unwrap_err());
+    assert!(error.starts_with("reading "), "{error}");
+}
+
+/// A missing sidecar is "no outcomes yet"; one that cannot be read or removed is an
+/// error, never silently no outcomes.
+#[tokio::test]
+async fn sidecar_errors_other_than_absence_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let env = envelope(&["bob@example.com"]);
+    spool.commit(&env, message(1)).await.unwrap();
+    assert_eq!(spool.load(&env.id).await.unwrap().envelope, env);
+    let sidecar = dir
+        .path()
+        .join("queue")
+        .join(format!("{}{SIDECAR_SUFFIX}", env.id));
+    fs::create_dir(&sidecar).unwrap();
+    fs::write(sidecar.join("x"), b"").unwrap();
+    assert!(spool.load(&env.id).await.is_err());
+    assert!(spool.remove(&env.id).await.is_err());
+}
+
+#[test]
+fn a_message_is_done_when_every_recipient_is_final() {
+    let outcome = |code| Outcome::local(code, "x");
+    let deferred = RecipientStatus::Deferred {
+        attempts: 1,
+        next_attempt: 0,
+        outcome: outcome(Status::new(4, 0, 0)),
+        warned: false,
+    };
+    let delivered = RecipientStatus::Delivered {
+        outcome: outcome(Status::new(2, 0, 0)),
+    };
+    let failed = RecipientStatus::Failed {
+        outcome: outcome(Status::new(5, 0, 0)),
+    };
+    for (status, is_final) in [
+        (RecipientStatus::Pending, false),
+        (deferred.clone(), false),
+        (delivered.clone(), true),
+        (failed.clone(), true),
+    ] {
+        assert_eq!(status.is_final(), is_final, "{status:?}");
+    }
+    let mut env = envelope(&["a@example.com", "b@example.com"]);
+    env.recipients[0].status = delivered;
+    env.recipients[1].status = deferred;
+    assert!(!env.is_done());
+    env.recipients[1].status = failed;
+    assert!(env.is_done());
+}
+
+#[test]
+fn enhanced_status_codes_parse_strictly() {
+    let status: Status = "5.1.10".parse().unwrap();
+    assert_eq!(status, Status::new(5, 1, 10));
+    assert_eq!(status.to_string(), "5.1.10");
+    assert_eq!("4.999.0".parse::<Status>().unwrap(), Status::new(4, 999, 0));
+    for bad in [
+        "3.1.1", "5.1", "5.1.1.1", "5.1000.1", "5.1.1000", "5..1", "5.a.1",
+    ] {
+        assert!(bad.parse::<Status>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn legacy_lmtp_text_reads_as_the_lmtp_server_s_reply() {
+    let outcome = legacy::outcome(
+        "4.0.0 lmtp unix:/run/lmtp said: 451 try later (in reply to end of DATA command)",
+        Status::new(5, 0, 0),
+    );
+    let Cause::Reply {
+        remote, command, ..
+    } = outcome.cause
+    else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(
+        (remote.kind, remote.name.as_str(), command),
+        (RemoteKind::Lmtp, "unix:/run/lmtp", Command::EndOfData)
+    );
+}

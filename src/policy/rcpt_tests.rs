@@ -1,0 +1,172 @@
+//! `Policy::check_rcpt` on both kinds of listener, for local domains: the replies a
+//! session sends, word for word. Other domains need DNS: tests/behaviour.rs and
+//! tests/dns_failure.rs check those against real name servers.
+
+use std::time::Duration;
+
+use super::*;
+use crate::auth::scheme::{Scheme, hash_password};
+
+struct Fixture {
+    policy: Policy,
+    auth: Arc<Authenticator>,
+    _dir: tempfile::TempDir,
+}
+
+/// Local domains example.com and Example.ORG with users bob and alice; alice may also
+/// send as info@example.com.
+fn fixture(postmaster: Option<&str>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let hash = hash_password(Scheme::Sha256Crypt, "pw").unwrap();
+    std::fs::write(
+        &passwd,
+        format!("bob@example.com:{hash}\nalice@example.com:{hash}\n"),
+    )
+    .unwrap();
+    let senders = dir.path().join("senders");
+    std::fs::write(&senders, "info@example.com  alice@example.com\n").unwrap();
+    let postmaster = postmaster.map_or(String::new(), |p| format!("postmaster: {p}\n"));
+    let config = Config::parse(&format!(
+        "hostname: mail.example.com\n\
+         domains: [example.com, Example.ORG]\n\
+         {postmaster}\
+         senderLoginMap: {}\n\
+         tls: {{cert: /tls/tls.crt, key: /tls/tls.key}}\n\
+         auth: {{passwdFile: {}}}\n\
+         spool: {{directory: /var/spool/posthorn, maildirRoot: /var/mail}}\n",
+        senders.display(),
+        passwd.display()
+    ))
+    .unwrap();
+    let auth =
+        Authenticator::new(&config.auth, "example.com".into(), Duration::from_secs(60)).unwrap();
+    Fixture {
+        policy: Policy::new(&config).unwrap(),
+        auth,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// The reply to `rcpt`, `None` when it is accepted.
+    async fn rcpt(
+        &self,
+        kind: ListenerKind,
+        login: Option<&str>,
+        sender: &str,
+        rcpt: &str,
+    ) -> Option<String> {
+        let ctx = RcptContext {
+            kind,
+            client: "unknown[192.0.2.1]",
+            login,
+            sender,
+        };
+        let checked = self.policy.check_rcpt(&ctx, rcpt, &self.auth).await;
+        checked.err().map(|reject| reject.reply)
+    }
+}
+
+#[tokio::test]
+async fn port_25_takes_local_users_and_postmaster_only() {
+    let f = fixture(None);
+    let rcpt = |rcpt| f.rcpt(ListenerKind::Smtp, None, "x@elsewhere.net", rcpt);
+    for accepted in [
+        "bob@example.com",
+        "BOB@Example.COM",
+        "bob+lists@example.com",
+        "postmaster",
+        "PostMaster@example.org",
+    ] {
+        assert_eq!(rcpt(accepted).await, None, "{accepted}");
+    }
+    let refused = [
+        (
+            "nobody@example.com",
+            "550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown in virtual mailbox table",
+        ),
+        (
+            "bob@elsewhere.net",
+            "454 4.7.1 <bob@elsewhere.net>: Relay access denied",
+        ),
+        (
+            "bob",
+            "504 5.5.2 <bob>: Recipient address rejected: need fully-qualified address",
+        ),
+    ];
+    for (address, reply) in refused {
+        assert_eq!(rcpt(address).await.as_deref(), Some(reply), "{address}");
+    }
+}
+
+#[tokio::test]
+async fn submission_needs_a_login_that_owns_the_sender() {
+    let f = fixture(None);
+    let submit = |login, sender, rcpt| f.rcpt(ListenerKind::Submission, login, sender, rcpt);
+    for (login, sender) in [
+        ("alice@example.com", "alice@example.com"),
+        ("alice@example.com", "info@example.com"),
+        ("alice@example.com", ""),
+    ] {
+        assert_eq!(
+            submit(Some(login), sender, "bob@example.com").await,
+            None,
+            "{sender}"
+        );
+    }
+    assert_eq!(
+        submit(
+            Some("bob@example.com"),
+            "info@example.com",
+            "alice@example.com"
+        )
+        .await
+        .as_deref(),
+        Some(
+            "553 5.7.1 <info@example.com>: Sender address rejected: not owned by user bob@example.com"
+        )
+    );
+    let client_rejected =
+        Some("554 5.7.1 <unknown[192.0.2.1]>: Client host rejected: Access denied");
+    for rcpt in ["bob@example.com", "postmaster@example.com"] {
+        assert_eq!(
+            submit(None, "bob@example.com", rcpt).await.as_deref(),
+            client_rejected,
+            "{rcpt}"
+        );
+    }
+    let bob = Some("bob@example.com");
+    assert_eq!(
+        submit(bob, "bob@example.com", "nobody@example.org")
+            .await
+            .as_deref(),
+        Some(
+            "550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown in virtual mailbox table"
+        )
+    );
+    assert_eq!(
+        submit(bob, "bob@example.com", "alice").await.as_deref(),
+        Some("504 5.5.2 <alice>: Recipient address rejected: need fully-qualified address")
+    );
+    assert_eq!(
+        submit(bob, "bob@example.com", "postmaster").await,
+        None,
+        "postmaster needs no user"
+    );
+}
+
+#[tokio::test]
+async fn postmaster_goes_to_the_configured_address_or_the_first_domain() {
+    let f = fixture(None);
+    assert_eq!(
+        f.policy.postmaster_for("Postmaster@EXAMPLE.org"),
+        Some("postmaster@example.com")
+    );
+    assert_eq!(f.policy.postmaster_for("postmaster@elsewhere.net"), None);
+    let f = fixture(Some("hostmaster@example.org"));
+    assert_eq!(
+        f.policy.postmaster_for("postmaster"),
+        Some("hostmaster@example.org")
+    );
+}

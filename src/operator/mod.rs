@@ -44,8 +44,8 @@ pub struct OperatorCommand {
 }
 
 /// `posthorn operator`: waits for the leader Lease, then runs the controller while
-/// renewing it. Losing the Lease, or failing to renew it in time, ends the process (the
-/// Deployment restarts it as a standby), so two replicas never reconcile at once.
+/// renewing it. Losing the Lease, or failing to renew it in time, stops the controller
+/// and makes this replica a standby again, so two replicas never reconcile at once.
 pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
     let mut config = kube::Config::infer()
         .await
@@ -74,28 +74,44 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
         &command.lease_name,
         &command.identity,
     );
-    tracing::info!(identity = %command.identity, lease = %command.lease_name, "waiting for the leader Lease");
+    let context = Arc::new(controller::Context::new(
+        client,
+        command.image,
+        metrics.clone(),
+    ));
     loop {
-        match election.try_acquire_or_renew().await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "leader election"),
-        }
-        tokio::time::sleep(leader::RENEW_INTERVAL).await;
-    }
-    tracing::info!(identity = %command.identity, "leading: starting the controller");
-    metrics.set_leader(true);
-
-    let context = Arc::new(controller::Context::new(client, command.image, metrics));
-    let mut controller = tokio::spawn(controller::run(context, command.watch_namespaces));
-    loop {
-        tokio::select! {
-            result = &mut controller => {
-                result.context("controller task")?;
-                return Ok(());
+        tracing::info!(identity = %command.identity, lease = %command.lease_name, "waiting for the leader Lease");
+        loop {
+            match election.try_acquire_or_renew().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leader election"),
             }
-            _ = tokio::time::sleep(leader::RENEW_INTERVAL) => {}
+            tokio::time::sleep(leader::RENEW_INTERVAL).await;
         }
-        election.keep_leading().await?;
+        tracing::info!(identity = %command.identity, "leading: starting the controller");
+        metrics.set_leader(true);
+        let mut controller = tokio::spawn(controller::run(
+            context.clone(),
+            command.watch_namespaces.clone(),
+        ));
+        let stepped_down = loop {
+            tokio::select! {
+                result = &mut controller => {
+                    result.context("controller task")?;
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(leader::RENEW_INTERVAL) => {}
+            }
+            if let Err(e) = election.keep_leading().await {
+                break e;
+            }
+        };
+        // Back to standby: the controller stops before another replica may lead, and
+        // leading resumes when the Lease is ours again (after an API server outage,
+        // at once: it still names us).
+        controller.abort();
+        metrics.set_leader(false);
+        tracing::warn!(error = %stepped_down, "stopped leading");
     }
 }

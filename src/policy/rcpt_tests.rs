@@ -160,13 +160,13 @@ async fn submission_needs_a_login_that_owns_the_sender() {
 async fn postmaster_goes_to_the_configured_address_or_the_first_domain() {
     let f = fixture(None);
     assert_eq!(
-        f.policy.postmaster_for("Postmaster@EXAMPLE.org"),
+        f.policy.reserved_target("Postmaster@EXAMPLE.org"),
         Some("postmaster@example.com")
     );
-    assert_eq!(f.policy.postmaster_for("postmaster@elsewhere.net"), None);
+    assert_eq!(f.policy.reserved_target("postmaster@elsewhere.net"), None);
     let f = fixture(Some("hostmaster@example.org"));
     assert_eq!(
-        f.policy.postmaster_for("postmaster"),
+        f.policy.reserved_target("postmaster"),
         Some("hostmaster@example.org")
     );
 }

@@ -14,6 +14,38 @@ use super::render::Object;
 
 pub const FIELD_MANAGER: &str = "posthorn";
 pub const APPLIED_HASH_ANNOTATION: &str = "posthorn.dev/applied-hash";
+/// On an existing object of the same name, `"true"` lets the operator take it over.
+pub const ADOPT_ANNOTATION: &str = "posthorn.dev/adopt";
+
+/// What [`apply`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Unchanged,
+    Written,
+    /// An object of that name exists and belongs to something else: left alone.
+    NotOurs,
+}
+
+/// Whether `live` may be written as `desired`: it is controlled by the same owner (the
+/// MailServer's uid), or its owner opted in with [`ADOPT_ANNOTATION`]. Anything else,
+/// such as another mail server's `mail` Service during a migration, is not ours.
+pub fn may_write(desired: &DynamicObject, live: &DynamicObject) -> bool {
+    let controller = |o: &DynamicObject| {
+        o.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .map(|r| r.uid.clone())
+    };
+    let adopt = live
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ADOPT_ANNOTATION))
+        .is_some_and(|v| v == "true");
+    controller(desired).is_none() || controller(live) == controller(desired) || adopt
+}
 
 /// `object` with the hash annotation of its own content.
 pub fn with_applied_hash(mut object: DynamicObject) -> DynamicObject {
@@ -53,14 +85,17 @@ fn contains(have: &Value, want: &Value) -> bool {
     }
 }
 
-/// Applies `object` unless the live one already matches. Returns whether it wrote.
-pub async fn apply(client: &Client, namespace: &str, object: &Object) -> kube::Result<bool> {
+/// Applies `object` unless the live one already matches or is not ours.
+pub async fn apply(client: &Client, namespace: &str, object: &Object) -> kube::Result<Applied> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &object.resource);
     let desired = with_applied_hash(object.object.clone());
     let name = object.name();
     let live = api.get_opt(name).await?;
+    if live.as_ref().is_some_and(|live| !may_write(&desired, live)) {
+        return Ok(Applied::NotOurs);
+    }
     if !needs_apply(&desired, live.as_ref()) {
-        return Ok(false);
+        return Ok(Applied::Unchanged);
     }
     api.patch(
         name,
@@ -68,7 +103,7 @@ pub async fn apply(client: &Client, namespace: &str, object: &Object) -> kube::R
         &Patch::Apply(&desired),
     )
     .await?;
-    Ok(true)
+    Ok(Applied::Written)
 }
 
 #[cfg(test)]
@@ -126,6 +161,35 @@ mod tests {
             o
         });
         assert!(needs_apply(&smaller, Some(&desired())));
+    }
+
+    #[test]
+    fn only_our_own_or_adoptable_objects_are_written() {
+        let owned = |uid: &str| {
+            let mut o = desired();
+            o.metadata.owner_references = Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "posthorn.dev/v1alpha1".into(),
+                    kind: "MailServer".into(),
+                    name: "mail".into(),
+                    uid: uid.into(),
+                    controller: Some(true),
+                    ..Default::default()
+                },
+            ]);
+            o
+        };
+        assert!(may_write(&owned("a"), &owned("a")));
+        // Another MailServer's, a hand-made one, or ours from a MailServer since deleted.
+        assert!(!may_write(&owned("a"), &owned("b")));
+        assert!(!may_write(&owned("a"), &desired()));
+        let mut adoptable = desired();
+        adoptable.metadata.annotations = Some([(ADOPT_ANNOTATION.into(), "true".into())].into());
+        assert!(may_write(&owned("a"), &adoptable));
+        adoptable.metadata.annotations = Some([(ADOPT_ANNOTATION.into(), "yes".into())].into());
+        assert!(!may_write(&owned("a"), &adoptable));
+        // A render without an owner (no uid yet) claims nothing.
+        assert!(may_write(&desired(), &owned("b")));
     }
 
     #[test]

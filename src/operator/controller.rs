@@ -307,7 +307,9 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
     };
     let (drain, mut changed) = drain_step(server, context, &namespace, &mut rendered).await?;
 
-    changed.extend(apply_and_prune(server, context, &namespace, &rendered, &capabilities).await?);
+    let (applied, not_ours) =
+        apply_and_prune(server, context, &namespace, &rendered, &capabilities).await?;
+    changed.extend(applied);
     let stateful_set = Api::<StatefulSet>::namespaced(context.client.clone(), &namespace)
         .get_opt(&Names::new(server).workload())
         .await?;
@@ -326,6 +328,7 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         rollout,
         draining: drain.condition.clone(),
         mailboxes: Rollout::of(dovecot.as_ref()),
+        not_ours: &not_ours,
     };
     let conditions = status::conditions(server, &rendered, &observed);
     let ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status);
@@ -455,20 +458,27 @@ async fn read_secrets(
     Ok((secrets, missing))
 }
 
-/// Applies what changed and deletes owned objects no longer wanted; returns what it did.
+/// Applies what changed and deletes owned objects no longer wanted; returns what it did
+/// and the objects it left alone because they belong to something else.
 async fn apply_and_prune(
     server: &MailServer,
     context: &Context,
     namespace: &str,
     rendered: &Rendered,
     capabilities: &Capabilities,
-) -> Result<Vec<String>, Error> {
+) -> Result<(Vec<String>, Vec<String>), Error> {
     let client = &context.client;
     let mut changed = Vec::new();
+    let mut not_ours = Vec::new();
     for object in rendered.objects() {
-        if apply::apply(client, namespace, &object).await? {
-            context.metrics.applied(object.kind());
-            changed.push(format!("{} {}", object.kind(), object.name()));
+        let what = format!("{} {}", object.kind(), object.name());
+        match apply::apply(client, namespace, &object).await? {
+            apply::Applied::Written => {
+                context.metrics.applied(object.kind());
+                changed.push(what);
+            }
+            apply::Applied::NotOurs => not_ours.push(what),
+            apply::Applied::Unchanged => {}
         }
     }
     for (resource, name) in unwanted(server, rendered, capabilities) {
@@ -480,7 +490,7 @@ async fn apply_and_prune(
             changed.push(format!("deleted {} {name}", resource.kind));
         }
     }
-    Ok(changed)
+    Ok((changed, not_ours))
 }
 
 /// Renders, or reports why it cannot in the Degraded condition (and returns None).
@@ -947,6 +957,7 @@ mod tests {
             rollout: Rollout::default(),
             draining: drain::not_draining(),
             mailboxes: Rollout::default(),
+            not_ours: &[],
         };
         let ready = status::conditions(&server, &rendered, &observed);
         let mut current = server.clone();

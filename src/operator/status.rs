@@ -182,6 +182,8 @@ pub struct Observed<'a> {
     pub draining: Cond,
     /// The managed Dovecot's StatefulSet (all zero without one).
     pub mailboxes: Rollout,
+    /// Objects of our names that belong to something else ("Service mail").
+    pub not_ours: &'a [String],
 }
 
 /// The conditions of a rendered and applied MailServer: Ready, TLSReady, DNSPublished,
@@ -196,6 +198,9 @@ pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed)
             rendered.tls_secret
         ));
     }
+    let ephemeral = server.spec.queue.storage == QueueStorage::EmptyDir;
+    let degraded = degraded_condition(&problems, observed.not_ours, ephemeral);
+    problems.extend(observed.not_ours.iter().map(|o| format!("{o} is not ours")));
     let ready = if observed.draining.status && problems.is_empty() {
         Cond::new(
             "Ready",
@@ -206,12 +211,11 @@ pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed)
     } else {
         ready_condition(&problems, &observed.rollout, server.spec.replicas)
     };
-    let ephemeral = server.spec.queue.storage == QueueStorage::EmptyDir;
     vec![
         ready,
         tls,
         dns_condition(server, rendered),
-        degraded_condition(&problems, ephemeral),
+        degraded,
         observed.draining.clone(),
         super::mailbox_status::condition(&server.spec, &observed.mailboxes),
         Cond::new("Stalled", false, "AsExpected", "the spec is valid"),
@@ -338,10 +342,23 @@ fn dns_condition(server: &MailServer, rendered: &Rendered) -> Cond {
     }
 }
 
-/// Missing inputs first; else an explicitly ephemeral queue, which works but loses
+/// Objects of our names that belong to something else first (nothing is written to
+/// them), then missing inputs; else an explicitly ephemeral queue, which works but loses
 /// queued mail with its pod.
-fn degraded_condition(problems: &[String], ephemeral_queue: bool) -> Cond {
-    if !problems.is_empty() {
+fn degraded_condition(problems: &[String], not_ours: &[String], ephemeral_queue: bool) -> Cond {
+    if !not_ours.is_empty() {
+        Cond::new(
+            "Degraded",
+            true,
+            "Conflict",
+            format!(
+                "{} already exists and is not owned by this MailServer, so it is left alone: \
+                 remove or rename it, or annotate it {}=true to let the operator take it over",
+                not_ours.join(", "),
+                super::apply::ADOPT_ANNOTATION
+            ),
+        )
+    } else if !problems.is_empty() {
         Cond::new("Degraded", true, "MissingInput", problems.join("; "))
     } else if ephemeral_queue {
         Cond::new(
@@ -482,6 +499,7 @@ mod tests {
             rollout: settled(wanted, ready),
             draining: idle(),
             mailboxes: Rollout::default(),
+            not_ours: &[],
         };
         conditions(server, &rendered, &observed)
     }
@@ -548,6 +566,33 @@ mod tests {
     }
 
     #[test]
+    fn an_object_that_is_not_ours_is_a_conflict_and_not_ready() {
+        let server = load("examples/mailserver.yaml");
+        let secrets = typical_secrets();
+        let rendered = render::render(&server, &secrets, &options()).unwrap();
+        let not_ours = ["Service mail".to_string()];
+        let observed = Observed {
+            secrets: &secrets,
+            missing: &[],
+            rollout: settled(1, 1),
+            draining: idle(),
+            mailboxes: Rollout::default(),
+            not_ours: &not_ours,
+        };
+        let conds = conditions(&server, &rendered, &observed);
+        assert_eq!(state(&conds, "Degraded"), (true, "Conflict".into()));
+        assert!(
+            find(&conds, "Degraded")
+                .message
+                .starts_with("Service mail already exists and is not owned by this MailServer"),
+            "{:?}",
+            find(&conds, "Degraded")
+        );
+        assert_eq!(state(&conds, "Ready"), (false, "Degraded".into()));
+        assert_eq!(state(&conds, "Stalled"), (false, "AsExpected".into()));
+    }
+
+    #[test]
     fn ready_is_false_while_pods_drain() {
         let server = load("examples/mailserver.yaml");
         let secrets = typical_secrets();
@@ -560,6 +605,7 @@ mod tests {
             rollout: settled(3, 3),
             draining: draining.clone(),
             mailboxes: Rollout::default(),
+            not_ours: &[],
         };
         let conds = conditions(&server, &rendered, &observed);
         assert_eq!(state(&conds, "Ready"), (false, "Draining".into()));

@@ -164,7 +164,7 @@ impl Authenticator {
             match task_db.password(&task_login) {
                 Some(hash) => Some(hash.verify(&task_password)),
                 None => {
-                    if let Some(dummy) = task_db.dummy() {
+                    if let Some(dummy) = task_db.dummy(&task_login) {
                         dummy.verify(&task_password);
                     }
                     None

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::hash::BuildHasher;
 use std::path::Path;
 
 use anyhow::Context;
@@ -20,8 +21,8 @@ use super::scheme::StoredHash;
 pub struct UserDb {
     /// Lowercased full address → password, `None` when the entry cannot log in.
     users: HashMap<String, Option<StoredHash>>,
-    /// Verified against for unknown users, so they take as long as known ones.
-    dummy: Option<StoredHash>,
+    /// How many users have a password: unknown logins are verified against one of them.
+    with_password: usize,
     /// Lives and dies with this version of the file: a reload starts with an empty cache.
     pub cache: CredentialCache,
 }
@@ -66,7 +67,6 @@ impl UserDb {
         cache_size: usize,
     ) -> UserDb {
         let mut users = HashMap::new();
-        let mut dummy = None;
         for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
             let line_no = index + 1;
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -128,9 +128,6 @@ impl UserDb {
                     );
                 }
                 Entry::Vacant(entry) => {
-                    if dummy.is_none() {
-                        dummy.clone_from(&hash);
-                    }
                     entry.insert(hash);
                 }
             }
@@ -142,8 +139,8 @@ impl UserDb {
             );
         }
         UserDb {
+            with_password: users.values().flatten().count(),
             users,
-            dummy,
             cache: CredentialCache::new(cache_size),
         }
     }
@@ -158,9 +155,17 @@ impl UserDb {
         self.users.get(login)?.as_ref()
     }
 
-    /// A hash to spend the same time on when the login has none.
-    pub fn dummy(&self) -> Option<&StoredHash> {
-        self.dummy.as_ref()
+    /// A hash to spend the same time on when `login` has none: the password of a user
+    /// that `login` picks (keyed, so not predictable), so that unknown logins cost what
+    /// known ones do even in a file that mixes schemes and costs, and one login always
+    /// costs the same.
+    pub fn dummy(&self, login: &str) -> Option<&StoredHash> {
+        let count = u64::try_from(self.with_password).ok().filter(|&n| n > 0)?;
+        let pick = self.users.hasher().hash_one(login) % count;
+        self.users
+            .values()
+            .flatten()
+            .nth(usize::try_from(pick).ok()?)
     }
 }
 
@@ -206,7 +211,30 @@ mod tests {
             "a comment is no entry"
         );
         assert!(db.password("alice@example.com").unwrap().verify(b"secret"));
-        assert!(db.dummy().is_some());
+        assert!(db.dummy("nobody@example.com").is_some());
+    }
+
+    /// In a file with two schemes, unknown logins are spread over both, as the users
+    /// are, and each login always gets the same one.
+    #[test]
+    fn unknown_logins_cost_what_some_user_costs() {
+        let argon =
+            crate::auth::scheme::hash_password(crate::auth::scheme::Scheme::Argon2id, "secret")
+                .unwrap();
+        let text = format!("sha@example.com:{SHA512_SECRET}\nargon@example.com:{argon}\n");
+        let db = parse(&text, false);
+        let kind = |login: &str| format!("{:?}", db.dummy(login).unwrap());
+        let kinds: std::collections::BTreeSet<String> = (0..64)
+            .map(|i| kind(&format!("u{i}@example.com")))
+            .collect();
+        assert_eq!(
+            kinds.into_iter().collect::<Vec<_>>(),
+            [
+                "StoredHash::Argon2(<redacted>)",
+                "StoredHash::ShaCrypt(<redacted>)"
+            ]
+        );
+        assert_eq!(kind("x@example.com"), kind("x@example.com"));
     }
 
     #[test]
@@ -235,7 +263,7 @@ mod tests {
             assert!(db.user_exists(&address), "{user}");
             assert!(db.password(&address).is_none(), "{user}");
         }
-        assert!(db.dummy().is_none());
+        assert!(db.dummy("nobody@example.com").is_none());
 
         let allowed = parse(text, true);
         assert!(

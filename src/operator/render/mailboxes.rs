@@ -14,10 +14,10 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
-    ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, KeyToPath,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, SeccompProfile, SecretVolumeSource, Service, ServiceSpec, TCPSocketAction, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -28,6 +28,7 @@ use kube::api::ApiResource;
 use super::config_map::sha256_hex;
 use super::meta::{Base, Names};
 use super::service::{port, type_name};
+use super::workload::restricted_container;
 use super::{CONFIG_CHECKSUM_ANNOTATION, RenderOptions, SecretData};
 use crate::api::{DEFAULT_MAILBOX_STORAGE, DovecotSpec, MailServer};
 
@@ -334,16 +335,7 @@ fn pod(server: &MailServer, names: &Names, dovecot: &DovecotSpec, tls_secret: &s
         readiness_probe: Some(tcp_probe("lmtp", 5, 3)),
         liveness_probe: Some(tcp_probe("imaps", 10, 6)),
         resources: dovecot.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container()),
         ..Container::default()
     };
     PodSpec {

@@ -2,16 +2,14 @@
 //! what changed, prune what is no longer wanted, and report status — writing nothing
 //! when nothing changed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -23,9 +21,9 @@ use tokio::sync::Mutex;
 use super::apply::{self, FIELD_MANAGER};
 use super::drain::{self, Decision};
 use super::metrics::OperatorMetrics;
-use super::render::{self, GeneratedSecret, Names, PdbApi, RenderOptions, Rendered, SecretData};
+use super::render::{self, Names, PdbApi, RenderOptions, Rendered, SecretData};
 use super::status::{self, Cond, Migration, OldDeployment, Rollout};
-use super::{keys, pods};
+use super::{pods, secrets};
 use crate::api::{Endpoints, MailServer};
 
 /// How often a MailServer is looked at without any change: repairs objects whose kinds
@@ -295,13 +293,16 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
     };
     let secrets_api: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
     for generated in &first.generated_secrets {
-        ensure_generated(server, context, &secrets_api, generated).await?;
+        if let Some(message) = secrets::ensure_generated(server, &secrets_api, generated).await? {
+            tracing::info!(mailserver = %server.name_any(), "{message}");
+            publish(context, server, EventType::Normal, "Generated", &message).await;
+        }
     }
     let wanted = status::referenced_secrets(server)
         .into_iter()
         .chain(first.dkim_secret.clone())
         .chain([first.tls_secret.clone()]);
-    let (secrets, missing) = read_secrets(&secrets_api, wanted).await?;
+    let (secrets, missing) = secrets::read(&secrets_api, wanted).await?;
     let Some(mut rendered) = render_or_degrade(server, context, &secrets, &options).await? else {
         return Ok(Action::await_change());
     };
@@ -437,27 +438,6 @@ async fn migrate(
     }
 }
 
-/// The data of the named Secrets that exist, and the names of those that do not.
-async fn read_secrets(
-    api: &Api<Secret>,
-    names: impl IntoIterator<Item = String>,
-) -> Result<(SecretData, Vec<String>), Error> {
-    let mut secrets = SecretData::new();
-    let mut missing = Vec::new();
-    for name in names {
-        if secrets.contains_key(&name) || missing.contains(&name) {
-            continue;
-        }
-        match api.get_opt(&name).await? {
-            Some(secret) => {
-                secrets.insert(name, secret_data(&secret));
-            }
-            None => missing.push(name),
-        }
-    }
-    Ok((secrets, missing))
-}
-
 /// Applies what changed and deletes owned objects no longer wanted; returns what it did
 /// and the objects it left alone because they belong to something else.
 async fn apply_and_prune(
@@ -526,79 +506,6 @@ async fn report_degraded(
         publish(context, server, EventType::Warning, &reason, &message).await;
     }
     Ok(())
-}
-
-/// Creates a generated Secret once; an existing one is never touched (its key is what
-/// DNS and clients already know).
-async fn ensure_generated(
-    server: &MailServer,
-    context: &Context,
-    api: &Api<Secret>,
-    generated: &GeneratedSecret,
-) -> Result<(), Error> {
-    if api.get_opt(generated.name()).await?.is_some() {
-        return Ok(());
-    }
-    let (data, type_, what) = match generated.clone() {
-        GeneratedSecret::SelfSignedTls { hostname, .. } => (
-            keys::self_signed_tls(&hostname)?,
-            "kubernetes.io/tls",
-            "self-signed certificate",
-        ),
-        GeneratedSecret::DkimKey { .. } => (
-            tokio::task::spawn_blocking(keys::dkim_key)
-                .await
-                .map_err(anyhow::Error::from)??,
-            "Opaque",
-            "DKIM key",
-        ),
-        GeneratedSecret::HandoverToken { .. } => {
-            (keys::handover_token(), "Opaque", "handover token")
-        }
-    };
-    let names = Names::new(server);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(generated.name().into()),
-            namespace: server.namespace(),
-            labels: Some(BTreeMap::from([
-                ("app.kubernetes.io/name".to_string(), "posthorn".to_string()),
-                (
-                    "app.kubernetes.io/instance".to_string(),
-                    names.instance.clone(),
-                ),
-                (
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "posthorn-operator".to_string(),
-                ),
-            ])),
-            owner_references: server.controller_owner_ref(&()).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        string_data: Some(data),
-        type_: Some(type_.into()),
-        ..Secret::default()
-    };
-    match api.create(&PostParams::default(), &secret).await {
-        Ok(_) => {
-            let message = format!("generated a {what} into Secret {}", generated.name());
-            tracing::info!(mailserver = %server.name_any(), "{message}");
-            publish(context, server, EventType::Normal, "Generated", &message).await;
-            Ok(())
-        }
-        // Another replica (or a previous attempt) was first; keep its key.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, ByteString(v))| (k.clone(), v.clone()))
-        .collect()
 }
 
 fn owned_by(meta: &ObjectMeta, server: &MailServer) -> bool {
@@ -705,8 +612,10 @@ mod tests {
     //! answers GETs from a map of live objects and records every other request, which
     //! is a write.
 
-    use std::collections::HashMap;
+    use std::collections::{BTreeMap, HashMap};
     use std::sync::Mutex as StdMutex;
+
+    use k8s_openapi::ByteString;
 
     use http::{Method, Request, Response, StatusCode};
     use kube::client::Body;
@@ -895,6 +804,36 @@ mod tests {
         assert_eq!(warnings, [json!("EphemeralQueue")], "{written:?}");
     }
 
+    /// The generated DKIM key outlives its MailServer (re-creating one keeps the key DNS
+    /// publishes); the other generated Secrets go with it.
+    #[tokio::test]
+    async fn only_the_generated_dkim_key_outlives_its_mailserver() {
+        let server = server();
+        let (client, writes) = mock_client(HashMap::new(), &server);
+        reconcile(Arc::new(server), context(client)).await.unwrap();
+        let created: BTreeMap<String, bool> = writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(method, path, _)| method == Method::POST && path.ends_with("/secrets"))
+            .map(|(_, _, body)| {
+                let owned = body["metadata"]["ownerReferences"][0]["uid"] == "uid-1";
+                (
+                    body["metadata"]["name"].as_str().unwrap().to_string(),
+                    owned,
+                )
+            })
+            .collect();
+        assert_eq!(
+            created,
+            BTreeMap::from([
+                ("mail-dkim".to_string(), false),
+                ("mail-handover".to_string(), true),
+                ("mail-tls-self-signed".to_string(), true),
+            ])
+        );
+    }
+
     /// Everything in place and the status up to date: a reconcile only reads.
     #[tokio::test]
     async fn nothing_changed_means_no_writes() {
@@ -919,7 +858,7 @@ mod tests {
             .iter()
             .map(|s| {
                 let s: Secret = serde_json::from_value((*s).clone()).unwrap();
-                (s.metadata.name.clone().unwrap(), secret_data(&s))
+                (s.metadata.name.clone().unwrap(), secrets::data(&s))
             })
             .collect();
         let options = RenderOptions {

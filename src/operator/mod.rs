@@ -12,6 +12,7 @@ mod mailbox_status;
 mod metrics;
 mod pods;
 pub mod render;
+mod secrets;
 mod status;
 
 use std::net::SocketAddr;

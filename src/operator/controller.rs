@@ -804,10 +804,10 @@ mod tests {
         assert_eq!(warnings, [json!("EphemeralQueue")], "{written:?}");
     }
 
-    /// The generated DKIM key outlives its MailServer (re-creating one keeps the key DNS
-    /// publishes); the other generated Secrets go with it.
+    /// The generated DKIM and SRS keys outlive their MailServer (re-creating one keeps the
+    /// key DNS publishes); the other generated Secrets go with it.
     #[tokio::test]
-    async fn only_the_generated_dkim_key_outlives_its_mailserver() {
+    async fn only_the_generated_keys_outlive_their_mailserver() {
         let server = server();
         let (client, writes) = mock_client(HashMap::new(), &server);
         reconcile(Arc::new(server), context(client)).await.unwrap();
@@ -829,6 +829,7 @@ mod tests {
             BTreeMap::from([
                 ("mail-dkim".to_string(), false),
                 ("mail-handover".to_string(), true),
+                ("mail-srs".to_string(), false),
                 ("mail-tls-self-signed".to_string(), true),
             ])
         );
@@ -854,7 +855,8 @@ mod tests {
             &[("passwd", "alice@example.com:{SHA512-CRYPT}x")],
         );
         let handover = secret("mail-handover", &[(crate::plan::HANDOVER_TOKEN_KEY, "t")]);
-        let secrets: SecretData = [&dkim, &tls, &users, &handover]
+        let srs = secret("mail-srs", &[(crate::plan::SRS_SECRET_KEY, "s")]);
+        let secrets: SecretData = [&dkim, &tls, &users, &handover, &srs]
             .iter()
             .map(|s| {
                 let s: Secret = serde_json::from_value((*s).clone()).unwrap();
@@ -876,6 +878,7 @@ mod tests {
             ("mail-tls-self-signed", &tls),
             ("mail-users", &users),
             ("mail-handover", &handover),
+            ("mail-srs", &srs),
         ] {
             live.insert(
                 format!("/api/v1/namespaces/default/secrets/{name}"),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::mail::dkim;
-use crate::plan::{DKIM_KEY, DKIM_TXT_KEY, HANDOVER_TOKEN_KEY};
+use crate::plan::{DKIM_KEY, DKIM_TXT_KEY, HANDOVER_TOKEN_KEY, SRS_SECRET_KEY};
 use crate::tls;
 
 /// RSA, not Ed25519: receivers that ignore Ed25519 signatures (RFC 8463) are common.
@@ -36,9 +36,19 @@ pub fn dkim_key() -> anyhow::Result<BTreeMap<String, String>> {
 
 /// A new handover token: 32 random bytes, hex. Never logged.
 pub fn handover_token() -> BTreeMap<String, String> {
+    random_hex(HANDOVER_TOKEN_KEY)
+}
+
+/// The key that signs SRS addresses (HMAC-SHA1).
+pub fn srs_key() -> BTreeMap<String, String> {
+    random_hex(SRS_SECRET_KEY)
+}
+
+/// 32 random bytes in hex under `key`.
+fn random_hex(key: &str) -> BTreeMap<String, String> {
     let bytes: [u8; 32] = rand::random();
-    let token = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    BTreeMap::from([(HANDOVER_TOKEN_KEY.to_string(), token)])
+    let value = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    BTreeMap::from([(key.to_string(), value)])
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The Secrets a MailServer reads (users, TLS, DKIM, relay credentials) and the ones the
-//! operator generates for it once (a self-signed certificate, the DKIM key, the
+//! operator generates for it once (a self-signed certificate, the DKIM and SRS keys, the
 //! handover token).
 
 use std::collections::BTreeMap;
@@ -47,9 +47,10 @@ pub fn data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
 /// Creates a generated Secret once; an existing one is never touched (its key is what
 /// DNS and clients already know). Returns what it generated, for an event.
 ///
-/// The DKIM key has no owner: it outlives its MailServer, so that deleting and
-/// re-creating one (a migration, a GitOps re-sync) keeps the key DNS publishes. The
-/// others are owned and go with it; new ones cost nothing.
+/// The DKIM and SRS keys have no owner: they outlive their MailServer, so that deleting
+/// and re-creating one (a migration, a GitOps re-sync) keeps the key DNS publishes and
+/// the bounces to forwarded mail valid. The others are owned and go with it; new ones
+/// cost nothing.
 pub async fn ensure_generated(
     server: &MailServer,
     api: &Api<Secret>,
@@ -74,6 +75,7 @@ pub async fn ensure_generated(
         GeneratedSecret::HandoverToken { .. } => {
             (keys::handover_token(), "Opaque", "handover token", true)
         }
+        GeneratedSecret::SrsKey { .. } => (keys::srs_key(), "Opaque", "SRS key", false),
     };
     let names = Names::new(server);
     let secret = Secret {

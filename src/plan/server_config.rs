@@ -29,12 +29,8 @@ pub fn server_config(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Resu
             file: (!spec.aliases.entries.is_empty()).then(|| layout.aliases.clone()),
             send_as_alias: spec.aliases.send_as_alias,
         },
-        srs: spec
-            .aliases
-            .srs_secret
-            .as_ref()
-            .and(layout.srs_secret.clone())
-            .map(SrsConfig::new),
+        // The operator always mounts a key (the spec's Secret or a generated one).
+        srs: layout.srs_secret.clone().map(SrsConfig::new),
         // The pod's ports, whatever the Service's.
         listeners: Listeners::pod_ports(|kind| spec.service_port(kind).is_some()),
         sender_login_map: Some(layout.sender_login_map.clone()),
@@ -161,7 +157,12 @@ mod tests {
         let spec: MailServerSpec = serde_saphyr::from_str(base).unwrap();
         let config = server_config(&spec, &FileLayout::pod()).unwrap();
         assert_eq!(config.aliases, AliasesConfig::default());
-        assert_eq!((config.delimiter(), config.srs.as_ref()), (Some('+'), None));
+        assert_eq!(config.delimiter(), Some('+'));
+        // In a pod SRS is always on: the spec's key or the generated one is mounted.
+        assert_eq!(
+            config.srs.as_ref().map(|srs| srs.secret_file.as_path()),
+            Some(std::path::Path::new("/run/posthorn/srs/secret"))
+        );
         let spec: MailServerSpec = serde_saphyr::from_str(&format!(
             "{base}aliases: {{entries: [{{address: info@example.com, to: [alice@example.com]}}], \
              recipientDelimiter: '-', sendAsAlias: false, abuse: abuse@example.net, srsSecret: srs}}\n"

@@ -44,6 +44,10 @@ impl Names {
     pub fn dkim_secret(&self) -> String {
         format!("{}-dkim", self.instance)
     }
+    /// The generated SRS key, when the spec names no Secret of its own.
+    pub fn srs_secret(&self) -> String {
+        format!("{}-srs", self.instance)
+    }
     /// The generated Secret with the token the pods' handovers share.
     pub fn handover_secret(&self) -> String {
         format!("{}-handover", self.instance)

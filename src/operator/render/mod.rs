@@ -84,6 +84,8 @@ pub enum GeneratedSecret {
     /// Secret holding the pods' shared handover token
     /// ([`crate::plan::HANDOVER_TOKEN_KEY`]).
     HandoverToken { name: String },
+    /// Secret holding the key of SRS addresses ([`crate::plan::SRS_SECRET_KEY`]).
+    SrsKey { name: String },
 }
 
 impl GeneratedSecret {
@@ -91,7 +93,8 @@ impl GeneratedSecret {
         match self {
             GeneratedSecret::SelfSignedTls { name, .. }
             | GeneratedSecret::DkimKey { name }
-            | GeneratedSecret::HandoverToken { name } => name,
+            | GeneratedSecret::HandoverToken { name }
+            | GeneratedSecret::SrsKey { name } => name,
         }
     }
 }
@@ -219,11 +222,21 @@ pub fn render(
         name: handover_secret.clone(),
     });
 
+    let srs_secret = match &server.spec.aliases.srs_secret {
+        Some(name) => name.clone(),
+        None => {
+            let name = names.srs_secret();
+            generated_secrets.push(GeneratedSecret::SrsKey { name: name.clone() });
+            name
+        }
+    };
+
     let inputs = workload::PodInputs {
         checksum: &checksum,
         tls_secret: &tls.secret,
         dkim_secret: dkim_secret.as_deref(),
         handover_secret: &handover_secret,
+        srs_secret: &srs_secret,
     };
     let stateful_set = workload::stateful_set(server, &names, &base, options, &inputs);
 
@@ -262,6 +275,7 @@ pub fn to_yaml(rendered: &Rendered) -> anyhow::Result<String> {
             GeneratedSecret::SelfSignedTls { .. } => "a self-signed certificate",
             GeneratedSecret::DkimKey { .. } => "a DKIM key",
             GeneratedSecret::HandoverToken { .. } => "a handover token",
+            GeneratedSecret::SrsKey { .. } => "an SRS key",
         };
         out.push_str(&format!(
             "# Secret {} ({what}) is generated once by the operator, not rendered.\n",

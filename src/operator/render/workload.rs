@@ -43,6 +43,8 @@ pub(super) struct PodInputs<'a> {
     pub tls_secret: &'a str,
     pub dkim_secret: Option<&'a str>,
     pub handover_secret: &'a str,
+    /// The SRS key's Secret: the spec's or a generated one.
+    pub srs_secret: &'a str,
 }
 
 pub(super) fn stateful_set(
@@ -242,11 +244,9 @@ fn volumes(
         ));
         mounts.push(mount("relay", format!("{SECRETS_DIR}/relay")));
     }
-    if let Some(srs) = &spec.aliases.srs_secret {
-        let key = Some(vec![key_to(SRS_SECRET_KEY, SRS_SECRET_KEY)]);
-        volumes.push(secret_volume("srs", srs, key));
-        mounts.push(mount("srs", format!("{SECRETS_DIR}/srs")));
-    }
+    let key = Some(vec![key_to(SRS_SECRET_KEY, SRS_SECRET_KEY)]);
+    volumes.push(secret_volume("srs", inputs.srs_secret, key));
+    mounts.push(mount("srs", format!("{SECRETS_DIR}/srs")));
     // With persistent storage the StatefulSet's claim template provides the volume.
     if spec.queue.storage == QueueStorage::EmptyDir {
         volumes.push(Volume {

@@ -374,13 +374,21 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         "service/mail",
         "poddisruptionbudget/mail",
         "dnsendpoints.externaldns.k8s.io/mail",
-        "secret/mail-dkim",
     ] {
         let live =
             get(&bed, "mail", object).unwrap_or_else(|| panic!("{object} not created\n{}", logs()));
         assert_eq!(
             live["metadata"]["ownerReferences"][0]["uid"], server["metadata"]["uid"],
             "{object}"
+        );
+    }
+    // The generated keys have no owner: they outlive the MailServer.
+    for key in ["secret/mail-dkim", "secret/mail-srs"] {
+        let live =
+            get(&bed, "mail", key).unwrap_or_else(|| panic!("{key} not created\n{}", logs()));
+        assert!(
+            live["metadata"]["ownerReferences"].is_null(),
+            "{key}: {live}"
         );
     }
     let events = get(&bed, "mail", "events.events.k8s.io").unwrap();

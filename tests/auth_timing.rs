@@ -16,9 +16,7 @@ const TRIES: usize = 20;
 fn install_users(s: &Server, passwd: &str) {
     let loads = || s.stderr().matches("user file loaded").count();
     let before = loads();
-    let tmp = s.path("passwd.tmp");
-    std::fs::write(&tmp, passwd).unwrap();
-    std::fs::rename(&tmp, s.path("passwd")).unwrap();
+    common::write_whole(&s.path("passwd"), passwd);
     assert!(
         eventually(Duration::from_secs(10), || loads() > before),
         "user file not reloaded:\n{}",

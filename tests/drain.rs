@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::mx_sink::MxSink;
-use common::{ALICE, ALICE_PASS, Port, Server, eventually, marker};
+use common::{ALICE, ALICE_PASS, Port, Server, eventually, marker, write_whole};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -41,12 +41,6 @@ fn share_certificate(from: &Server, to: &Server) {
     }
 }
 
-/// Writes `text` to `path` as the kubelet does: whole, by rename.
-fn write_whole(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 /// A server that drains to the peers `annotations` names, with the handover token in
 /// `token`, delivering as `delivery` says.

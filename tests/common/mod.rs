@@ -752,6 +752,14 @@ pub fn metric_sum(samples: &BTreeMap<String, f64>, words: &[&str]) -> f64 {
         .sum()
 }
 
+/// Writes `text` to `path` as the kubelet and editors that keep a file whole do: a new
+/// file renamed over the old, so a reload never reads it half-written.
+pub fn write_whole(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -41,7 +41,6 @@ fn share_certificate(from: &Server, to: &Server) {
     }
 }
 
-
 /// A server that drains to the peers `annotations` names, with the handover token in
 /// `token`, delivering as `delivery` says.
 fn leaving_server(delivery: &str, token: &Path, annotations: &Path) -> Server {

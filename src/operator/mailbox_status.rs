@@ -2,7 +2,7 @@
 //! deliveries. Pure, like the other conditions in `status`; the mail server's Ready does
 //! not depend on it (mail for a Dovecot that is down waits in the queue).
 
-use super::status::{Cond, Rollout};
+use super::status::{Cond, Phase, Rollout};
 use crate::api::MailServerSpec;
 
 const TYPE: &str = "Mailboxes";
@@ -18,43 +18,34 @@ pub fn condition(spec: &MailServerSpec, rollout: &Rollout) -> Cond {
         );
     };
     let wanted = dovecot.replicas;
-    let Rollout {
-        generation,
-        observed_generation,
-        replicas,
-        updated,
-        ready,
-    } = *rollout;
-    if generation == 0 || observed_generation < generation {
-        Cond::new(
+    let Rollout { updated, ready, .. } = *rollout;
+    match rollout.phase(wanted) {
+        Phase::Unobserved => Cond::new(
             TYPE,
             false,
             "RollingOut",
             "waiting for the StatefulSet controller to act on the latest Dovecot spec",
-        )
-    } else if wanted == 0 {
-        Cond::new(
+        ),
+        // Whatever pods are still stopping: none will serve.
+        _ if wanted == 0 => Cond::new(
             TYPE,
             false,
             "ScaledToZero",
             "spec.mailboxes.dovecot.replicas is 0: no IMAP, and local mail waits in the queue",
-        )
-    } else if updated < wanted || replicas > wanted {
-        Cond::new(
+        ),
+        Phase::Updating => Cond::new(
             TYPE,
             false,
             "RollingOut",
             format!("Dovecot: {updated} of {wanted} pods updated, {ready} ready"),
-        )
-    } else if ready < wanted {
-        Cond::new(
+        ),
+        Phase::NotReady => Cond::new(
             TYPE,
             false,
             "NotReady",
             "the Dovecot pod is not ready: no IMAP, and local mail waits in the queue",
-        )
-    } else {
-        Cond::new(TYPE, true, "Available", "Dovecot serves IMAP and LMTP")
+        ),
+        Phase::Settled => Cond::new(TYPE, true, "Available", "Dovecot serves IMAP and LMTP"),
     }
 }
 

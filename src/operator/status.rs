@@ -169,6 +169,32 @@ impl Rollout {
             ready: status.ready_replicas.unwrap_or(0),
         }
     }
+
+    /// Where a rollout to `wanted` pods stands, in kstatus terms.
+    pub fn phase(&self, wanted: i32) -> Phase {
+        if self.generation == 0 || self.observed_generation < self.generation {
+            Phase::Unobserved
+        } else if self.updated < wanted || self.replicas > wanted {
+            Phase::Updating
+        } else if self.ready < wanted {
+            Phase::NotReady
+        } else {
+            Phase::Settled
+        }
+    }
+}
+
+/// [`Rollout::phase`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The StatefulSet's controller has not acted on its latest spec yet.
+    Unobserved,
+    /// Pods of an older revision, or more pods than wanted, are left.
+    Updating,
+    /// Every wanted pod is of the latest revision, not all are ready.
+    NotReady,
+    /// Every wanted pod is of the latest revision and ready, and no other is left.
+    Settled,
 }
 
 /// What the reconcile read from the cluster.
@@ -384,49 +410,45 @@ fn degraded_condition(problems: &[String], not_ours: &[String], ephemeral_queue:
 /// is reached, though nothing accepts mail.
 fn ready_condition(problems: &[String], rollout: &Rollout, wanted: i32) -> Cond {
     let Rollout {
-        generation,
-        observed_generation,
         replicas,
         updated,
         ready,
+        ..
     } = *rollout;
     if !problems.is_empty() {
-        Cond::new("Ready", false, "Degraded", "see Degraded")
-    } else if generation == 0 || observed_generation < generation {
-        Cond::new(
+        return Cond::new("Ready", false, "Degraded", "see Degraded");
+    }
+    match rollout.phase(wanted) {
+        Phase::Unobserved => Cond::new(
             "Ready",
             false,
             "RollingOut",
             "waiting for the StatefulSet controller to act on the latest spec",
-        )
-    } else if wanted == 0 && replicas == 0 {
-        Cond::new(
+        ),
+        Phase::Settled if wanted == 0 => Cond::new(
             "Ready",
             true,
             "ScaledToZero",
             "spec.replicas is 0: no pods run and no mail is accepted",
-        )
-    } else if updated < wanted || replicas > wanted {
-        Cond::new(
+        ),
+        Phase::Updating => Cond::new(
             "Ready",
             false,
             "RollingOut",
             format!("{updated} of {wanted} pods updated, {ready} ready, {replicas} running"),
-        )
-    } else if ready < wanted {
-        Cond::new(
+        ),
+        Phase::NotReady => Cond::new(
             "Ready",
             false,
             "Progressing",
             format!("{ready} of {wanted} pods ready"),
-        )
-    } else {
-        Cond::new(
+        ),
+        Phase::Settled => Cond::new(
             "Ready",
             true,
             "Available",
             format!("{ready} of {wanted} pods ready"),
-        )
+        ),
     }
 }
 

@@ -5,6 +5,7 @@
 //! rendered (annotation included): a spec change alters the hash, a hand edit or a
 //! deletion makes the live object differ, and anything else costs no API write.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
@@ -30,21 +31,23 @@ pub enum Applied {
 /// MailServer's uid), or its owner opted in with [`ADOPT_ANNOTATION`]. Anything else,
 /// such as another mail server's `mail` Service during a migration, is not ours.
 pub fn may_write(desired: &DynamicObject, live: &DynamicObject) -> bool {
-    let controller = |o: &DynamicObject| {
-        o.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|r| r.controller == Some(true))
-            .map(|r| r.uid.clone())
-    };
     let adopt = live
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(ADOPT_ANNOTATION))
         .is_some_and(|v| v == "true");
-    controller(desired).is_none() || controller(live) == controller(desired) || adopt
+    let owner = controller_uid(&desired.metadata);
+    owner.is_none() || controller_uid(&live.metadata) == owner || adopt
+}
+
+/// The uid of the object's controlling owner, if it has one.
+pub fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
 }
 
 /// `object` with the hash annotation of its own content.

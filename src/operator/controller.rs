@@ -509,11 +509,9 @@ async fn report_degraded(
 }
 
 fn owned_by(meta: &ObjectMeta, server: &MailServer) -> bool {
-    let uid = server.uid();
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+    server
+        .uid()
+        .is_some_and(|uid| apply::controller_uid(meta) == Some(uid.as_str()))
 }
 
 /// Optional objects that this MailServer owned once but no longer needs (replicas down

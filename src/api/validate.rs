@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::fmt::Display;
 use std::net::IpAddr;
 
+use super::platform::check_qualified_name;
 use super::spec::{MailServerSpec, QueueStorage, ServiceType};
 use super::units::parse_size;
 use crate::mail::ListenerKind;
@@ -128,6 +129,7 @@ impl MailServerSpec {
         self.validate_dns(&mut p);
         self.validate_network(&mut p);
         self.validate_pods(&mut p);
+        self.pod.validate(&mut p);
         self.mailboxes
             .validate(self.delivery.local.lmtp.as_deref(), &mut p);
         self.aliases.validate(&mut p);
@@ -300,6 +302,50 @@ impl MailServerSpec {
                 "spec.service.externalTrafficPolicy",
                 "applies only to LoadBalancer and NodePort Services, not ClusterIP",
             );
+        }
+        let service = &self.service;
+        if service.r#type == ServiceType::LoadBalancer {
+            if let Some(ip) = &service.load_balancer_ip
+                && ip.parse::<IpAddr>().is_err()
+            {
+                p.push(
+                    "spec.service.loadBalancerIP",
+                    format_args!("{ip:?} is not an IP address"),
+                );
+            }
+            if let Some(class) = &service.load_balancer_class {
+                p.check(
+                    "spec.service.loadBalancerClass",
+                    check_qualified_name(class),
+                );
+            }
+            for (i, cidr) in service
+                .load_balancer_source_ranges
+                .iter()
+                .flatten()
+                .enumerate()
+            {
+                p.check(
+                    format_args!("spec.service.loadBalancerSourceRanges[{i}]"),
+                    check_cidr(cidr),
+                );
+            }
+        } else {
+            for (field, set) in [
+                ("loadBalancerIP", service.load_balancer_ip.is_some()),
+                ("loadBalancerClass", service.load_balancer_class.is_some()),
+                (
+                    "loadBalancerSourceRanges",
+                    service.load_balancer_source_ranges.is_some(),
+                ),
+            ] {
+                if set {
+                    p.push(
+                        format_args!("spec.service.{field}"),
+                        "applies only to LoadBalancer Services",
+                    );
+                }
+            }
         }
         for (i, cidr) in self.proxy_protocol.trusted_cidrs.iter().enumerate() {
             p.check(

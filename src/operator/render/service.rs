@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::EXTERNAL_DNS_HOSTNAME_ANNOTATION;
 use super::meta::{Base, Names};
-use crate::api::{MailServer, ServiceType};
+use crate::api::{ExternalTrafficPolicy, MailServer, ServiceType};
 use crate::mail;
 
 pub(super) fn service(server: &MailServer, names: &Names, base: &Base) -> Service {
@@ -27,24 +27,37 @@ pub(super) fn service(server: &MailServer, names: &Names, base: &Base) -> Servic
     let mut metadata = base.meta(names.workload(), "mail-server");
     metadata.annotations = (!annotations.is_empty()).then_some(annotations);
 
-    let external_traffic_policy = spec
-        .service
-        .external_traffic_policy
-        .filter(|_| spec.service.r#type != ServiceType::ClusterIp)
-        .map(|policy| {
-            serde_json::to_value(policy)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default()
-        });
+    let service = &spec.service;
+    let load_balancer = service.r#type == ServiceType::LoadBalancer;
+    // Local by default for a load balancer: the server sees the client's address (per-IP
+    // limits, Received: headers). ClusterIP takes no policy at all.
+    let external_traffic_policy = match (service.r#type, service.external_traffic_policy) {
+        (ServiceType::ClusterIp, _) => None,
+        (_, Some(policy)) => Some(policy),
+        (ServiceType::LoadBalancer, None) => Some(ExternalTrafficPolicy::Local),
+        (ServiceType::NodePort, None) => None,
+    };
+    let lb = |field: &Option<String>| field.clone().filter(|_| load_balancer);
 
     Service {
         metadata,
         spec: Some(ServiceSpec {
-            type_: Some(type_name(spec.service.r#type).into()),
+            type_: Some(type_name(service.r#type).into()),
             selector: Some(base.selector()),
             ports: Some(ports),
-            external_traffic_policy,
+            external_traffic_policy: external_traffic_policy.map(|policy| {
+                match policy {
+                    ExternalTrafficPolicy::Local => "Local",
+                    ExternalTrafficPolicy::Cluster => "Cluster",
+                }
+                .into()
+            }),
+            load_balancer_ip: lb(&service.load_balancer_ip),
+            load_balancer_class: lb(&service.load_balancer_class),
+            load_balancer_source_ranges: service
+                .load_balancer_source_ranges
+                .clone()
+                .filter(|_| load_balancer),
             ..ServiceSpec::default()
         }),
         ..Service::default()

@@ -676,6 +676,72 @@ mod tests {
                 "not ClusterIP",
             ),
             (
+                |s| s.service.load_balancer_ip = Some("mail.example.com".into()),
+                "spec.service.loadBalancerIP",
+                "not an IP address",
+            ),
+            (
+                |s| s.service.load_balancer_class = Some("Example.com/lb".into()),
+                "spec.service.loadBalancerClass",
+                "DNS subdomain",
+            ),
+            (
+                |s| s.service.load_balancer_source_ranges = Some(vec!["192.0.2.0/33".into()]),
+                "spec.service.loadBalancerSourceRanges[0]",
+                "larger than 32",
+            ),
+            (
+                |s| {
+                    s.service.r#type = ServiceType::NodePort;
+                    s.service.load_balancer_source_ranges = Some(vec![]);
+                },
+                "spec.service.loadBalancerSourceRanges",
+                "only to LoadBalancer",
+            ),
+            (
+                |s| {
+                    s.service.r#type = ServiceType::ClusterIp;
+                    s.service.load_balancer_ip = Some("192.0.2.1".into());
+                },
+                "spec.service.loadBalancerIP",
+                "only to LoadBalancer",
+            ),
+            (
+                |s| {
+                    s.pod
+                        .labels
+                        .insert("app.kubernetes.io/instance".into(), "other".into());
+                },
+                "spec.pod.labels[app.kubernetes.io/instance]",
+                "set by the operator",
+            ),
+            (
+                |s| {
+                    s.pod.labels.insert("team".into(), "mail team".into());
+                },
+                "spec.pod.labels[team]",
+                "not a valid label value",
+            ),
+            (
+                |s| {
+                    s.pod.annotations.insert("example.com/".into(), "x".into());
+                },
+                "spec.pod.annotations[example.com/]",
+                "not a valid key",
+            ),
+            (
+                |s| {
+                    s.pod.image_pull_secrets = vec![Default::default()];
+                },
+                "spec.pod.imagePullSecrets[0].name",
+                "not a valid object name",
+            ),
+            (
+                |s| s.pod.priority_class_name = Some("High".into()),
+                "spec.pod.priorityClassName",
+                "not a valid object name",
+            ),
+            (
                 |s| s.proxy_protocol.trusted_cidrs = vec!["10.0.0.0".into()],
                 "spec.proxyProtocol.trustedCIDRs[0]",
                 "CIDR notation",
@@ -755,6 +821,16 @@ mod tests {
         spec.dkim.selector = "2024.posthorn".into();
         spec.image = Some("registry.example/posthorn:1.0".into());
         spec.replicas = 0;
+        spec.service.load_balancer_ip = Some("2001:db8::25".into());
+        spec.service.load_balancer_class = Some("internal-vip".into());
+        spec.service.load_balancer_source_ranges = Some(vec!["192.0.2.0/24".into()]);
+        spec.pod
+            .labels
+            .insert("example.com/team".into(), "mail".into());
+        spec.pod.labels.insert("tier".into(), String::new());
+        spec.pod
+            .annotations
+            .insert("team".into(), "any value: at all".into());
         assert_eq!(spec.validate(), Ok(()));
     }
 

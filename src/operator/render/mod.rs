@@ -365,6 +365,17 @@ mod tests {
     }
 
     #[test]
+    fn golden_platform_knobs() {
+        let rendered = render(
+            &load("examples/mailserver-platform.yaml"),
+            &SecretData::new(),
+            &options(),
+        )
+        .unwrap();
+        golden("platform", &rendered);
+    }
+
+    #[test]
     fn golden_edge_cases() {
         let rendered = render(
             &load("src/operator/testdata/edge-cases.yaml"),

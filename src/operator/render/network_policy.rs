@@ -134,3 +134,87 @@ fn port(number: u16, protocol: &str) -> NetworkPolicyPort {
         ..NetworkPolicyPort::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{load, options};
+    use super::super::{SecretData, render};
+    use super::*;
+
+    fn ports(rules: &[Option<Vec<NetworkPolicyPort>>]) -> Vec<Vec<(i32, &str)>> {
+        rules
+            .iter()
+            .map(|ports| {
+                ports
+                    .iter()
+                    .flatten()
+                    .map(|p| {
+                        let Some(IntOrString::Int(n)) = p.port else {
+                            panic!("{p:?}")
+                        };
+                        (n, p.protocol.as_deref().unwrap())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn policy(server: &MailServer) -> Option<NetworkPolicySpec> {
+        let rendered = render(server, &SecretData::new(), &options()).unwrap();
+        rendered.network_policy.map(|p| p.spec.unwrap())
+    }
+
+    /// Off by default; on, the ports follow the setup: only enabled listeners in, the
+    /// relay's own port and LMTP to the managed Dovecot out only when there are such.
+    #[test]
+    fn ports_follow_the_setup() {
+        let mut server = load("examples/mailserver.yaml");
+        assert!(policy(&server).is_none());
+        server.spec.network_policy.enabled = true;
+        server.spec.inbound.enabled = false;
+        let spec = policy(&server).unwrap();
+        let ingress = spec.ingress.unwrap();
+        let ingress_ports: Vec<_> = ingress.iter().map(|r| r.ports.clone()).collect();
+        assert_eq!(
+            ports(&ingress_ports),
+            [
+                vec![(5587, "TCP"), (5465, "TCP")],
+                vec![(5999, "TCP")],
+                vec![(9090, "TCP")]
+            ]
+        );
+        // Mail from anywhere, handover from the MailServer's own pods, 9090 from the
+        // operator by default.
+        assert_eq!(ingress[0].from, None);
+        let own = ingress[1].from.as_ref().unwrap()[0].pod_selector.clone();
+        assert_eq!(own, spec.pod_selector);
+        assert_eq!(ingress[2].from.as_ref().unwrap().len(), 1);
+        let egress = spec.egress.unwrap();
+        let egress_ports: Vec<_> = egress.iter().map(|r| r.ports.clone()).collect();
+        assert_eq!(
+            ports(&egress_ports),
+            [
+                vec![(53, "UDP"), (53, "TCP")],
+                vec![(25, "TCP"), (465, "TCP"), (587, "TCP")],
+                vec![(5999, "TCP")]
+            ]
+        );
+
+        let with_all = policy(&load("examples/mailserver-platform.yaml")).unwrap();
+        let egress = with_all.egress.unwrap();
+        let egress_ports: Vec<_> = egress.iter().map(|r| r.ports.clone()).collect();
+        let egress_ports = ports(&egress_ports);
+        assert!(egress_ports[1].contains(&(2525, "TCP")), "{egress_ports:?}");
+        assert_eq!(egress_ports[2], [(LMTP_POD_PORT.into(), "TCP")]);
+        let dovecot = egress[2].to.as_ref().unwrap()[0]
+            .pod_selector
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            dovecot.match_labels.as_ref().unwrap()["app.kubernetes.io/name"],
+            "dovecot"
+        );
+        // metricsFrom adds to the operator's default.
+        assert_eq!(with_all.ingress.unwrap()[2].from.as_ref().unwrap().len(), 2);
+    }
+}

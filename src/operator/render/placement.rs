@@ -55,3 +55,51 @@ pub(super) fn apply(
 fn non_empty<T: Clone>(items: &[T]) -> Option<Vec<T>> {
     (!items.is_empty()).then(|| items.to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{load, options};
+    use super::super::{SecretData, render};
+
+    /// The user's labels never replace the operator's, which the selectors use; a
+    /// spread constraint without a selector spreads the workload's own pods; a
+    /// constraint with one keeps it.
+    #[test]
+    fn user_pod_options_stay_under_the_operators() {
+        let mut server = load("examples/mailserver-platform.yaml");
+        let pod = &mut server.spec.pod;
+        // validate() refuses these; render must still keep the selectors intact.
+        pod.labels
+            .insert("app.kubernetes.io/name".into(), "hijack".into());
+        pod.annotations
+            .insert("checksum/config".into(), "stale".into());
+        let mut own = pod.topology_spread_constraints[0].clone();
+        own.label_selector = Some(Default::default());
+        pod.topology_spread_constraints.push(own);
+        let rendered = render(&server, &SecretData::new(), &options()).unwrap();
+        let dovecot = rendered.mailboxes.unwrap().stateful_set;
+        for (set, name) in [(&rendered.stateful_set, "posthorn"), (&dovecot, "dovecot")] {
+            let template = &set.spec.template;
+            let metadata = template.metadata.as_ref().unwrap();
+            let labels = metadata.labels.as_ref().unwrap();
+            assert_eq!(labels["app.kubernetes.io/name"], name);
+            assert_eq!(labels["example.com/team"], "mail");
+            let annotations = metadata.annotations.as_ref().unwrap();
+            assert_ne!(annotations["checksum/config"], "stale");
+            assert_eq!(annotations["example.com/owner"], "mail-team");
+            let spread = template
+                .spec
+                .as_ref()
+                .unwrap()
+                .topology_spread_constraints
+                .as_ref()
+                .unwrap();
+            let selected = spread[0].label_selector.as_ref().unwrap();
+            assert_eq!(
+                selected.match_labels.as_ref().unwrap()["app.kubernetes.io/name"],
+                name
+            );
+            assert_eq!(spread[1].label_selector, Some(Default::default()));
+        }
+    }
+}

@@ -107,3 +107,59 @@ pub(super) fn port(name: &str, port: u16) -> ServicePort {
         ..ServicePort::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{load, options};
+    use super::super::{SecretData, render};
+    use crate::api::{ExternalTrafficPolicy, ServiceType};
+
+    fn spec(server: &crate::api::MailServer) -> k8s_openapi::api::core::v1::ServiceSpec {
+        let rendered = render(server, &SecretData::new(), &options()).unwrap();
+        rendered.service.spec.unwrap()
+    }
+
+    /// Local by default on a load balancer (the client's address reaches the server),
+    /// Cluster when asked for; NodePort keeps Kubernetes' default, ClusterIP gets no
+    /// policy and no load balancer fields.
+    #[test]
+    fn traffic_policy_and_load_balancer_fields_follow_the_type() {
+        let mut server = load("examples/mailserver-platform.yaml");
+        server.spec.service.external_traffic_policy = None;
+        let lb = spec(&server);
+        assert_eq!(lb.external_traffic_policy.as_deref(), Some("Local"));
+        assert_eq!(lb.load_balancer_ip.as_deref(), Some("192.0.2.25"));
+        assert_eq!(
+            lb.load_balancer_class.as_deref(),
+            Some("example.com/mail-lb")
+        );
+        assert_eq!(
+            lb.load_balancer_source_ranges.unwrap(),
+            ["0.0.0.0/0", "2001:db8::/32"]
+        );
+
+        server.spec.service.external_traffic_policy = Some(ExternalTrafficPolicy::Cluster);
+        assert_eq!(
+            spec(&server).external_traffic_policy.as_deref(),
+            Some("Cluster")
+        );
+
+        server.spec.service.r#type = ServiceType::NodePort;
+        let node_port = spec(&server);
+        assert_eq!(
+            node_port.external_traffic_policy.as_deref(),
+            Some("Cluster")
+        );
+        assert_eq!(node_port.load_balancer_ip, None);
+        assert_eq!(node_port.load_balancer_class, None);
+        assert_eq!(node_port.load_balancer_source_ranges, None);
+        server.spec.service.external_traffic_policy = None;
+        assert_eq!(spec(&server).external_traffic_policy, None);
+
+        server.spec.service.r#type = ServiceType::ClusterIp;
+        server.spec.service.external_traffic_policy = Some(ExternalTrafficPolicy::Local);
+        let cluster_ip = spec(&server);
+        assert_eq!(cluster_ip.external_traffic_policy, None);
+        assert_eq!(cluster_ip.load_balancer_source_ranges, None);
+    }
+}

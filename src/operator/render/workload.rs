@@ -510,4 +510,43 @@ mod tests {
         let state = volumes.iter().find(|v| v.name == STATE_VOLUME).unwrap();
         assert!(state.empty_dir.is_some());
     }
+
+    /// Default requests fill in cpu and memory only where the user names neither a
+    /// request nor a limit for it; the user's values stay.
+    #[test]
+    fn default_requests_only_where_the_user_gives_nothing() {
+        let quantities = |r: &ResourceRequirements, which: &str| -> Vec<(String, String)> {
+            let map = if which == "requests" {
+                &r.requests
+            } else {
+                &r.limits
+            };
+            map.iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect()
+        };
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+
+        let none = resources(None);
+        assert_eq!(
+            quantities(&none, "requests"),
+            [pair("cpu", "100m"), pair("memory", "64Mi")]
+        );
+        assert_eq!(none.limits, None);
+
+        let user: ResourceRequirements = serde_json::from_value(serde_json::json!({
+            "requests": {"memory": "96Mi"},
+            "limits": {"cpu": "2"}
+        }))
+        .unwrap();
+        let merged = resources(Some(&user));
+        assert_eq!(quantities(&merged, "requests"), [pair("memory", "96Mi")]);
+        assert_eq!(quantities(&merged, "limits"), [pair("cpu", "2")]);
+
+        let only_memory_limit: ResourceRequirements =
+            serde_json::from_value(serde_json::json!({"limits": {"memory": "32Mi"}})).unwrap();
+        let merged = resources(Some(&only_memory_limit));
+        assert_eq!(quantities(&merged, "requests"), [pair("cpu", "100m")]);
+    }
 }

@@ -18,9 +18,7 @@ pub use mailboxes::{
     DEFAULT_DOVECOT_IMAGE, DEFAULT_MAILBOX_STORAGE, DovecotSpec, ImapServiceSpec, MailboxesSpec,
 };
 pub use manifest::load_manifest;
-pub use platform::{
-    DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, NetworkPolicySpec, OPERATOR_LABELS, PodOptions,
-};
+pub use platform::{DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, OPERATOR_LABELS, PodOptions};
 pub use spec::{
     DEFAULT_QUEUE_SIZE, ExternalTrafficPolicy, IssuerKind, MailServer, MailServerSpec,
     QueueStorage, ServiceType, TlsSource,

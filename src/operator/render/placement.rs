@@ -84,6 +84,13 @@ mod tests {
             let labels = metadata.labels.as_ref().unwrap();
             assert_eq!(labels["app.kubernetes.io/name"], name);
             assert_eq!(labels["example.com/team"], "mail");
+            // What validate() refuses is exactly what the operator sets.
+            let ours: std::collections::BTreeSet<&str> = labels
+                .keys()
+                .map(String::as_str)
+                .filter(|k| *k != "example.com/team")
+                .collect();
+            assert_eq!(ours, crate::api::OPERATOR_LABELS.into());
             let annotations = metadata.annotations.as_ref().unwrap();
             assert_ne!(annotations["checksum/config"], "stale");
             assert_eq!(annotations["example.com/owner"], "mail-team");

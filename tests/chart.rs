@@ -69,6 +69,10 @@ fn expected_cluster_rules() -> BTreeMap<String, BTreeSet<String>> {
             "externaldns.k8s.io/dnsendpoints",
             &["get", "create", "patch", "delete"],
         ),
+        (
+            "networking.k8s.io/networkpolicies",
+            &["get", "create", "patch", "delete"],
+        ),
         ("events.k8s.io/events", &["create", "patch"]),
         ("url:/apis/cert-manager.io/v1", &["get"]),
         ("url:/apis/externaldns.k8s.io/v1alpha1", &["get"]),
@@ -314,13 +318,14 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         "mail-users",
         "--from-literal=passwd=alice@example.com:{SHA512-CRYPT}$6$salt$hash",
     ]);
-    // The example with everything optional turned on: PDB, Certificate, PVC, DNSEndpoint.
+    // The example with everything optional turned on: PDB, Certificate, PVC, DNSEndpoint,
+    // NetworkPolicy.
     let example = fs::read_to_string(repo().join("examples/mailserver.yaml")).unwrap();
     let full = example
         .replace("replicas: 1", "replicas: 2")
         .replace(
             "\n  users:\n",
-            "\n  tls: {issuerRef: {kind: ClusterIssuer, name: letsencrypt}}\n  queue: {storage: PersistentVolumeClaim, size: 1Gi}\n  users:\n",
+            "\n  tls: {issuerRef: {kind: ClusterIssuer, name: letsencrypt}}\n  queue: {storage: PersistentVolumeClaim, size: 1Gi}\n  networkPolicy: {enabled: true}\n  users:\n",
         )
         .replace("name: mail\n", "name: mail\n  namespace: mail\n");
     assert_ne!(full, example);
@@ -374,6 +379,7 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
         "service/mail",
         "poddisruptionbudget/mail",
         "dnsendpoints.externaldns.k8s.io/mail",
+        "networkpolicy/mail",
     ] {
         let live =
             get(&bed, "mail", object).unwrap_or_else(|| panic!("{object} not created\n{}", logs()));
@@ -448,6 +454,7 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
             && get(&bed, "mail", "poddisruptionbudget/mail").is_none()
             && get(&bed, "mail", "certificates.cert-manager.io/mail").is_none()
             && get(&bed, "mail", "dnsendpoints.externaldns.k8s.io/mail").is_none()
+            && get(&bed, "mail", "networkpolicy/mail").is_none()
             && get(&bed, "mail", "secret/mail-tls-self-signed").is_some())
         .then_some(())
     });

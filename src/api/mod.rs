@@ -6,6 +6,7 @@ mod aliases;
 mod crd;
 mod mailboxes;
 mod manifest;
+mod platform;
 mod spec;
 mod status;
 mod units;
@@ -17,8 +18,9 @@ pub use mailboxes::{
     DEFAULT_DOVECOT_IMAGE, DEFAULT_MAILBOX_STORAGE, DovecotSpec, ImapServiceSpec, MailboxesSpec,
 };
 pub use manifest::load_manifest;
+pub use platform::{DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, OPERATOR_LABELS, PodOptions};
 pub use spec::{
-    DEFAULT_QUEUE_SIZE, IssuerKind, MailServer, MailServerSpec, QueueStorage, ServiceType,
-    TlsSource,
+    DEFAULT_QUEUE_SIZE, ExternalTrafficPolicy, IssuerKind, MailServer, MailServerSpec,
+    QueueStorage, ServiceType, TlsSource,
 };
 pub use status::{DnsRecord, Endpoints, MailServerStatus};

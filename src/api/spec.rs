@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::mailboxes::MailboxesSpec;
+use super::platform::{NetworkPolicySpec, PodOptions};
 use super::status::MailServerStatus;
 use crate::mail::{self, ListenerKind};
 
@@ -157,9 +158,21 @@ pub struct MailServerSpec {
     #[schemars(length(min = 1))]
     pub image: Option<String>,
 
-    /// CPU and memory requests and limits for the mail server container.
+    /// CPU and memory requests and limits for the mail server container. For cpu and
+    /// memory each, when neither a request nor a limit is given, the request defaults to
+    /// 100m and 64Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Scheduling and metadata of the pods (the mail server's and the managed
+    /// Dovecot's): node selector, tolerations, affinity, topology spread, priority
+    /// class, annotations, labels and image pull Secrets.
+    #[serde(default)]
+    pub pod: PodOptions,
+
+    /// A NetworkPolicy limiting the mail server pods' traffic to what they need.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 }
 
 fn default_replicas() -> i32 {
@@ -512,21 +525,45 @@ impl Default for DnsSpec {
 /// The Service in front of the mail server pods.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "self.type != 'ClusterIP' || !has(self.externalTrafficPolicy)",
-    "message": "externalTrafficPolicy applies only to LoadBalancer and NodePort Services"
-}]))]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.type != 'ClusterIP' || !has(self.externalTrafficPolicy)",
+        "message": "externalTrafficPolicy applies only to LoadBalancer and NodePort Services"
+    },
+    {
+        "rule": "self.type == 'LoadBalancer' || !(has(self.loadBalancerIP) || has(self.loadBalancerClass) || has(self.loadBalancerSourceRanges))",
+        "message": "loadBalancerIP, loadBalancerClass and loadBalancerSourceRanges apply only to LoadBalancer Services"
+    }
+]))]
 pub struct ServiceSpec {
     /// Service type.
     #[serde(default)]
     pub r#type: ServiceType,
 
-    /// Local keeps the client's address visible to the server (no SNAT) but only routes
-    /// to nodes running a pod; Cluster spreads traffic but hides the client address
+    /// Local (the default for LoadBalancer) keeps the client's address visible to the
+    /// server (per-IP limits, Received: headers) but only routes to nodes running a pod;
+    /// Cluster (the default for NodePort) spreads traffic but hides the client address
     /// unless PROXY protocol is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = without_null_enum_value)]
     pub external_traffic_policy: Option<ExternalTrafficPolicy>,
+
+    /// Address for the load balancer, where the cloud lets you choose it.
+    #[serde(
+        rename = "loadBalancerIP",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub load_balancer_ip: Option<String>,
+
+    /// The load balancer implementation that serves the Service (Kubernetes 1.24 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub load_balancer_class: Option<String>,
+
+    /// Client networks (CIDR) the load balancer lets through; unset: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_source_ranges: Option<Vec<String>>,
 
     /// Annotations for the Service, e.g. for the cloud's load balancer.
     #[serde(default)]

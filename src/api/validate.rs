@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::fmt::Display;
 use std::net::IpAddr;
 
+use super::platform::check_qualified_name;
 use super::spec::{MailServerSpec, QueueStorage, ServiceType};
 use super::units::parse_size;
 use crate::mail::ListenerKind;
@@ -128,6 +129,7 @@ impl MailServerSpec {
         self.validate_dns(&mut p);
         self.validate_network(&mut p);
         self.validate_pods(&mut p);
+        self.pod.validate(&mut p);
         self.mailboxes
             .validate(self.delivery.local.lmtp.as_deref(), &mut p);
         self.aliases.validate(&mut p);
@@ -300,6 +302,50 @@ impl MailServerSpec {
                 "spec.service.externalTrafficPolicy",
                 "applies only to LoadBalancer and NodePort Services, not ClusterIP",
             );
+        }
+        let service = &self.service;
+        if service.r#type == ServiceType::LoadBalancer {
+            if let Some(ip) = &service.load_balancer_ip
+                && ip.parse::<IpAddr>().is_err()
+            {
+                p.push(
+                    "spec.service.loadBalancerIP",
+                    format_args!("{ip:?} is not an IP address"),
+                );
+            }
+            if let Some(class) = &service.load_balancer_class {
+                p.check(
+                    "spec.service.loadBalancerClass",
+                    check_qualified_name(class),
+                );
+            }
+            for (i, cidr) in service
+                .load_balancer_source_ranges
+                .iter()
+                .flatten()
+                .enumerate()
+            {
+                p.check(
+                    format_args!("spec.service.loadBalancerSourceRanges[{i}]"),
+                    check_cidr(cidr),
+                );
+            }
+        } else {
+            for (field, set) in [
+                ("loadBalancerIP", service.load_balancer_ip.is_some()),
+                ("loadBalancerClass", service.load_balancer_class.is_some()),
+                (
+                    "loadBalancerSourceRanges",
+                    service.load_balancer_source_ranges.is_some(),
+                ),
+            ] {
+                if set {
+                    p.push(
+                        format_args!("spec.service.{field}"),
+                        "applies only to LoadBalancer Services",
+                    );
+                }
+            }
         }
         for (i, cidr) in self.proxy_protocol.trusted_cidrs.iter().enumerate() {
             p.check(
@@ -630,6 +676,72 @@ mod tests {
                 "not ClusterIP",
             ),
             (
+                |s| s.service.load_balancer_ip = Some("mail.example.com".into()),
+                "spec.service.loadBalancerIP",
+                "not an IP address",
+            ),
+            (
+                |s| s.service.load_balancer_class = Some("Example.com/lb".into()),
+                "spec.service.loadBalancerClass",
+                "DNS subdomain",
+            ),
+            (
+                |s| s.service.load_balancer_source_ranges = Some(vec!["192.0.2.0/33".into()]),
+                "spec.service.loadBalancerSourceRanges[0]",
+                "larger than 32",
+            ),
+            (
+                |s| {
+                    s.service.r#type = ServiceType::NodePort;
+                    s.service.load_balancer_source_ranges = Some(vec![]);
+                },
+                "spec.service.loadBalancerSourceRanges",
+                "only to LoadBalancer",
+            ),
+            (
+                |s| {
+                    s.service.r#type = ServiceType::ClusterIp;
+                    s.service.load_balancer_ip = Some("192.0.2.1".into());
+                },
+                "spec.service.loadBalancerIP",
+                "only to LoadBalancer",
+            ),
+            (
+                |s| {
+                    s.pod
+                        .labels
+                        .insert("app.kubernetes.io/instance".into(), "other".into());
+                },
+                "spec.pod.labels[app.kubernetes.io/instance]",
+                "set by the operator",
+            ),
+            (
+                |s| {
+                    s.pod.labels.insert("team".into(), "mail team".into());
+                },
+                "spec.pod.labels[team]",
+                "not a valid label value",
+            ),
+            (
+                |s| {
+                    s.pod.annotations.insert("example.com/".into(), "x".into());
+                },
+                "spec.pod.annotations[example.com/]",
+                "not a valid key",
+            ),
+            (
+                |s| {
+                    s.pod.image_pull_secrets = vec![Default::default()];
+                },
+                "spec.pod.imagePullSecrets[0].name",
+                "not a valid object name",
+            ),
+            (
+                |s| s.pod.priority_class_name = Some("High".into()),
+                "spec.pod.priorityClassName",
+                "not a valid object name",
+            ),
+            (
                 |s| s.proxy_protocol.trusted_cidrs = vec!["10.0.0.0".into()],
                 "spec.proxyProtocol.trustedCIDRs[0]",
                 "CIDR notation",
@@ -709,6 +821,16 @@ mod tests {
         spec.dkim.selector = "2024.posthorn".into();
         spec.image = Some("registry.example/posthorn:1.0".into());
         spec.replicas = 0;
+        spec.service.load_balancer_ip = Some("2001:db8::25".into());
+        spec.service.load_balancer_class = Some("internal-vip".into());
+        spec.service.load_balancer_source_ranges = Some(vec!["192.0.2.0/24".into()]);
+        spec.pod
+            .labels
+            .insert("example.com/team".into(), "mail".into());
+        spec.pod.labels.insert("tier".into(), String::new());
+        spec.pod
+            .annotations
+            .insert("team".into(), "any value: at all".into());
         assert_eq!(spec.validate(), Ok(()));
     }
 

@@ -515,7 +515,7 @@ fn owned_by(meta: &ObjectMeta, server: &MailServer) -> bool {
 }
 
 /// Optional objects that this MailServer owned once but no longer needs (replicas down
-/// to 1, issuer dropped, ExternalDNS turned off, mailboxes disabled). The queue's and
+/// to 1, issuer dropped, ExternalDNS turned off, mailboxes or NetworkPolicy disabled). The queue's and
 /// the mailboxes' claims are never pruned: they hold mail.
 fn unwanted(
     server: &MailServer,
@@ -534,6 +534,9 @@ fn unwanted(
     }
     if rendered.certificate.is_none() && capabilities.certificate_crd {
         unwanted.push((render::certificate_resource(), name.clone()));
+    }
+    if rendered.network_policy.is_none() {
+        unwanted.push((render::network_policy_resource(), name.clone()));
     }
     if rendered.dns_endpoint.is_none() && capabilities.dns_endpoint_crd {
         unwanted.push((render::dns_endpoint_resource(), name));

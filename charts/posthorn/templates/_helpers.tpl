@@ -80,6 +80,9 @@ apply that creates the object is authorized as create. */}}
 - apiGroups: [externaldns.k8s.io]
   resources: [dnsendpoints]
   verbs: [get, create, patch, delete]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, create, patch, delete]
 # Events about MailServers (kube-rs' recorder: created, then patched as a series).
 - apiGroups: [events.k8s.io]
   resources: [events]

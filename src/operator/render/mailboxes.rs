@@ -27,6 +27,7 @@ use kube::api::ApiResource;
 
 use super::config_map::sha256_hex;
 use super::meta::{Base, Names};
+use super::placement;
 use super::service::{port, type_name};
 use super::workload::restricted_container;
 use super::{CONFIG_CHECKSUM_ANNOTATION, RenderOptions, SecretData};
@@ -42,7 +43,7 @@ const SECRET_MODE: i32 = 0o440;
 /// Pod ports (unprivileged: Dovecot cannot bind below 1024 without root).
 const IMAP_POD_PORT: u16 = 10143;
 const IMAPS_POD_PORT: u16 = 10993;
-const LMTP_POD_PORT: u16 = 10024;
+pub(super) const LMTP_POD_PORT: u16 = 10024;
 /// The internal Service's LMTP port, which the mail server's config names.
 const LMTP_SERVICE_PORT: u16 = 24;
 
@@ -126,6 +127,15 @@ pub(super) fn mailboxes(
                 when_deleted: Some("Retain".into()),
                 when_scaled: Some("Retain".into()),
             });
+    let mut template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels.clone()),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod(server, names, dovecot, tls_secret)),
+    };
+    placement::apply(&mut template, &server.spec.pod, &selector(base));
     let stateful_set = StatefulSet {
         metadata: meta(base, names.dovecot()),
         spec: StatefulSetSpec {
@@ -141,14 +151,7 @@ pub(super) fn mailboxes(
             }),
             persistent_volume_claim_retention_policy: retention,
             volume_claim_templates: Some(vec![claim_template(dovecot, &labels)]),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: Some(annotations),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod(server, names, dovecot, tls_secret)),
-            },
+            template,
             ..StatefulSetSpec::default()
         },
         ..StatefulSet::default()
@@ -189,7 +192,7 @@ pub(super) fn mailboxes(
 
 /// Dovecot's pods are not the mail server's: another app name keeps them out of the
 /// mail server's Service, StatefulSet and PodDisruptionBudget selectors.
-fn selector(base: &Base) -> BTreeMap<String, String> {
+pub(super) fn selector(base: &Base) -> BTreeMap<String, String> {
     let mut selector = base.selector();
     selector.insert("app.kubernetes.io/name".into(), "dovecot".into());
     selector

@@ -11,8 +11,9 @@
 //!
 //! One file per object: `config_map`, `certificate`, `workload` (the pod template and
 //! the StatefulSet), `storage` (its claim template), `service` (and the peers' headless
-//! one), `disruption` (the PodDisruptionBudget) and `dns`; `meta` holds the names and
-//! labels they share.
+//! one), `disruption` (the PodDisruptionBudget), `dns`, `mailboxes` (the managed
+//! Dovecot) and `network_policy`; `meta` holds the names and labels they share, and
+//! `placement` the user's pod scheduling and metadata both workloads get.
 
 mod certificate;
 mod config_map;
@@ -20,6 +21,8 @@ mod disruption;
 mod dns;
 mod mailboxes;
 mod meta;
+mod network_policy;
+mod placement;
 mod service;
 mod storage;
 #[cfg(test)]
@@ -30,6 +33,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::{ApiResource, DynamicObject};
@@ -39,6 +43,7 @@ pub use disruption::{PdbApi, pdb_resource};
 pub use dns::dns_endpoint_resource;
 pub use mailboxes::{Mailboxes, TLS_CHECKSUM_ANNOTATION, lmtp_target, mailbox_objects};
 pub use meta::Names;
+pub use network_policy::network_policy_resource;
 
 use crate::api::{DnsRecord, MailServer};
 
@@ -126,6 +131,8 @@ pub struct Rendered {
     pub dns_records: Vec<DnsRecord>,
     /// The managed Dovecot, when `spec.mailboxes.dovecot` enables it.
     pub mailboxes: Option<Mailboxes>,
+    /// When `spec.networkPolicy` enables it.
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// One rendered object with the API resource it belongs to, ready for server-side apply.
@@ -188,6 +195,9 @@ impl Rendered {
             objects.push(Object::typed(&mailboxes.lmtp));
             objects.push(Object::typed(&mailboxes.stateful_set));
             objects.push(Object::typed(&mailboxes.imap));
+        }
+        if let Some(policy) = &self.network_policy {
+            objects.push(Object::typed(policy));
         }
         objects
     }
@@ -264,6 +274,7 @@ pub fn render(
         generated_secrets,
         dns_records,
         mailboxes,
+        network_policy: network_policy::network_policy(server, &names, &base),
     })
 }
 
@@ -351,6 +362,17 @@ mod tests {
         )
         .unwrap();
         golden("mailboxes", &rendered);
+    }
+
+    #[test]
+    fn golden_platform_knobs() {
+        let rendered = render(
+            &load("examples/mailserver-platform.yaml"),
+            &SecretData::new(),
+            &options(),
+        )
+        .unwrap();
+        golden("platform", &rendered);
     }
 
     #[test]

@@ -10,16 +10,18 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
     DownwardAPIVolumeSource, EmptyDirVolumeSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::{Base, Names};
+use super::placement;
 use super::storage::{STATE_VOLUME, claim_template};
 use super::{CONFIG_CHECKSUM_ANNOTATION, POD_BINARY, RenderOptions};
-use crate::api::{MailServer, QueueStorage};
+use crate::api::{DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, MailServer, QueueStorage};
 use crate::mail;
 use crate::plan::{
     ANNOTATIONS_FILE, CONFIG_DIR, CONFIG_FILE, DKIM_KEY, HANDOVER_DIR, HANDOVER_TOKEN_KEY,
@@ -110,7 +112,7 @@ fn pod_template(
         )])),
         ..ObjectMeta::default()
     };
-    PodTemplateSpec {
+    let mut template = PodTemplateSpec {
         metadata: Some(metadata),
         spec: Some(PodSpec {
             automount_service_account_token: Some(false),
@@ -133,7 +135,9 @@ fn pod_template(
             ),
             ..PodSpec::default()
         }),
-    }
+    };
+    placement::apply(&mut template, &spec.pod, &base.selector());
+    template
 }
 
 /// The pod's volumes and where the container mounts them: the config, one directory
@@ -305,10 +309,32 @@ fn container(server: &MailServer, options: &RenderOptions, mounts: Vec<VolumeMou
         startup_probe: Some(probe("/readyz", 5, STARTUP_FAILURES)),
         readiness_probe: Some(probe("/readyz", 5, 3)),
         liveness_probe: Some(probe("/healthz", 10, 6)),
-        resources: spec.resources.clone(),
+        resources: Some(resources(spec.resources.as_ref())),
         security_context: Some(restricted_container()),
         ..Container::default()
     }
+}
+
+/// The user's resources, with a default request for cpu and for memory where the user
+/// gives neither a request nor a limit for it (a default request above the user's
+/// limit would be invalid).
+fn resources(user: Option<&ResourceRequirements>) -> ResourceRequirements {
+    let mut resources = user.cloned().unwrap_or_default();
+    for (name, default) in [
+        ("cpu", DEFAULT_CPU_REQUEST),
+        ("memory", DEFAULT_MEMORY_REQUEST),
+    ] {
+        let given = |map: &Option<BTreeMap<String, Quantity>>| {
+            map.as_ref().is_some_and(|m| m.contains_key(name))
+        };
+        if !given(&resources.requests) && !given(&resources.limits) {
+            resources
+                .requests
+                .get_or_insert_default()
+                .insert(name.into(), Quantity(default.into()));
+        }
+    }
+    resources
 }
 
 /// The restricted Pod Security Standard for a container: no privilege escalation, no
@@ -483,5 +509,44 @@ mod tests {
             .unwrap();
         let state = volumes.iter().find(|v| v.name == STATE_VOLUME).unwrap();
         assert!(state.empty_dir.is_some());
+    }
+
+    /// Default requests fill in cpu and memory only where the user names neither a
+    /// request nor a limit for it; the user's values stay.
+    #[test]
+    fn default_requests_only_where_the_user_gives_nothing() {
+        let quantities = |r: &ResourceRequirements, which: &str| -> Vec<(String, String)> {
+            let map = if which == "requests" {
+                &r.requests
+            } else {
+                &r.limits
+            };
+            map.iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect()
+        };
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+
+        let none = resources(None);
+        assert_eq!(
+            quantities(&none, "requests"),
+            [pair("cpu", "100m"), pair("memory", "64Mi")]
+        );
+        assert_eq!(none.limits, None);
+
+        let user: ResourceRequirements = serde_json::from_value(serde_json::json!({
+            "requests": {"memory": "96Mi"},
+            "limits": {"cpu": "2"}
+        }))
+        .unwrap();
+        let merged = resources(Some(&user));
+        assert_eq!(quantities(&merged, "requests"), [pair("memory", "96Mi")]);
+        assert_eq!(quantities(&merged, "limits"), [pair("cpu", "2")]);
+
+        let only_memory_limit: ResourceRequirements =
+            serde_json::from_value(serde_json::json!({"limits": {"memory": "32Mi"}})).unwrap();
+        let merged = resources(Some(&only_memory_limit));
+        assert_eq!(quantities(&merged, "requests"), [pair("cpu", "100m")]);
     }
 }

@@ -220,6 +220,29 @@ fi
 "${buildah[@]}" rmi --prune >/dev/null 2>&1 || true
 
 # --- the check: each exported image, unpacked, runs its own binary -----------------
+# How to run the image's binary from its unpacked root with the image's own loader and
+# libraries: amd64 in a chroot as uid 65532, exactly as a container finds its files
+# (where chroot is not allowed, with the image's loader and library directory); arm64
+# under qemu-user with the root as its prefix, where it looks up the loader, the
+# libraries and every absolute path first.
+runner() {
+    local arch=$1 rootfs=$2
+    if [[ $arch != amd64 ]]; then echo qemu
+    elif chroot --userspec=65532:65532 "$rootfs" /usr/local/bin/posthorn --version >/dev/null 2>&1; then
+        echo chroot
+    else echo ld.so; fi
+}
+# Runs the binary of the image unpacked at ROOTFS; paths in ARGS are the image's.
+in_image() {
+    local arch=$1 rootfs=$2 how=$3
+    shift 3
+    case $how in
+        qemu) "qemu-${triple[$arch]%%-*}" -L "$rootfs" "$rootfs/usr/local/bin/posthorn" "$@" ;;
+        chroot) chroot --userspec=65532:65532 "$rootfs" /usr/local/bin/posthorn "$@" ;;
+        ld.so) "$rootfs/lib64/ld-linux-x86-64.so.2" --inhibit-cache \
+            --library-path "$rootfs${libdir[$arch]}" "$rootfs/usr/local/bin/posthorn" "${@/#\//$rootfs/}" ;;
+    esac
+}
 for arch in "${arch_list[@]}"; do
     layout=$out
     if ((${#arch_list[@]} > 1)); then
@@ -230,22 +253,17 @@ for arch in "${arch_list[@]}"; do
     fi
     umoci unpack --rootless --image "$layout:$ref" "$work/bundle-$arch" >/dev/null
     rootfs=$work/bundle-$arch/rootfs
-    if [[ $arch == amd64 ]]; then
-        # chroot runs it exactly as a container would find its files (as uid 65532);
-        # where chroot is not allowed, the image's own loader and library directory.
-        if got=$(chroot --userspec=65532:65532 "$rootfs" /usr/local/bin/posthorn --version 2>/dev/null); then
-            how="chroot as 65532"
-        else
-            how="the image's ld.so"
-            got=$("$rootfs/lib64/ld-linux-x86-64.so.2" --inhibit-cache \
-                --library-path "$rootfs${libdir[$arch]}" "$rootfs/usr/local/bin/posthorn" --version)
-        fi
-    else
-        # qemu-user with the image's root as the prefix for the loader and libraries.
-        how="qemu-${triple[$arch]%%-*} -L rootfs"
-        got=$("qemu-${triple[$arch]%%-*}" -L "$rootfs" "$rootfs/usr/local/bin/posthorn" --version)
-    fi
+    how=$(runner "$arch" "$rootfs")
+    got=$(in_image "$arch" "$rootfs" "$how" --version)
     [[ $got == "posthorn $version" ]] || die "$arch: the image's binary says '$got', not 'posthorn $version'"
+    # A real command: the example MailServer rendered; every architecture's output is
+    # compared with the first one's below.
+    install -m 0644 examples/mailserver.yaml "$rootfs/tmp/mailserver.yaml"
+    in_image "$arch" "$rootfs" "$how" render -f /tmp/mailserver.yaml >"$work/render-$arch.yaml" ||
+        die "$arch: render failed in the image"
+    grep -q '^kind: StatefulSet$' "$work/render-$arch.yaml" || die "$arch: render printed no StatefulSet"
+    cmp -s "$work/render-${arch_list[0]}.yaml" "$work/render-$arch.yaml" ||
+        die "$arch: render differs from ${arch_list[0]}'s: $(diff "$work/render-${arch_list[0]}.yaml" "$work/render-$arch.yaml" | head -n 5)"
     # The image config as the runtime sees it.
     manifest=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "'"$ref"'") | .digest' "$layout/index.json")
     config_digest=$(jq -r .config.digest "$layout/blobs/${manifest/://}")
@@ -254,7 +272,7 @@ for arch in "${arch_list[@]}"; do
     [[ $(jq -c .config.Entrypoint "$image_config") == '["/usr/local/bin/posthorn"]' ]] || die "$arch: entrypoint: $(jq -c .config.Entrypoint "$image_config")"
     [[ $(jq -r .config.User "$image_config") == 65532:65532 ]] || die "$arch: user: $(jq -r .config.User "$image_config")"
     [[ -s $rootfs/etc/ssl/certs/ca-certificates.crt ]] || die "$arch: no CA bundle in the image"
-    echo "image/build.sh: $arch ran '$got' via $how" >&2
+    echo "image/build.sh: $arch image ran '$got' and rendered the example via $how" >&2
 done
 size=$(du -sh "$out" | cut -f1)
 echo "image/build.sh: $tag (${arches}; $size) in buildah storage $store and OCI layout $out:$ref" >&2

@@ -1,7 +1,8 @@
 //! The container image as far as it can be checked without a container engine: the
 //! `Containerfile`'s stages, user and entrypoint; that the libraries and glibc symbol
-//! versions the binary needs are what its distroless base ships; and that the image
-//! name and tag are Cargo.toml's everywhere they appear.
+//! versions the binary needs are what its distroless base ships; that the image
+//! name and tag are Cargo.toml's everywhere they appear; and the image that
+//! `image/build.sh` builds with buildah (no engine: FROM scratch, no RUN).
 
 use std::fs;
 use std::path::Path;

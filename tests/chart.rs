@@ -68,7 +68,7 @@ fn expected_cluster_rules() -> BTreeMap<String, BTreeSet<String>> {
         ),
         (
             "externaldns.k8s.io/dnsendpoints",
-            &["get", "create", "patch", "delete"],
+            &["get", "list", "watch", "create", "patch", "delete"],
         ),
         (
             "networking.k8s.io/networkpolicies",
@@ -362,7 +362,7 @@ fn chart_rbac_lets_the_operator_reconcile_and_nothing_more() {
     });
     assert_eq!(
         condition(&server, "DNSPublished"),
-        Some(("True".into(), "Published".into()))
+        Some(("Unknown".into(), "WaitingForExternalDNS".into()))
     );
     assert_eq!(
         condition(&server, "TLSReady"),

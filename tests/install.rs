@@ -284,6 +284,19 @@ fn argocd_health_follows_conditions_and_generation() {
             with_conditions(2, 2, json!([ready, not_degraded])),
             "Healthy",
         ),
+        // DNS is published by ExternalDNS at its own pace: health does not wait for it.
+        (
+            with_conditions(
+                2,
+                2,
+                json!([
+                    ready,
+                    cond("DNSPublished", "Unknown", "waiting"),
+                    not_degraded
+                ]),
+            ),
+            "Healthy",
+        ),
         (
             with_conditions(
                 2,

@@ -75,8 +75,9 @@ fn operator_end_to_end() {
     phase("operator reconciled the example");
     let uid = server["metadata"]["uid"].as_str().unwrap().to_string();
     assert_condition(&server, "TLSReady", "False", "SelfSigned");
-    assert_condition(&server, "DNSPublished", "True", "Published");
     assert_condition(&server, "Degraded", "False", "AsExpected");
+    // No ExternalDNS runs: the records are written, not yet published.
+    assert_condition(&server, "DNSPublished", "Unknown", "WaitingForExternalDNS");
     // No StatefulSet controller runs here: its status never says it saw the spec.
     assert_condition(&server, "Ready", "False", "RollingOut");
     let expected = [
@@ -89,6 +90,22 @@ fn operator_end_to_end() {
         "Secret/mail-tls-self-signed",
     ];
     assert_owned(&kube, &uid, &expected);
+
+    // ExternalDNS takes the DNSEndpoint up: it reports the generation it read on the
+    // status subresource, which the operator sees through its DNSEndpoint watch.
+    let endpoint = kube.get("dnsendpoints", "mail").unwrap();
+    let (status, body) = kube.api(
+        "PATCH",
+        "/apis/externaldns.k8s.io/v1alpha1/namespaces/default/dnsendpoints/mail/status",
+        "application/merge-patch+json",
+        &json!({"status": {"observedGeneration": endpoint["metadata"]["generation"]}}).to_string(),
+    );
+    assert_eq!(status, 200, "patching the DNSEndpoint status: {body}");
+    let server = wait_for_status(&kube, &operator, "mail", |s| {
+        cond(s, "DNSPublished").is_some_and(|c| c["status"] == "True")
+    });
+    assert_condition(&server, "DNSPublished", "True", "Published");
+    phase("DNSPublished: Unknown until ExternalDNS reported the DNSEndpoint's generation");
 
     // An earlier operator's Deployment of the same name: kept while the StatefulSet is
     // not Ready.
@@ -135,8 +152,16 @@ fn operator_end_to_end() {
     phase("old Deployment scaled to 0, then deleted once its pods were gone");
 
     // --- a quiet minute, while the rendered pod runs through -------------------------
+    // Two more MailServers, so that the minute's resyncs are several.
+    for name in OTHERS {
+        kube.apply(&other_server(name));
+    }
+    for name in OTHERS {
+        wait_for_status(&kube, &operator, name, |s| cond(s, "Ready").is_some());
+    }
     thread::sleep(Duration::from_secs(2));
     let quiet_from = kube.audit_len();
+    let reconciles = operator.reconciles();
     let quiet_start = Instant::now();
     pod_run_through(&kube);
     phase("pod run-through: behaviour table answered, authenticated mail delivered");
@@ -157,10 +182,18 @@ fn operator_end_to_end() {
         "only {} Lease renewals in a minute",
         leases.len()
     );
+    let reconciled = operator.reconciles() - reconciles;
+    assert!(
+        reconciled >= 3.0,
+        "only {reconciled} reconciles of 3 MailServers in the quiet minute"
+    );
     phase(&format!(
-        "quiet minute: 0 writes besides {} Lease renewals",
+        "quiet minute: {reconciled} reconciles of 3 MailServers, 0 writes besides {} Lease renewals",
         leases.len()
     ));
+    for name in OTHERS {
+        kube.kubectl(&["delete", "mailserver", name]);
+    }
 
     // --- a bad spec is a condition, not a crash loop ----------------------------------
     // secretName and issuerRef together: CEL rejects that in a current cluster, but 1.20
@@ -291,6 +324,34 @@ fn operator_end_to_end() {
     );
     phase("TLS Secret rotated: reconciled, pod template untouched, nothing written");
 
+    // --- Secrets: those it generated or uses reconcile, others nothing ---------------
+    // The generated SRS key has no owner (it outlives the MailServer): its labels tell.
+    let reconciles = operator.reconciles();
+    kube.kubectl(&["label", "secret", "mail-srs", "touched=1"]);
+    wait_until(
+        REACT,
+        "a reconcile after the generated SRS Secret changed",
+        || (operator.reconciles() > reconciles).then_some(()),
+    );
+    // The next resync is a minute after that reconcile: any reconcile now is a trigger.
+    let reconciles = operator.reconciles();
+    kube.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "unrelated",
+        "--from-literal=k=v",
+    ]);
+    kube.kubectl(&["label", "secret", "unrelated", "touched=1"]);
+    kube.kubectl(&["delete", "secret", "unrelated"]);
+    thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        operator.reconciles(),
+        reconciles,
+        "an unrelated Secret triggered a reconcile"
+    );
+    phase("Secrets: a generated one reconciles by its labels, an unrelated one does not");
+
     // --- the API server restarts under the operator ----------------------------------
     // Down for 2 s; the watches then reconnect from versions the new watch cache calls
     // too old (410) and must relist. Before the operator capped its watch backoff that
@@ -339,6 +400,22 @@ fn operator_end_to_end() {
     );
     assert!(operator.running());
     phase("MailServer deleted: everything it owned is gone");
+}
+
+/// The MailServers besides `mail` during the quiet minute.
+const OTHERS: [&str; 2] = ["mail-b", "mail-c"];
+
+/// The example under another name and hostname (the same users Secret).
+fn other_server(name: &str) -> String {
+    let example =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mailserver.yaml"))
+            .unwrap();
+    example
+        .replace("  name: mail\n", &format!("  name: {name}\n"))
+        .replace(
+            "hostname: mail.example.com",
+            &format!("hostname: {name}.example.com"),
+        )
 }
 
 // ---------------------------------------------------------------------------------------

@@ -88,25 +88,31 @@ fn contains(have: &Value, want: &Value) -> bool {
     }
 }
 
-/// Applies `object` unless the live one already matches or is not ours.
-pub async fn apply(client: &Client, namespace: &str, object: &Object) -> kube::Result<Applied> {
+/// Applies `object` unless the live one already matches or is not ours. Returns what
+/// it did and the live object afterwards (absent only when it is not ours).
+pub async fn apply(
+    client: &Client,
+    namespace: &str,
+    object: &Object,
+) -> kube::Result<(Applied, Option<DynamicObject>)> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &object.resource);
     let desired = with_applied_hash(object.object.clone());
     let name = object.name();
     let live = api.get_opt(name).await?;
     if live.as_ref().is_some_and(|live| !may_write(&desired, live)) {
-        return Ok(Applied::NotOurs);
+        return Ok((Applied::NotOurs, None));
     }
     if !needs_apply(&desired, live.as_ref()) {
-        return Ok(Applied::Unchanged);
+        return Ok((Applied::Unchanged, live));
     }
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&desired),
-    )
-    .await?;
-    Ok(Applied::Written)
+    let written = api
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await?;
+    Ok((Applied::Written, Some(written)))
 }
 
 #[cfg(test)]

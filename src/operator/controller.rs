@@ -10,15 +10,16 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Mutex;
 
 use super::apply::{self, FIELD_MANAGER};
+use super::dns_status::DnsEndpointSeen;
 use super::drain::{self, Decision};
 use super::metrics::OperatorMetrics;
 use super::render::{self, Names, PdbApi, RenderOptions, Rendered, SecretData};
@@ -27,10 +28,15 @@ use super::{pods, secrets};
 use crate::api::{Endpoints, MailServer};
 
 /// How often a MailServer is looked at without any change: repairs objects whose kinds
-/// are not watched (Certificate, DNSEndpoint, PodDisruptionBudget) and deletions missed
+/// are not watched (Certificate, PodDisruptionBudget, a DNSEndpoint whose CRD came
+/// after the controller started) and deletions missed
 /// while a watch was re-listing (after an API server restart a relist shows no delete
 /// event). Costs only reads.
 const RESYNC: Duration = Duration::from_secs(60);
+/// Reconciles running at once (per controller). Unbounded, 500 new MailServers were 500
+/// reconciles racing for the API server, and the leader Lease's renewal, which shares
+/// the client, waited behind them until the operator stepped down.
+const CONCURRENCY: u16 = 8;
 /// How often a drain under way is looked at (the pods' `/drain` polled).
 const DRAIN_POLL: Duration = Duration::from_secs(5);
 /// How long optional-CRD discovery is trusted before asking the API server again.
@@ -173,36 +179,39 @@ async fn watch(context: Arc<Context>, namespace: Option<String>) {
     let ns = namespace.as_deref();
     let config = watcher::Config::default;
     let servers: Api<MailServer> = scoped(&client, ns);
-    let controller = Controller::new(servers, config()).trigger_backoff(WatchBackoff::default());
+    let mut controller = Controller::new(servers, config())
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+        .trigger_backoff(WatchBackoff::default());
     let store = controller.store();
+    // ExternalDNS reporting that it took up a DNSEndpoint (DNSPublished) is a status
+    // change, seen in the metadata's resourceVersion. Watched when the CRD is there as
+    // the controller starts; otherwise (or if installed later) the resync looks within
+    // a minute.
+    if let Ok(capabilities) = context.capabilities().await
+        && capabilities.dns_endpoint_crd
+    {
+        let resource = render::dns_endpoint_resource();
+        let api: Api<PartialObjectMeta<DynamicObject>> = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        controller = controller.owns_with(api, resource, config());
+    }
     controller
         .owns(scoped::<StatefulSet>(&client, ns), config())
         // The Deployment of an older operator, until it is migrated away.
         .owns(scoped::<Deployment>(&client, ns), config())
         .owns(scoped::<Service>(&client, ns), config())
         .owns(scoped::<ConfigMap>(&client, ns), config())
-        // Secrets: the generated ones it owns, and the users', TLS, DKIM and relay
-        // Secrets its MailServers refer to.
-        .watches(scoped::<Secret>(&client, ns), config(), move |secret| {
-            let namespace = secret.namespace();
-            let name = secret.name_any();
-            let owners: Vec<String> = secret
-                .owner_references()
-                .iter()
-                .filter(|o| o.kind == "MailServer")
-                .map(|o| o.name.clone())
-                .collect();
-            store
-                .state()
-                .into_iter()
-                .filter(|server| {
-                    server.namespace() == namespace
-                        && (owners.contains(&server.name_any())
-                            || status::referenced_secrets(server).contains(&name))
-                })
-                .map(|server| ObjectRef::from_obj(&*server))
-                .collect::<Vec<_>>()
-        })
+        // Secrets by their metadata only (an `Api` of PartialObjectMeta lists and watches
+        // metadata-only): no Secret's data reaches the operator except through the
+        // reconcile's reads of those a MailServer uses, and a change to any other Secret
+        // maps to no MailServer, so it reconciles nothing.
+        .watches(
+            scoped::<PartialObjectMeta<Secret>>(&client, ns),
+            config(),
+            move |secret| secrets::concerned(&secret.metadata, store.state().iter().map(|s| &**s)),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -308,9 +317,8 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
     };
     let (drain, mut changed) = drain_step(server, context, &namespace, &mut rendered).await?;
 
-    let (applied, not_ours) =
-        apply_and_prune(server, context, &namespace, &rendered, &capabilities).await?;
-    changed.extend(applied);
+    let applied = apply_and_prune(server, context, &namespace, &rendered, &capabilities).await?;
+    changed.extend(applied.changed);
     let stateful_set = Api::<StatefulSet>::namespaced(context.client.clone(), &namespace)
         .get_opt(&Names::new(server).workload())
         .await?;
@@ -329,10 +337,11 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         rollout,
         draining: drain.condition.clone(),
         mailboxes: Rollout::of(dovecot.as_ref()),
-        not_ours: &not_ours,
+        not_ours: &applied.not_ours,
+        dns_endpoint: applied.dns_endpoint,
     };
     let conditions = status::conditions(server, &rendered, &observed);
-    let ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status);
+    let ready = conditions.iter().any(|c| c.type_ == "Ready" && c.is_true());
     changed.extend(migrate(server, context, &namespace, ready).await?);
     if !changed.is_empty() {
         tracing::info!(mailserver = %server.name_any(), changed = ?changed, "applied");
@@ -352,7 +361,7 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
         && !status::has_reason(server.status.as_ref(), "Draining", "DrainTimeout");
     let warnings: Vec<(String, String)> = conditions
         .iter()
-        .filter(|c| (c.type_ == "Degraded" && c.status) || (timed_out && c.type_ == "Draining"))
+        .filter(|c| (c.type_ == "Degraded" && c.is_true()) || (timed_out && c.type_ == "Draining"))
         .map(|c| (c.reason.clone(), c.message.clone()))
         .collect();
     if write_status(
@@ -369,7 +378,7 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
             publish(context, server, EventType::Warning, &reason, &message).await;
         }
     }
-    Ok(Action::requeue(if drain.condition.status {
+    Ok(Action::requeue(if drain.condition.is_true() {
         DRAIN_POLL
     } else {
         RESYNC
@@ -438,27 +447,41 @@ async fn migrate(
     }
 }
 
-/// Applies what changed and deletes owned objects no longer wanted; returns what it did
-/// and the objects it left alone because they belong to something else.
+/// What [`apply_and_prune`] did and saw.
+struct Applied {
+    /// What it wrote or deleted ("Service mail"), for an event.
+    changed: Vec<String>,
+    /// Objects it left alone because they belong to something else.
+    not_ours: Vec<String>,
+    /// The DNSEndpoint it applied, as it is now.
+    dns_endpoint: Option<DnsEndpointSeen>,
+}
+
+/// Applies what changed and deletes owned objects no longer wanted.
 async fn apply_and_prune(
     server: &MailServer,
     context: &Context,
     namespace: &str,
     rendered: &Rendered,
     capabilities: &Capabilities,
-) -> Result<(Vec<String>, Vec<String>), Error> {
+) -> Result<Applied, Error> {
     let client = &context.client;
     let mut changed = Vec::new();
     let mut not_ours = Vec::new();
+    let mut dns_endpoint = None;
     for object in rendered.objects() {
         let what = format!("{} {}", object.kind(), object.name());
-        match apply::apply(client, namespace, &object).await? {
+        let (applied, live) = apply::apply(client, namespace, &object).await?;
+        match applied {
             apply::Applied::Written => {
                 context.metrics.applied(object.kind());
                 changed.push(what);
             }
             apply::Applied::NotOurs => not_ours.push(what),
             apply::Applied::Unchanged => {}
+        }
+        if object.resource == render::dns_endpoint_resource() {
+            dns_endpoint = live.as_ref().map(DnsEndpointSeen::of);
         }
     }
     for (resource, name) in unwanted(server, rendered, capabilities) {
@@ -470,7 +493,11 @@ async fn apply_and_prune(
             changed.push(format!("deleted {} {name}", resource.kind));
         }
     }
-    Ok((changed, not_ours))
+    Ok(Applied {
+        changed,
+        not_ours,
+        dns_endpoint,
+    })
 }
 
 /// Renders, or reports why it cannot in the Degraded condition (and returns None).
@@ -890,9 +917,15 @@ mod tests {
             // As the API server returns it: with what was applied plus its own additions.
             let mut value = serde_json::to_value(with_applied_hash(object.object.clone())).unwrap();
             value["metadata"]["resourceVersion"] = json!("7");
+            value["metadata"]["generation"] = json!(1);
             value["status"] = json!({});
             live.insert(path(&object), value);
         }
+        // ExternalDNS has taken the DNSEndpoint up.
+        let endpoint_path =
+            "/apis/externaldns.k8s.io/v1alpha1/namespaces/default/dnsendpoints/mail";
+        live.get_mut(endpoint_path).unwrap()["status"] = json!({"observedGeneration": 1});
+        let endpoint: DynamicObject = serde_json::from_value(live[endpoint_path].clone()).unwrap();
 
         let observed = status::Observed {
             secrets: &secrets,
@@ -901,8 +934,14 @@ mod tests {
             draining: drain::not_draining(),
             mailboxes: Rollout::default(),
             not_ours: &[],
+            dns_endpoint: Some(DnsEndpointSeen::of(&endpoint)),
         };
         let ready = status::conditions(&server, &rendered, &observed);
+        assert!(
+            ready
+                .iter()
+                .any(|c| c.type_ == "DNSPublished" && c.is_true())
+        );
         let mut current = server.clone();
         current.status = Some(status::build(
             None,

@@ -223,7 +223,7 @@ mod tests {
             assert_eq!(d.replicas, 2);
             assert!(d.annotate.is_empty() && d.unannotate.is_empty() && d.restart.is_empty());
             assert_eq!(
-                (d.condition.status, d.condition.reason.as_str()),
+                (d.condition.is_true(), d.condition.reason.as_str()),
                 (false, "NoScaleDown")
             );
         }
@@ -280,7 +280,7 @@ mod tests {
         ];
         let d = decide(1, Some(3), &pods, false);
         assert_eq!(d.replicas, 1);
-        assert!(!d.condition.status);
+        assert!(!d.condition.is_true());
     }
 
     #[test]
@@ -323,7 +323,7 @@ mod tests {
             "the leaving pod keeps its queue and its server"
         );
         assert_eq!(
-            (d.condition.status, d.condition.reason.as_str()),
+            (d.condition.is_true(), d.condition.reason.as_str()),
             (true, "DrainTimeout")
         );
         assert!(
@@ -391,7 +391,7 @@ mod tests {
         assert_eq!(d.replicas, 0);
         assert!(d.annotate.is_empty());
         assert_eq!(
-            (d.condition.status, d.condition.reason.as_str()),
+            (d.condition.is_true(), d.condition.reason.as_str()),
             (false, "ScaledToZero")
         );
     }
@@ -410,7 +410,7 @@ mod tests {
             ["mail-1"],
             "only a pod that began draining restarts"
         );
-        assert!(!d.condition.status);
+        assert!(!d.condition.is_true());
 
         // A pod already on its way out is left alone.
         let mut going = pod(1, DrainState::Drained, 0);

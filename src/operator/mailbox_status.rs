@@ -73,7 +73,7 @@ mod tests {
     fn state(spec: &MailServerSpec, rollout: Rollout) -> (bool, String) {
         let c = condition(spec, &rollout);
         assert_eq!(c.type_, "Mailboxes");
-        (c.status, c.reason)
+        (c.is_true(), c.reason)
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod apply;
 mod controller;
+mod dns_status;
 mod drain;
 mod keys;
 mod leader;

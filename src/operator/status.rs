@@ -6,6 +6,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::dns_status::DnsEndpointSeen;
 use super::render::{Names, Rendered, SecretData, SelfSignedReason, TlsPlan};
 use crate::api::{
     DnsRecord, Endpoints, MailServer, MailServerSpec, MailServerStatus, QueueStorage, TlsSource,
@@ -13,11 +14,40 @@ use crate::api::{
 use crate::mail::ListenerKind;
 use crate::plan::DKIM_KEY;
 
+/// A condition's status. Unknown: the operator cannot tell yet (a condition another
+/// controller decides, such as DNSPublished, which ExternalDNS settles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CondStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl CondStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CondStatus::True => "True",
+            CondStatus::False => "False",
+            CondStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for CondStatus {
+    fn from(value: bool) -> CondStatus {
+        if value {
+            CondStatus::True
+        } else {
+            CondStatus::False
+        }
+    }
+}
+
 /// One condition before timestamps: type, status, reason, message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cond {
     pub type_: &'static str,
-    pub status: bool,
+    pub status: CondStatus,
     pub reason: String,
     pub message: String,
 }
@@ -25,16 +55,20 @@ pub struct Cond {
 impl Cond {
     pub fn new(
         type_: &'static str,
-        status: bool,
+        status: impl Into<CondStatus>,
         reason: &str,
         message: impl Into<String>,
     ) -> Cond {
         Cond {
             type_,
-            status,
+            status: status.into(),
             reason: reason.into(),
             message: message.into(),
         }
+    }
+
+    pub fn is_true(&self) -> bool {
+        self.status == CondStatus::True
     }
 }
 
@@ -53,7 +87,7 @@ pub fn build(
     let conditions = conditions
         .into_iter()
         .map(|c| {
-            let status = if c.status { "True" } else { "False" };
+            let status = c.status.as_str();
             let since = old_conditions
                 .iter()
                 .find(|o| o.type_ == c.type_ && o.status == status)
@@ -210,6 +244,8 @@ pub struct Observed<'a> {
     pub mailboxes: Rollout,
     /// Objects of our names that belong to something else ("Service mail").
     pub not_ours: &'a [String],
+    /// The DNSEndpoint applied for the MailServer, as it is now (None: none applied).
+    pub dns_endpoint: Option<DnsEndpointSeen>,
 }
 
 /// The conditions of a rendered and applied MailServer: Ready, TLSReady, DNSPublished,
@@ -227,7 +263,7 @@ pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed)
     let ephemeral = server.spec.queue.storage == QueueStorage::EmptyDir;
     let degraded = degraded_condition(&problems, observed.not_ours, ephemeral);
     problems.extend(observed.not_ours.iter().map(|o| format!("{o} is not ours")));
-    let ready = if observed.draining.status && problems.is_empty() {
+    let ready = if observed.draining.is_true() && problems.is_empty() {
         Cond::new(
             "Ready",
             false,
@@ -240,7 +276,7 @@ pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed)
     vec![
         ready,
         tls,
-        dns_condition(server, rendered),
+        super::dns_status::condition(server, rendered, observed.dns_endpoint),
         degraded,
         observed.draining.clone(),
         super::mailbox_status::condition(&server.spec, &observed.mailboxes),
@@ -336,35 +372,6 @@ fn tls_condition(rendered: &Rendered, secrets: &SecretData) -> Cond {
             "CertManagerMissing",
             "spec.tls.issuerRef is set but cert-manager's Certificate CRD is not installed: serving a self-signed certificate meanwhile",
         ),
-    }
-}
-
-fn dns_condition(server: &MailServer, rendered: &Rendered) -> Cond {
-    if !server.spec.dns.external_dns {
-        Cond::new(
-            "DNSPublished",
-            false,
-            "Disabled",
-            "spec.dns.externalDNS is false: publish status.dnsRecords by hand",
-        )
-    } else if rendered.dns_endpoint.is_none() {
-        Cond::new(
-            "DNSPublished",
-            false,
-            "DNSEndpointCRDMissing",
-            "the ExternalDNS DNSEndpoint CRD (externaldns.k8s.io/v1alpha1) is not installed: publish status.dnsRecords by hand or install ExternalDNS with its CRD source",
-        )
-    } else {
-        Cond::new(
-            "DNSPublished",
-            true,
-            "Published",
-            format!(
-                "{} records in DNSEndpoint {}",
-                rendered.dns_records.len(),
-                Names::new(server).workload()
-            ),
-        )
     }
 }
 
@@ -522,6 +529,7 @@ mod tests {
             draining: idle(),
             mailboxes: Rollout::default(),
             not_ours: &[],
+            dns_endpoint: None,
         };
         conditions(server, &rendered, &observed)
     }
@@ -549,7 +557,7 @@ mod tests {
     /// (status, reason) of one condition.
     fn state(conds: &[Cond], type_: &str) -> (bool, String) {
         let c = find(conds, type_);
-        (c.status, c.reason.clone())
+        (c.is_true(), c.reason.clone())
     }
 
     fn secret(keys: &[&str]) -> BTreeMap<String, Vec<u8>> {
@@ -600,6 +608,7 @@ mod tests {
             draining: idle(),
             mailboxes: Rollout::default(),
             not_ours: &not_ours,
+            dns_endpoint: None,
         };
         let conds = conditions(&server, &rendered, &observed);
         assert_eq!(state(&conds, "Degraded"), (true, "Conflict".into()));
@@ -628,6 +637,7 @@ mod tests {
             draining: draining.clone(),
             mailboxes: Rollout::default(),
             not_ours: &[],
+            dns_endpoint: None,
         };
         let conds = conditions(&server, &rendered, &observed);
         assert_eq!(state(&conds, "Ready"), (false, "Draining".into()));
@@ -646,7 +656,7 @@ mod tests {
     fn ready_only_when_the_rollout_is_done() {
         let ready = |rollout: Rollout, wanted: i32| {
             let c = ready_condition(&[], &rollout, wanted);
-            (c.status, c.reason)
+            (c.is_true(), c.reason)
         };
         let done = settled(3, 3);
         assert_eq!(ready(done, 3), (true, "Available".into()));
@@ -674,7 +684,7 @@ mod tests {
         assert_eq!(ready(stopping, 0), rolling);
         let problems = ["users Secret missing".to_string()];
         let c = ready_condition(&problems, &done, 3);
-        assert_eq!((c.status, c.reason.as_str()), (false, "Degraded"));
+        assert_eq!((c.is_true(), c.reason.as_str()), (false, "Degraded"));
     }
 
     #[test]
@@ -784,7 +794,7 @@ mod tests {
         );
         let conds = conds_with(&relay, &options(), &secrets, &["mail-tls"], 1);
         assert_eq!(state(&conds, "TLSReady"), (false, "Issuing".into()));
-        assert!(!find(&conds, "Degraded").status, "issuing takes a while");
+        assert!(!find(&conds, "Degraded").is_true(), "issuing takes a while");
         secrets.insert("mail-tls".into(), secret(&["tls.crt", "tls.key"]));
         let conds = conds_with(&relay, &options(), &secrets, &[], 1);
         assert_eq!(state(&conds, "TLSReady"), (true, "Issued".into()));
@@ -801,31 +811,6 @@ mod tests {
         let typical = load("examples/mailserver.yaml");
         let conds = conds_with(&typical, &options(), &typical_secrets(), &[], 1);
         assert_eq!(state(&conds, "TLSReady"), (false, "SelfSigned".into()));
-    }
-
-    #[test]
-    fn dns_published_only_through_a_dns_endpoint() {
-        let typical = load("examples/mailserver.yaml");
-        let secrets = typical_secrets();
-        let conds = conds_with(&typical, &options(), &secrets, &[], 1);
-        assert_eq!(state(&conds, "DNSPublished"), (true, "Published".into()));
-        assert_eq!(
-            find(&conds, "DNSPublished").message,
-            "3 records in DNSEndpoint mail"
-        );
-        let no_crd = RenderOptions {
-            dns_endpoint_crd: false,
-            ..options()
-        };
-        let conds = conds_with(&typical, &no_crd, &secrets, &[], 1);
-        assert_eq!(
-            state(&conds, "DNSPublished"),
-            (false, "DNSEndpointCRDMissing".into())
-        );
-        let mut off = typical.clone();
-        off.spec.dns.external_dns = false;
-        let conds = conds_with(&off, &options(), &secrets, &[], 1);
-        assert_eq!(state(&conds, "DNSPublished"), (false, "Disabled".into()));
     }
 
     #[test]

@@ -53,9 +53,11 @@ apply that creates the object is authorized as create. */}}
   resources: [services, configmaps]
   verbs: [get, list, watch, create, patch]
 # Watched to see changes of the Secrets MailServers refer to (users, TLS, DKIM, relay
-# credentials). The one broad permission: list/watch of Secrets cannot be narrowed by
-# name in RBAC (watchNamespaces narrows it to those namespaces). Generated Secrets
-# (DKIM key, self-signed TLS) are created once and never updated or deleted by the operator.
+# credentials) and of those it generated. The watch asks for metadata only, so no
+# Secret's data is cached; data is read (get) only of the Secrets a MailServer uses.
+# The one broad permission: list/watch of Secrets cannot be narrowed by name in RBAC
+# (watchNamespaces narrows it to those namespaces). Generated Secrets (DKIM key,
+# self-signed TLS) are created once and never updated or deleted by the operator.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create]
@@ -77,9 +79,11 @@ apply that creates the object is authorized as create. */}}
 - apiGroups: [cert-manager.io]
   resources: [certificates]
   verbs: [get, create, patch, delete]
+# DNSEndpoints are also watched (metadata only): ExternalDNS's status update decides
+# DNSPublished.
 - apiGroups: [externaldns.k8s.io]
   resources: [dnsendpoints]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [get, create, patch, delete]

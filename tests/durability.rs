@@ -2,7 +2,8 @@
 //! every sync, link, file write and socket send of a real `posthorn serve`, and fails
 //! them on demand.
 //!
-//! - `250 ... queued` is sent only after the queue file and the queue directory are synced;
+//! - `250 ... queued` is sent only after the queue file and its queue subdirectory are
+//!   synced;
 //! - a Maildir delivery syncs the file, links it into `new/` and syncs `new/`;
 //! - a failed write or sync gets Postfix's `451 4.3.0` (`452 4.3.1` when the disk is full),
 //!   nothing of that message is kept or delivered, and the next message goes through.
@@ -69,7 +70,7 @@ fn queued_reply_follows_the_syncs_of_the_file_and_its_directory() {
         .unwrap_or_else(|| panic!("not queued: {reply}"));
 
     let spool = canonical(&s.path("spool"));
-    let (tmp, queued) = (format!("{spool}/tmp/{id}"), format!("{spool}/queue/{id}"));
+    let tmp = format!("{spool}/tmp/{id}");
     let calls = faults.calls();
     let written = find(&calls, 0, "write of the queue file", |c| {
         c.op == "write" && c.path == tmp && c.result == "0"
@@ -77,11 +78,21 @@ fn queued_reply_follows_the_syncs_of_the_file_and_its_directory() {
     let synced = find(&calls, written, "sync of the queue file", |c| {
         is_sync(c, &tmp)
     });
-    let linked = find(&calls, synced, "link into queue/", |c| {
-        c.op == "link" && c.path == format!("{tmp} -> {queued}") && c.result == "0"
+    // Into its hashed subdirectory, queue/<h>/, which is then synced.
+    let linked = find(&calls, synced, "link into queue/<h>/", |c| {
+        c.op == "link"
+            && c.path.starts_with(&format!("{tmp} -> {spool}/queue/"))
+            && c.path.ends_with(&format!("/{id}"))
+            && c.result == "0"
     });
-    let dir_synced = find(&calls, linked, "sync of queue/", |c| {
-        is_sync(c, &format!("{spool}/queue"))
+    let queued = calls[linked].path.rsplit(" -> ").next().unwrap();
+    let subdir = Path::new(queued).parent().unwrap().display().to_string();
+    assert_eq!(
+        Path::new(&subdir).parent().unwrap(),
+        Path::new(&spool).join("queue")
+    );
+    let dir_synced = find(&calls, linked, "sync of queue/<h>/", |c| {
+        is_sync(c, &subdir)
     });
     let sent = find(&calls, 0, "the 250 reply", |c| {
         c.op == "send" && c.data == reply

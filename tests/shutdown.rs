@@ -51,10 +51,12 @@ fn is_running(s: &mut Server) -> bool {
     s.wait_exit(Duration::ZERO).is_none()
 }
 
-/// Queue files (not their status sidecars) in the server's spool.
+/// Queue files (not their status sidecars) in the server's spool, in its hashed
+/// subdirectories `queue/<h>/`.
 fn queued(s: &Server) -> usize {
     std::fs::read_dir(s.path("spool/queue"))
         .unwrap()
+        .flat_map(|bucket| std::fs::read_dir(bucket.unwrap().path()).unwrap())
         .filter(|e| {
             !e.as_ref()
                 .unwrap()

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -13,6 +14,9 @@ pub struct ConnectionLimits {
     max_per_ip: usize,
     max_per_network: usize,
     open: Arc<Mutex<Counts>>,
+    /// `Counts::stressed` as a plain flag: sessions ask for it on every read and reply,
+    /// which must not take the lock that every connection's slot goes through.
+    stressed: Arc<AtomicBool>,
 }
 
 struct Counts {
@@ -22,6 +26,7 @@ struct Counts {
     /// At or above this many open connections the server is under stress.
     stress_threshold: usize,
     stressed: watch::Sender<bool>,
+    stressed_flag: Arc<AtomicBool>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -40,6 +45,7 @@ pub struct Slot {
 
 impl ConnectionLimits {
     pub fn new(max_total: usize, max_per_ip: usize, max_per_network: usize) -> ConnectionLimits {
+        let stressed = Arc::new(AtomicBool::new(false));
         let counts = Counts {
             total: 0,
             per_ip: HashMap::new(),
@@ -47,12 +53,14 @@ impl ConnectionLimits {
             // 80 % of the slots, rounded up.
             stress_threshold: max_total - max_total / 5,
             stressed: watch::Sender::new(false),
+            stressed_flag: stressed.clone(),
         };
         ConnectionLimits {
             max_total,
             max_per_ip,
             max_per_network,
             open: Arc::new(Mutex::new(counts)),
+            stressed,
         }
     }
 
@@ -80,8 +88,7 @@ impl ConnectionLimits {
     }
 
     pub fn stressed(&self) -> bool {
-        let counts = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        *counts.stressed.borrow()
+        self.stressed.load(Ordering::Relaxed)
     }
 
     /// Follows whether the server is under stress (`true`), for sessions to shorten
@@ -95,6 +102,7 @@ impl ConnectionLimits {
 impl Counts {
     fn update_stress(&self) {
         let stressed = self.total >= self.stress_threshold;
+        self.stressed_flag.store(stressed, Ordering::Relaxed);
         self.stressed.send_if_modified(|old| {
             let changed = *old != stressed;
             *old = stressed;
@@ -198,11 +206,13 @@ mod tests {
         let mut held: Vec<Slot> = (1..=7)
             .map(|i| limits.acquire(ip(&format!("192.0.2.{i}"))).unwrap())
             .collect();
-        assert!(!*stress.borrow());
+        assert!(!*stress.borrow() && !limits.stressed());
         held.push(limits.acquire(ip("192.0.2.8")).unwrap());
         assert!(*stress.borrow(), "8 of 10 slots taken");
+        assert!(limits.stressed(), "8 of 10 slots taken");
         held.pop();
         assert!(!*stress.borrow(), "back to 7 of 10");
+        assert!(!limits.stressed(), "back to 7 of 10");
         assert_eq!(
             ConnectionLimits::new(5, 1, 1)
                 .open

@@ -1,152 +1,185 @@
-//! Group commit of queue directory changes.
+//! Group commit of queue directory changes, one group per queue subdirectory.
 //!
-//! Making a new or removed name durable needs an fsync of the directory, and the disk
-//! serialises those. One task takes every change pending at that moment, applies them,
-//! syncs the directory once and then answers all their waiters, so N concurrent
-//! sessions pay about one directory fsync instead of N in a row.
+//! A new or removed name is durable only once its directory is fsynced, and the disk
+//! serialises those. The thread that made a change (the blocking-pool thread that also
+//! wrote and fsynced the queue file) syncs the directory itself when no sync of it is
+//! running; otherwise it waits for the running one, after which one waiter syncs for
+//! every change made in the meantime. N concurrent changes thus cost about two fsyncs,
+//! not N, and a commit crosses threads once (session → blocking pool → session): no
+//! committer task, channel and second blocking hop per message as before, and the
+//! first writer of a batch waits on no lock at all.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use tokio::sync::{mpsc, oneshot};
-
-/// Size of the queue, kept by the committer so that it changes exactly when a change is
-/// durable, even if the caller stopped waiting for it.
+/// Size of the queue, changed exactly when a change is durable, even if the session
+/// stopped waiting for it.
 #[derive(Default)]
 pub struct Counters {
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
 }
 
-pub enum Op {
-    /// Make the fsynced queue file `from` (`len` bytes) visible as `to`, never replacing
-    /// an existing `to`.
-    Publish {
-        from: PathBuf,
-        to: PathBuf,
-        len: u64,
-    },
-    /// Remove a queue file.
-    Unlink(PathBuf),
-    /// Only wait for the next directory sync (after creating a file in the directory).
-    Sync,
-}
-
-struct Job {
-    op: Op,
-    done: oneshot::Sender<io::Result<()>>,
-}
-
+/// The group commits of the queue subdirectories, indexed by bucket. Blocking.
 pub struct Committer {
-    jobs: mpsc::UnboundedSender<Job>,
+    dirs: Vec<DirSync>,
+    counters: Arc<Counters>,
 }
 
 impl Committer {
-    /// Starts the task that owns `dir`; it ends when the `Committer` is dropped.
-    pub fn start(dir: File, counters: Arc<Counters>) -> Committer {
-        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
-        let dir = Arc::new(dir);
-        tokio::spawn(async move {
-            while let Some(first) = queue.recv().await {
-                let mut batch = vec![first];
-                while let Ok(job) = queue.try_recv() {
-                    batch.push(job);
-                }
-                let dir = dir.clone();
-                // Answers travel through the jobs' own channels; a panic drops them, which
-                // their waiters see as an error.
-                let counters = counters.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || run_batch(&dir, &counters, batch)).await;
-            }
-        });
-        Committer { jobs }
+    pub fn new(dirs: Vec<File>, counters: Arc<Counters>) -> Committer {
+        let dirs = dirs
+            .into_iter()
+            .map(|dir| DirSync {
+                dir,
+                state: Mutex::default(),
+                synced: Condvar::new(),
+            })
+            .collect();
+        Committer { dirs, counters }
     }
 
-    /// Applies `op` and returns once it is durable.
-    pub async fn run(&self, op: Op) -> io::Result<()> {
-        let (done, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { op, done })
-            .map_err(|_| io::Error::other("spool committer stopped"))?;
-        answer
-            .await
-            .map_err(|_| io::Error::other("spool committer failed"))?
-    }
-}
-
-fn run_batch(dir: &File, counters: &Counters, batch: Vec<Job>) {
-    let applied: Vec<(Job, io::Result<u64>)> = batch
-        .into_iter()
-        .map(|job| {
-            let result = apply(&job.op);
-            (job, result)
-        })
-        .collect();
-    let synced = dir.sync_all();
-    if let Err(error) = &synced {
-        tracing::error!(%error, "spool directory fsync failed");
-    }
-    for (job, result) in applied {
-        let answer = match (result, &synced) {
-            (Err(e), _) => Err(e),
-            (Ok(len), Ok(())) => {
-                match job.op {
-                    Op::Publish { .. } => {
-                        counters.messages.fetch_add(1, Ordering::Relaxed);
-                        counters.bytes.fetch_add(len, Ordering::Relaxed);
-                    }
-                    Op::Unlink(_) => uncount(counters, len),
-                    Op::Sync => {}
-                }
-                Ok(())
-            }
-            (Ok(len), Err(error)) => {
-                match &job.op {
-                    // A name that may not survive a crash must not be acknowledged; take
-                    // it back so that the client's retry does not make a duplicate.
-                    Op::Publish { to, .. } => {
-                        let _ = std::fs::remove_file(to);
-                    }
-                    // Gone from the directory, durably or not.
-                    Op::Unlink(_) => uncount(counters, len),
-                    Op::Sync => {}
-                }
-                Err(io::Error::new(error.kind(), error.to_string()))
-            }
-        };
-        let _ = job.done.send(answer);
-    }
-}
-
-/// Applies an operation; answers with the number of queued bytes it adds or removes.
-fn apply(op: &Op) -> io::Result<u64> {
-    match op {
-        Op::Publish { from, to, len } => {
-            // link(2) fails if `to` exists, where rename(2) would replace a queued message.
-            let linked = std::fs::hard_link(from, to);
-            let _ = std::fs::remove_file(from);
-            linked.map(|()| *len)
+    /// Makes the fsynced queue file `from` (`len` bytes) visible as `to` in subdirectory
+    /// `bucket`, never replacing an existing `to`, and returns once that is durable.
+    pub fn publish(&self, from: &Path, to: &Path, bucket: usize, len: u64) -> io::Result<()> {
+        // link(2) fails if `to` exists, where rename(2) would replace a queued message.
+        let linked = fs::hard_link(from, to);
+        let _ = fs::remove_file(from);
+        linked?;
+        if let Err(error) = self.dirs[bucket].sync() {
+            // A name that may not survive a crash must not be acknowledged; take it back
+            // so that the client's retry does not make a duplicate.
+            let _ = fs::remove_file(to);
+            return Err(error);
         }
-        Op::Unlink(path) => {
-            let len = std::fs::metadata(path)?.len();
-            std::fs::remove_file(path)?;
-            Ok(len)
-        }
-        Op::Sync => Ok(0),
+        self.counters.messages.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes queue file `path` of subdirectory `bucket`, durably.
+    pub fn unlink(&self, path: &Path, bucket: usize) -> io::Result<()> {
+        let len = fs::metadata(path)?.len();
+        fs::remove_file(path)?;
+        // Gone from the directory, durably or not.
+        saturating_sub(&self.counters.messages, 1);
+        saturating_sub(&self.counters.bytes, len);
+        self.dirs[bucket].sync()
+    }
+
+    /// Returns once the names created in subdirectory `bucket` so far are durable.
+    pub fn sync(&self, bucket: usize) -> io::Result<()> {
+        self.dirs[bucket].sync()
     }
 }
 
-fn uncount(counters: &Counters, len: u64) {
-    saturating_sub(&counters.messages, 1);
-    saturating_sub(&counters.bytes, len);
+struct DirSync {
+    dir: File,
+    state: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// The changes that the next sync will cover.
+    open: Arc<Batch>,
+    /// Whether a sync is running (it covers a batch taken out of `open`).
+    syncing: bool,
+}
+
+/// The result of one directory sync, for every change it covered.
+#[derive(Default)]
+struct Batch {
+    result: OnceLock<Result<(), (io::ErrorKind, String)>>,
+}
+
+impl DirSync {
+    /// Returns once every change made to the directory before the call is durable.
+    fn sync(&self) -> io::Result<()> {
+        let mut state = self.lock();
+        let batch = state.open.clone();
+        while state.syncing {
+            state = self
+                .synced
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(result) = batch.result.get() {
+                return result
+                    .clone()
+                    .map_err(|(kind, message)| io::Error::new(kind, message));
+            }
+        }
+        // No sync runs and `batch` has no result, so it is still the open one: a sync
+        // takes its batch out of `open` and sets the result before it clears `syncing`.
+        state.open = Arc::default();
+        state.syncing = true;
+        drop(state);
+        let result = self.dir.sync_all();
+        if let Err(error) = &result {
+            tracing::error!(%error, "spool directory fsync failed");
+        }
+        let shared = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| (e.kind(), e.to_string()));
+        let _ = batch.result.set(shared);
+        self.lock().syncing = false;
+        self.synced.notify_all();
+        result
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 fn saturating_sub(counter: &AtomicU64, n: u64) {
     let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
         Some(v.saturating_sub(n))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Changes made while a sync runs wait for it, then one of them syncs for all, and
+    /// every one of them gets that sync's result: here an error, as fsync(2) of a pipe
+    /// fails with EINVAL.
+    #[test]
+    fn waiters_share_the_next_sync_and_its_error() {
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let dir = Arc::new(DirSync {
+            dir: File::from(std::os::fd::OwnedFd::from(reader)),
+            state: Mutex::default(),
+            synced: Condvar::new(),
+        });
+        // A sync is running: the waiters must join the open batch.
+        let batch = {
+            let mut state = dir.lock();
+            state.syncing = true;
+            state.open.clone()
+        };
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || dir.sync())
+            })
+            .collect();
+        while Arc::strong_count(&batch) < 1 + 1 + 8 {
+            std::thread::yield_now();
+        }
+        assert!(batch.result.get().is_none(), "synced while a sync ran");
+        dir.lock().syncing = false;
+        dir.synced.notify_all();
+        for waiter in waiters {
+            let error = waiter.join().unwrap().unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+        }
+        assert!(batch.result.get().is_some_and(Result::is_err));
+        assert!(!dir.lock().syncing);
+    }
 }

@@ -1,17 +1,19 @@
 //! The durable queue on disk, Postfix style: one plain file per message under `queue/`,
 //! holding the envelope and the message so that one fsync covers both.
 //!
-//! A message is written to `tmp/`, fsynced, linked into `queue/`, and the directory is
-//! fsynced (batched over concurrent commits, see `committer`); only then does
+//! A message is written to `tmp/`, fsynced, linked into its hashed subdirectory of
+//! `queue/` (see `layout`), and that directory is fsynced (batched over concurrent
+//! commits, see `committer`); only then does
 //! [`Spool::commit`] return and the session answer `250`. A crash leaves either a whole
 //! queue file or debris in `tmp/`, which [`Spool::open`] removes. Per-recipient outcomes
-//! are appended to a sidecar `queue/<id>.status`, fsynced after each update, so a
+//! are appended to a sidecar `<id>.status` next to the queue file, fsynced after each update, so a
 //! restarted server repeats at most the delivery that was in flight.
 
 mod committer;
 mod envelope;
 pub mod format;
 mod id;
+mod layout;
 mod legacy;
 pub mod lock;
 mod outcome;
@@ -30,21 +32,22 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::task::spawn_blocking;
 
-use committer::{Committer, Counters, Op};
+use committer::{Committer, Counters};
 pub use envelope::{BodyType, Envelope, Notify, Recipient, RecipientStatus, Ret, TlsInfo};
 pub use id::QueueId;
 use lock::{DirLock, SPOOL_LOCK, SpoolInUse};
 pub use outcome::{Cause, Command, Outcome, Remote, RemoteKind, Reply, Status};
 
-/// Queue file writes running at once: their fsyncs overlap, but a burst of sessions
-/// must not occupy the whole blocking thread pool.
+/// Commits running at once (each a blocking thread from the file write to the
+/// directory sync): their fsyncs overlap, but a burst of sessions must not occupy the
+/// whole blocking thread pool.
 const MAX_CONCURRENT_WRITES: usize = 64;
 const SIDECAR_SUFFIX: &str = ".status";
 
 pub struct Spool {
     tmp: PathBuf,
     queue: PathBuf,
-    committer: Committer,
+    committer: Arc<Committer>,
     writers: Semaphore,
     counters: Arc<Counters>,
     /// Held while the spool is open: one server per spool.
@@ -77,7 +80,7 @@ impl Spool {
     /// [`SpoolInUse`] as the error itself, one line naming the directory.
     pub async fn open(dir: &Path) -> anyhow::Result<Arc<Spool>> {
         let root = dir.to_path_buf();
-        let (lock, (counters, queue_dir)) = spawn_blocking(move || {
+        let (lock, (counters, dirs)) = spawn_blocking(move || {
             let lock = lock_spool(&root)?;
             let prepared =
                 prepare(&root).with_context(|| format!("opening spool {}", root.display()))?;
@@ -88,7 +91,7 @@ impl Spool {
         Ok(Arc::new(Spool {
             tmp: dir.join("tmp"),
             queue: dir.join("queue"),
-            committer: Committer::start(queue_dir, counters.clone()),
+            committer: Arc::new(Committer::new(dirs, counters.clone())),
             writers: Semaphore::new(MAX_CONCURRENT_WRITES),
             counters,
             _lock: lock,
@@ -108,34 +111,26 @@ impl Spool {
         let prefix = format::encode_prefix(envelope, message.len())?;
         let len = (prefix.len() + message.len()) as u64;
         let tmp = self.tmp.join(id.as_str());
-        {
-            let _permit = self.writers.acquire().await?;
-            let path = tmp.clone();
-            spawn_blocking(move || write_new_synced(&path, &[&prefix, &message]))
-                .await?
-                .with_context(|| format!("writing {}", tmp.display()))?;
-        }
         let to = self.queue_path(&id);
-        self.committer
-            .run(Op::Publish { from: tmp, to, len })
-            .await
-            .with_context(|| format!("queueing {id}"))
+        let committer = self.committer.clone();
+        let _permit = self.writers.acquire().await?;
+        // One hop to a blocking thread for the whole commit: write, fsync, link and the
+        // (grouped) directory sync, so the session is woken once, when it is durable.
+        spawn_blocking(move || {
+            write_new_synced(&tmp, &[&prefix, &message])
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            committer
+                .publish(&tmp, &to, layout::bucket(&id), len)
+                .with_context(|| format!("queueing {id}"))
+        })
+        .await?
     }
 
     /// Ids of the queued messages, oldest first.
     pub async fn list(&self) -> anyhow::Result<Vec<QueueId>> {
         let queue = self.queue.clone();
-        spawn_blocking(move || {
-            let mut ids = Vec::new();
-            for entry in fs::read_dir(&queue)? {
-                if let Some(id) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) {
-                    ids.push(id);
-                }
-            }
-            ids.sort();
-            Ok(ids)
-        })
-        .await?
+        let queued = spawn_blocking(move || layout::queued(&queue)).await??;
+        Ok(queued.into_iter().map(|(id, _)| id).collect())
     }
 
     /// The message and its envelope, with the recipient outcomes recorded so far.
@@ -179,27 +174,32 @@ impl Spool {
     ) -> anyhow::Result<()> {
         let path = self.sidecar_path(id);
         let records = format::encode_status(updates);
-        let created = spawn_blocking(move || append_synced(&path, &records))
-            .await?
-            .with_context(|| format!("recording status of {id}"))?;
-        if created {
-            self.committer.run(Op::Sync).await?;
-        }
-        Ok(())
+        let (committer, bucket) = (self.committer.clone(), layout::bucket(id));
+        spawn_blocking(move || {
+            if append_synced(&path, &records)? {
+                committer.sync(bucket)?;
+            }
+            io::Result::Ok(())
+        })
+        .await?
+        .with_context(|| format!("recording status of {id}"))
     }
 
     /// Takes a message out of the queue, once every recipient has a final outcome (and
     /// any bounce for it is queued).
     pub async fn remove(&self, id: &QueueId) -> anyhow::Result<()> {
-        self.committer
-            .run(Op::Unlink(self.queue_path(id)))
-            .await
-            .with_context(|| format!("removing {id} from the queue"))?;
-        // Only now: a sidecar lost before the queue file would repeat finished deliveries.
-        // A leftover sidecar without its queue file is removed by `open`.
-        let sidecar = self.sidecar_path(id);
-        spawn_blocking(move || remove_optional(&sidecar)).await??;
-        Ok(())
+        let (path, sidecar) = (self.queue_path(id), self.sidecar_path(id));
+        let (committer, bucket, id) = (self.committer.clone(), layout::bucket(id), *id);
+        spawn_blocking(move || {
+            committer
+                .unlink(&path, bucket)
+                .with_context(|| format!("removing {id} from the queue"))?;
+            // Only now: a sidecar lost before the queue file would repeat finished
+            // deliveries. A leftover sidecar without its queue file is removed by `open`.
+            remove_optional(&sidecar)?;
+            anyhow::Ok(())
+        })
+        .await?
     }
 
     /// Whether message `id` is queued here (a handover may offer it twice).
@@ -215,11 +215,11 @@ impl Spool {
     }
 
     fn queue_path(&self, id: &QueueId) -> PathBuf {
-        self.queue.join(id.as_str())
+        layout::queue_path(&self.queue, id)
     }
 
     fn sidecar_path(&self, id: &QueueId) -> PathBuf {
-        self.queue.join(format!("{id}{SIDECAR_SUFFIX}"))
+        layout::sidecar_path(&self.queue_path(id))
     }
 }
 
@@ -236,14 +236,9 @@ pub struct QueueEntry {
 /// server. Messages that leave the queue while it reads are skipped. Blocking.
 pub fn inspect(dir: &Path) -> anyhow::Result<Vec<QueueEntry>> {
     let queue = dir.join("queue");
-    let mut ids: Vec<QueueId> = fs::read_dir(&queue)
-        .with_context(|| format!("reading {}", queue.display()))?
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    ids.sort();
-    let mut entries = Vec::with_capacity(ids.len());
-    for id in ids {
-        let path = queue.join(id.as_str());
+    let queued = layout::queued(&queue).with_context(|| format!("reading {}", queue.display()))?;
+    let mut entries = Vec::with_capacity(queued.len());
+    for (_, path) in queued {
         let read = File::open(&path).and_then(|file| {
             let size = file.metadata()?.len();
             Ok((file, size))
@@ -256,8 +251,7 @@ pub fn inspect(dir: &Path) -> anyhow::Result<Vec<QueueEntry>> {
         let mut envelope = format::read_prefix(&mut BufReader::new(file), size)
             .with_context(|| format!("reading {}", path.display()))?
             .0;
-        let sidecar = queue.join(format!("{id}{SIDECAR_SUFFIX}"));
-        format::apply_status(&mut envelope, &read_optional(&sidecar)?);
+        format::apply_status(&mut envelope, &read_optional(&layout::sidecar_path(&path))?);
         entries.push(QueueEntry { envelope, size });
     }
     Ok(entries)
@@ -266,13 +260,14 @@ pub fn inspect(dir: &Path) -> anyhow::Result<Vec<QueueEntry>> {
 /// One queued message of spool directory `dir`, read as [`inspect`] reads. Blocking.
 pub fn inspect_message(dir: &Path, id: &QueueId) -> anyhow::Result<QueuedMessage> {
     let queue = dir.join("queue");
-    let data =
-        fs::read(queue.join(id.as_str())).with_context(|| format!("no queued message {id}"))?;
+    // A spool of an older release, not yet opened by this one, is still flat.
+    let path = [layout::queue_path(&queue, id), queue.join(id.as_str())]
+        .into_iter()
+        .find(|path| path.exists())
+        .with_context(|| format!("no queued message {id}"))?;
+    let data = fs::read(&path).with_context(|| format!("no queued message {id}"))?;
     let (mut envelope, start) = format::read_prefix(&mut &data[..], data.len() as u64)?;
-    format::apply_status(
-        &mut envelope,
-        &read_optional(&queue.join(format!("{id}{SIDECAR_SUFFIX}")))?,
-    );
+    format::apply_status(&mut envelope, &read_optional(&layout::sidecar_path(&path))?);
     let message = Bytes::from(data).slice(start as usize..);
     Ok(QueuedMessage { envelope, message })
 }
@@ -355,14 +350,33 @@ fn lock_spool(root: &Path) -> anyhow::Result<DirLock> {
         .ok_or_else(|| SpoolInUse(root.to_path_buf()).into())
 }
 
-/// The blocking part of [`Spool::open`]: directories, tmp cleanup, queue check and count.
-fn prepare(root: &Path) -> anyhow::Result<(Counters, File)> {
-    let mut builder = DirBuilder::new();
-    builder.recursive(true).mode(0o700);
-    for sub in ["tmp", "queue", "corrupt"] {
-        builder.create(root.join(sub))?;
-    }
+/// The blocking part of [`Spool::open`]: directories, tmp cleanup, the move of a flat
+/// spool into subdirectories, queue check and count. Answers the counters and the
+/// queue subdirectories, opened for their syncs.
+fn prepare(root: &Path) -> anyhow::Result<(Counters, Vec<File>)> {
     let (tmp, queue, corrupt) = (root.join("tmp"), root.join("queue"), root.join("corrupt"));
+    let mut builder = DirBuilder::new();
+    builder.mode(0o700);
+    let mut created = false;
+    for dir in [&tmp, &queue, &corrupt] {
+        created |= create_dir(&builder, dir)?;
+    }
+    if created {
+        File::open(root)?.sync_all()?;
+    }
+    let buckets: Vec<PathBuf> = layout::BUCKETS.iter().map(|b| queue.join(b)).collect();
+    created = false;
+    for dir in &buckets {
+        created |= create_dir(&builder, dir)?;
+    }
+    // A message moved into a subdirectory or committed there must not be lost with it.
+    if created {
+        File::open(&queue)?.sync_all()?;
+    }
+    let dirs = buckets
+        .iter()
+        .map(File::open)
+        .collect::<io::Result<Vec<File>>>()?;
 
     let mut debris = 0;
     for entry in fs::read_dir(&tmp)? {
@@ -381,25 +395,47 @@ fn prepare(root: &Path) -> anyhow::Result<(Counters, File)> {
         );
     }
 
+    let migrated = layout::migrate_flat(&queue)?;
+    if migrated > 0 {
+        for dir in &dirs {
+            dir.sync_all()?;
+        }
+        File::open(&queue)?.sync_all()?;
+        tracing::info!(
+            files = migrated,
+            "moved the queue files of an older release into queue subdirectories"
+        );
+    }
+
     let counters = Counters::default();
-    let mut names = Vec::new();
+    let mut files = Vec::new();
     let mut sidecars = Vec::new();
-    for entry in fs::read_dir(&queue)? {
-        let name = entry?.file_name();
-        match name.to_str().and_then(|n| n.strip_suffix(SIDECAR_SUFFIX)) {
-            Some(owner) => sidecars.push(owner.to_string()),
-            None => names.push(name),
+    // What is left in queue/ itself besides the subdirectories is not ours: quarantined.
+    for dir in std::iter::once(&queue).chain(&buckets) {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if dir == &queue && name.to_str().is_some_and(|n| layout::BUCKETS.contains(&n)) {
+                continue;
+            }
+            match name.to_str().and_then(|n| n.strip_suffix(SIDECAR_SUFFIX)) {
+                Some(owner) => sidecars.push((owner.to_string(), entry.path())),
+                None => files.push((name, entry.path())),
+            }
         }
     }
     let mut queued = HashSet::new();
     let mut moved = false;
-    for name in names {
-        let path = queue.join(&name);
+    for (name, path) in files {
         let checked = name
             .to_str()
             .and_then(|n| n.parse::<QueueId>().ok())
             .context("not a queue file name")
             .and_then(|id| {
+                ensure!(
+                    path == layout::queue_path(&queue, &id),
+                    "not in its subdirectory"
+                );
                 let envelope = read_envelope(&path)?;
                 ensure!(
                     envelope.id == id,
@@ -428,11 +464,10 @@ fn prepare(root: &Path) -> anyhow::Result<(Counters, File)> {
             }
         }
     }
-    for owner in sidecars {
+    for (owner, path) in sidecars {
         if queued.contains(&owner) {
             continue;
         }
-        let path = queue.join(format!("{owner}{SIDECAR_SUFFIX}"));
         if corrupt.join(&owner).exists() {
             // Keep the status of a quarantined message next to it.
             quarantine(&path, &corrupt)?;
@@ -441,12 +476,23 @@ fn prepare(root: &Path) -> anyhow::Result<(Counters, File)> {
         }
         moved = true;
     }
-    let queue_dir = File::open(&queue)?;
     if moved {
         File::open(&corrupt)?.sync_all()?;
-        queue_dir.sync_all()?;
+        File::open(&queue)?.sync_all()?;
+        for dir in &dirs {
+            dir.sync_all()?;
+        }
     }
-    Ok((counters, queue_dir))
+    Ok((counters, dirs))
+}
+
+/// Creates directory `dir` unless it exists; answers whether it did.
+fn create_dir(builder: &DirBuilder, dir: &Path) -> io::Result<bool> {
+    match builder.create(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Moves `path` into `corrupt/`, never over an earlier file of the same name.

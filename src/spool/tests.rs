@@ -36,6 +36,22 @@ fn message(n: usize) -> Bytes {
     Bytes::from(m)
 }
 
+/// Where the queue file of `id` lives in spool `root`.
+fn queue_file(root: &Path, id: &QueueId) -> PathBuf {
+    layout::queue_path(&root.join("queue"), id)
+}
+
+/// Every file in the queue subdirectories of spool `root`, sorted.
+fn queue_files(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = layout::BUCKETS
+        .iter()
+        .flat_map(|b| fs::read_dir(root.join("queue").join(b)).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
@@ -80,9 +96,7 @@ async fn commit_then_reopen_sees_exact_bytes_and_envelope() {
     let env = envelope(&["bob@example.com", "carol@example.org"]);
     let msg = message(1);
     spool.commit(&env, msg.clone()).await.unwrap();
-    let size = fs::metadata(dir.path().join("queue").join(env.id.as_str()))
-        .unwrap()
-        .len();
+    let size = fs::metadata(queue_file(dir.path(), &env.id)).unwrap().len();
     assert_eq!(
         spool.stats(),
         SpoolStats {
@@ -131,14 +145,15 @@ async fn open_removes_tmp_debris_and_orphan_sidecars() {
         b"POSTHORN-QUEUE 1 12",
     )
     .unwrap();
-    let orphan = format!("{}{SIDECAR_SUFFIX}", Spool::new_id());
-    fs::write(dir.path().join("queue").join(&orphan), b"\n{}\n").unwrap();
+    let orphan = layout::sidecar_path(&queue_file(dir.path(), &Spool::new_id()));
+    fs::write(&orphan, b"\n{}\n").unwrap();
 
     let spool = Spool::open(dir.path()).await.unwrap();
     assert!(names(&dir.path().join("tmp")).is_empty());
-    let mut expected = vec![kept.id.to_string(), format!("{}{SIDECAR_SUFFIX}", kept.id)];
+    let kept_file = queue_file(dir.path(), &kept.id);
+    let mut expected = vec![kept_file.clone(), layout::sidecar_path(&kept_file)];
     expected.sort();
-    assert_eq!(names(&dir.path().join("queue")), expected);
+    assert_eq!(queue_files(dir.path()), expected);
     assert_eq!(spool.list().await.unwrap(), vec![kept.id]);
 }
 
@@ -158,13 +173,21 @@ async fn unreadable_queue_files_move_to_corrupt() {
     let queue = dir.path().join("queue");
     let file = OpenOptions::new()
         .write(true)
-        .open(queue.join(truncated.id.as_str()))
+        .open(queue_file(dir.path(), &truncated.id))
         .unwrap();
     let len = file.metadata().unwrap().len();
     file.set_len(len - 3).unwrap();
     let garbage = Spool::new_id().to_string();
     fs::write(queue.join(&garbage), b"hello").unwrap();
     fs::write(queue.join("notes.txt"), b"not mine").unwrap();
+    // A queue file in the wrong subdirectory would never be found by its id.
+    let misplaced = Spool::new_id();
+    let wrong = layout::BUCKETS[(layout::bucket(&misplaced) + 1) % 16];
+    fs::copy(
+        queue_file(dir.path(), &good.id),
+        queue.join(wrong).join(misplaced.as_str()),
+    )
+    .unwrap();
 
     let spool = Spool::open(dir.path()).await.unwrap();
     assert_eq!(spool.list().await.unwrap(), vec![good.id]);
@@ -173,11 +196,13 @@ async fn unreadable_queue_files_move_to_corrupt() {
         truncated.id.to_string(),
         format!("{}{SIDECAR_SUFFIX}", truncated.id),
         garbage,
+        misplaced.to_string(),
         "notes.txt".to_string(),
     ];
     expected.sort();
     assert_eq!(names(&dir.path().join("corrupt")), expected);
-    assert_eq!(names(&queue), vec![good.id.to_string()]);
+    assert_eq!(queue_files(dir.path()), [queue_file(dir.path(), &good.id)]);
+    assert_eq!(names(&queue), layout::BUCKETS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +241,7 @@ async fn failed_write_returns_err_and_queues_nothing() {
     fs::remove_dir(dir.path().join("tmp")).unwrap();
     let env = envelope(&["bob@example.com"]);
     assert!(spool.commit(&env, message(1)).await.is_err());
-    assert!(names(&dir.path().join("queue")).is_empty());
+    assert!(queue_files(dir.path()).is_empty());
     assert_eq!(
         spool.stats(),
         SpoolStats {
@@ -275,10 +300,7 @@ async fn recipient_status_survives_reopen_and_torn_records() {
         .unwrap();
     spool.record(&env.id, &[(2, failed.clone())]).await.unwrap();
     // A crash in the middle of an append leaves half a record.
-    let sidecar = dir
-        .path()
-        .join("queue")
-        .join(format!("{}{SIDECAR_SUFFIX}", env.id));
+    let sidecar = layout::sidecar_path(&queue_file(dir.path(), &env.id));
     let mut f = OpenOptions::new().append(true).open(&sidecar).unwrap();
     f.write_all(b"\n{\"rcpt\":1,\"status\":{\"sta").unwrap();
     drop(spool);
@@ -323,7 +345,7 @@ async fn remove_deletes_message_and_sidecar() {
         .await
         .unwrap();
     spool.remove(&env.id).await.unwrap();
-    assert_eq!(names(&dir.path().join("queue")), vec![other.id.to_string()]);
+    assert_eq!(queue_files(dir.path()), [queue_file(dir.path(), &other.id)]);
     let after = spool.stats();
     assert_eq!(after.messages, 1);
     assert!(after.bytes < before.bytes && after.bytes > 0);
@@ -538,12 +560,12 @@ async fn an_unversioned_message_takes_new_records_and_new_files_carry_the_versio
         &loaded.message[..],
         b"From: alice@example.com\r\nSubject: fixture\r\n\r\nHello\r\n"
     );
-    let sidecar = fs::read_to_string(queue.join(format!("{id}{SIDECAR_SUFFIX}"))).unwrap();
+    let sidecar = fs::read_to_string(layout::sidecar_path(&queue_file(dir.path(), &id))).unwrap();
     assert!(sidecar.ends_with("\n{\"v\":3,\"rcpt\":0,\"status\":{\"state\":\"delivered\",\"outcome\":{\"status\":\"2.0.0\",\"cause\":\"local\",\"text\":\"delivered to maildir /m\"}}}\n"), "{sidecar}");
 
     let env = envelope(&["a@example.com"]);
     spool.commit(&env, message(1)).await.unwrap();
-    let written = fs::read(queue.join(env.id.as_str())).unwrap();
+    let written = fs::read(queue_file(dir.path(), &env.id)).unwrap();
     assert!(written.starts_with(b"POSTHORN-QUEUE 3 "), "{written:?}");
 }
 
@@ -652,8 +674,7 @@ async fn inspect_skips_vanished_messages_only() {
     let spool = Spool::open(dir.path()).await.unwrap();
     let env = envelope(&["bob@example.com"]);
     spool.commit(&env, message(1)).await.unwrap();
-    let queue = dir.path().join("queue");
-    let vanished = queue.join(Spool::new_id().as_str());
+    let vanished = queue_file(dir.path(), &Spool::new_id());
     std::os::unix::fs::symlink(dir.path().join("gone"), &vanished).unwrap();
     let entries = inspect(dir.path()).unwrap();
     let ids: Vec<_> = entries.iter().map(|e| e.envelope.id).collect();
@@ -675,10 +696,7 @@ async fn sidecar_errors_other_than_absence_are_errors() {
     let env = envelope(&["bob@example.com"]);
     spool.commit(&env, message(1)).await.unwrap();
     assert_eq!(spool.load(&env.id).await.unwrap().envelope, env);
-    let sidecar = dir
-        .path()
-        .join("queue")
-        .join(format!("{}{SIDECAR_SUFFIX}", env.id));
+    let sidecar = layout::sidecar_path(&queue_file(dir.path(), &env.id));
     fs::create_dir(&sidecar).unwrap();
     fs::write(sidecar.join("x"), b"").unwrap();
     assert!(spool.load(&env.id).await.is_err());
@@ -745,4 +763,65 @@ fn legacy_lmtp_text_reads_as_the_lmtp_server_s_reply() {
         (remote.kind, remote.name.as_str(), command),
         (RemoteKind::Lmtp, "unix:/run/lmtp", Command::EndOfData)
     );
+}
+
+/// A spool written before the subdirectories (every file in `queue/` itself) is read by
+/// the tools as it is, and moved into the subdirectories by the next server to open it,
+/// status sidecar included, without losing a message or an outcome.
+#[tokio::test]
+async fn a_flat_spool_of_an_older_release_is_read_and_moved_into_subdirectories() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).await.unwrap();
+    let (a, b) = (
+        envelope(&["bob@example.com"]),
+        envelope(&["carol@example.com"]),
+    );
+    spool.commit(&a, message(1)).await.unwrap();
+    spool.commit(&b, message(2)).await.unwrap();
+    let delivered = RecipientStatus::Delivered {
+        outcome: Outcome::local(Status::new(2, 0, 0), "x"),
+    };
+    spool
+        .record(&a.id, &[(0, delivered.clone())])
+        .await
+        .unwrap();
+    drop(spool);
+    // Flatten it, as the older release wrote it.
+    let queue = dir.path().join("queue");
+    for path in queue_files(dir.path()) {
+        fs::rename(&path, queue.join(path.file_name().unwrap())).unwrap();
+    }
+    for bucket in layout::BUCKETS {
+        fs::remove_dir(queue.join(bucket)).unwrap();
+    }
+
+    let listed: Vec<QueueId> = inspect(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.envelope.id)
+        .collect();
+    assert_eq!(listed, [a.id, b.id]);
+    assert_eq!(
+        inspect_message(dir.path(), &b.id).unwrap().message,
+        message(2)
+    );
+
+    let spool = Spool::open(dir.path()).await.unwrap();
+    assert_eq!(names(&queue), layout::BUCKETS);
+    let a_file = queue_file(dir.path(), &a.id);
+    let mut expected = vec![
+        a_file.clone(),
+        layout::sidecar_path(&a_file),
+        queue_file(dir.path(), &b.id),
+    ];
+    expected.sort();
+    assert_eq!(queue_files(dir.path()), expected);
+    assert_eq!(names(&dir.path().join("corrupt")), Vec::<String>::new());
+    assert_eq!(spool.list().await.unwrap(), [a.id, b.id]);
+    assert_eq!(spool.stats().messages, 2);
+    let loaded = spool.load(&a.id).await.unwrap();
+    assert_eq!(loaded.envelope.recipients[0].status, delivered);
+    assert_eq!(loaded.message, message(1));
+    spool.remove(&a.id).await.unwrap();
+    assert_eq!(queue_files(dir.path()), [queue_file(dir.path(), &b.id)]);
 }

@@ -18,7 +18,7 @@ pub use mailboxes::{
 };
 pub use manifest::load_manifest;
 pub use spec::{
-    DEFAULT_QUEUE_SIZE, IssuerKind, MailServer, MailServerSpec, QueueStorage, ServiceType,
-    TlsSource,
+    DEFAULT_QUEUE_SIZE, Ed25519DkimSpec, IssuerKind, MailServer, MailServerSpec, QueueStorage,
+    ServiceType, TlsSource,
 };
 pub use status::{DnsRecord, Endpoints, MailServerStatus};

@@ -13,6 +13,7 @@ use kube::{Resource, ResourceExt};
 use super::keys;
 use super::render::{GeneratedSecret, Names, SecretData};
 use crate::api::MailServer;
+use crate::mail::dkim::KeyAlgorithm;
 
 /// The data of the named Secrets that exist, and the names of those that do not.
 pub async fn read(
@@ -47,7 +48,7 @@ pub fn data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
 /// Creates a generated Secret once; an existing one is never touched (its key is what
 /// DNS and clients already know). Returns what it generated, for an event.
 ///
-/// The DKIM and SRS keys have no owner: they outlive their MailServer, so that deleting
+/// The DKIM keys and the SRS key have no owner: they outlive their MailServer, so that deleting
 /// and re-creating one (a migration, a GitOps re-sync) keeps the key DNS publishes and
 /// the bounces to forwarded mail valid. The others are owned and go with it; new ones
 /// cost nothing.
@@ -67,9 +68,15 @@ pub async fn ensure_generated(
             true,
         ),
         GeneratedSecret::DkimKey { .. } => (
-            tokio::task::spawn_blocking(keys::dkim_key).await??,
+            tokio::task::spawn_blocking(|| keys::dkim_key(KeyAlgorithm::Rsa)).await??,
             "Opaque",
             "DKIM key",
+            false,
+        ),
+        GeneratedSecret::Ed25519DkimKey { .. } => (
+            keys::dkim_key(KeyAlgorithm::Ed25519)?,
+            "Opaque",
+            "Ed25519 DKIM key",
             false,
         ),
         GeneratedSecret::HandoverToken { .. } => {

@@ -36,6 +36,8 @@ pub struct Outcome {
     pub connection_time: Option<Duration>,
     /// `stage: first reply line` (or the I/O error) that ended the connection early.
     pub error: Option<String>,
+    /// The TLS handshake resumed a session (rather than a full one); None without TLS.
+    pub resumed: Option<bool>,
 }
 
 /// Runs one connection sending `messages` messages; `first_seq` numbers their ids.
@@ -74,6 +76,11 @@ async fn session(
         .connect(setup.server_name.clone(), tcp)
         .await
         .map_err(|e| format!("TLS: {e}"))?;
+    outcome.resumed = tls
+        .get_ref()
+        .1
+        .handshake_kind()
+        .map(|kind| kind == rustls::HandshakeKind::Resumed);
     let mut conn = Conn::new(tls, setup.reply_timeout);
     conn.expect("EHLO", Some("EHLO loadgen.test\r\n"), 250)
         .await?;

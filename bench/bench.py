@@ -27,8 +27,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER, PASSWORD = "bench@example.test", "bench-password"
 RCPT = "sink@sink.test"
 TICK = os.sysconf("SC_CLK_TCK")
-# Each side and the side it is compared with.
-PAIRS = [("postfix", "posthorn"), ("postfix-dkim", "posthorn-dkim")]
+# Each side and the side it is compared with. posthorn-base is a second posthorn binary
+# (--posthorn-base: a lever measured before/after in one alternating run); the Ed25519
+# side signs with RSA and Ed25519 (RFC 8463 asks for both), so against posthorn-dkim it
+# shows what the second signature costs.
+PAIRS = [("postfix", "posthorn"), ("postfix-dkim", "posthorn-dkim"),
+         ("posthorn-base", "posthorn"), ("posthorn-dkim", "posthorn-dkim-ed25519")]
 
 
 def run(*cmd, **kw):
@@ -174,7 +178,8 @@ limits: {{maxConnectionsPerIp: 100}}
 delivery: {{mxPort: {sink.port}}}
 """
     if dkim:
-        config += f"dkim: {{selector: bench, keyFile: {files['dkim']}}}\n"
+        ed25519 = f", ed25519: {{keyFile: {files['dkim-ed25519']}}}" if "-ed25519" in name else ""
+        config += f"dkim: {{selector: bench, keyFile: {files['dkim']}{ed25519}}}\n"
     with open(f"{d}/config.yaml", "w") as f:
         f.write(config)
     proc = subprocess.Popen([binary, "serve", "--config", f"{d}/config.yaml"],
@@ -199,13 +204,14 @@ def make_files(workdir):
     with open(f"{workdir}/pinned.crt", "w") as f:
         f.write(open(f"{workdir}/tls.crt").read() + open(f"{workdir}/ec.crt").read())
     run("openssl", "genrsa", "-out", f"{workdir}/dkim.key", "2048")
+    run("openssl", "genpkey", "-algorithm", "ed25519", "-out", f"{workdir}/dkim-ed25519.key")
     scheme_hash = run("doveadm", "pw", "-s", "SHA512-CRYPT", "-p", PASSWORD).strip()
     with open(f"{workdir}/users", "w") as f:
         f.write(f"{USER}:{scheme_hash}\n")
     with open(f"{workdir}/senders", "w") as f:
         f.write(f"{USER} {USER}\n")
     return {"users": f"{workdir}/users", "senders": f"{workdir}/senders",
-            "dkim": f"{workdir}/dkim.key"}
+            "dkim": f"{workdir}/dkim.key", "dkim-ed25519": f"{workdir}/dkim-ed25519.key"}
 
 
 def start_dns(workdir):
@@ -269,8 +275,8 @@ def table(runs, servers, cells):
         if base not in servers or ours not in servers:
             continue
         lines += [f"\n### {base} vs {ours} (median of runs)\n",
-                  "| C | M | msgs/s | × | p50 ms | p99 ms | CPU ms/msg | CPU % | peak PSS MB | errors | sink = accepted |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| C | M | msgs/s | × | p50 ms | p99 ms | CPU ms/msg | CPU % | peak PSS MB | errors | TLS resumed % | sink = accepted |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c, m in cells:
             med = {}
             for s in (base, ours):
@@ -282,6 +288,9 @@ def table(runs, servers, cells):
                 med[s]["p50"] = statistics.median(r["message_ms"]["p50"] for r in rs)
                 med[s]["p99"] = statistics.median(r["message_ms"]["p99"] for r in rs)
                 med[s]["ok"] = all(r["delivered"] == r["accepted"] for r in rs)
+                tls = sum(r["full_handshakes"] + r["resumed_handshakes"] for r in rs)
+                med[s]["resumed"] = (100 * sum(r["resumed_handshakes"] for r in rs) / tls
+                                     if tls else 0)
             b, o = med[base], med[ours]
             both = lambda k, d=0: f"{fmt(b[k], d)} / {fmt(o[k], d)}"
             ratio = o["msgs_per_s"] / b["msgs_per_s"] if b["msgs_per_s"] else 0
@@ -290,9 +299,10 @@ def table(runs, servers, cells):
                 f"| {c} | {m} | {both('msgs_per_s')} | {ratio:.1f}× | {both('p50', 1)} | "
                 f"{both('p99', 1)} | {both('cpu_ms_per_msg', 2)} | {cpu_pct:.0f} % | "
                 f"{b['peak_pss'] / 1e6:.0f} / {o['peak_pss'] / 1e6:.0f} | "
-                f"{b['errors']} / {o['errors']} | {'yes' if b['ok'] and o['ok'] else 'NO'} |")
-    lines.append("\nEach pair of numbers is Postfix side / Posthorn side; × and % are Posthorn's "
-                 "msgs/s and CPU per message relative to Postfix's.")
+                f"{b['errors']} / {o['errors']} | {both('resumed')} | "
+                f"{'yes' if b['ok'] and o['ok'] else 'NO'} |")
+    lines.append("\nEach pair of numbers is first side / second side; × and % are the second "
+                 "side's msgs/s and CPU per message relative to the first's.")
     return "\n".join(lines)
 
 
@@ -304,17 +314,25 @@ def main():
     p.add_argument("--duration", type=float, default=10, help="seconds per run")
     p.add_argument("--total", type=int, help="messages per run instead of a duration")
     # Posthorn variants for A/B runs: posthorn-ecdsa (an ECDSA pair next to the RSA one),
-    # posthorn-resume (clients resume TLS sessions), combinable with -dkim.
+    # posthorn-resume (clients resume TLS sessions), combinable with -dkim;
+    # posthorn-dkim-ed25519 (RSA and Ed25519 signatures); posthorn-base (--posthorn-base).
     p.add_argument("--servers", default="postfix,posthorn,postfix-dkim,posthorn-dkim")
     # Not under /tmp: OpenDKIM refuses files below a world-writable directory.
     p.add_argument("--dir", default=f"{REPO}/target/bench", help="work directory (recreated)")
     p.add_argument("--posthorn", default=f"{REPO}/target/release/posthorn")
+    p.add_argument("--posthorn-base", metavar="PATH",
+                   help="a second posthorn binary (e.g. before a change): adds the side "
+                        "posthorn-base, compared with posthorn in the same alternating runs")
     p.add_argument("--loadgen", default=f"{REPO}/target/release/loadgen")
     p.add_argument("--resume", action="store_true", help="clients resume TLS sessions")
     p.add_argument("--drain-timeout", type=float, default=120)
     args = p.parse_args()
     cells = [(int(c), int(m)) for c in args.clients.split(",") for m in args.messages.split(",")]
     servers = args.servers.split(",")
+    if args.posthorn_base and "posthorn-base" not in servers:
+        servers.append("posthorn-base")
+    if any(s.startswith("posthorn-base") for s in servers) and not args.posthorn_base:
+        sys.exit("bench: the posthorn-base side needs --posthorn-base PATH")
 
     shutil.rmtree(args.dir, ignore_errors=True)
     os.makedirs(args.dir)
@@ -328,7 +346,8 @@ def main():
             if s.startswith("postfix"):
                 started[s] = start_postfix(args.dir, s, files, dkim)
             else:
-                started[s] = start_posthorn(args.dir, s, files, dkim, args.posthorn, dns_port,
+                binary = args.posthorn_base if s.startswith("posthorn-base") else args.posthorn
+                started[s] = start_posthorn(args.dir, s, files, dkim, binary, dns_port,
                                             ecdsa="-ecdsa" in s)
         runs = []
         for c, m in cells:
@@ -344,6 +363,7 @@ def main():
                           f"cpu {r['cpu_ms_per_msg']:5.2f} ms/msg "
                           f"pss {r['peak_pss'] / 1e6:5.0f} MB "
                           f"loadgen cpu {r['loadgen_cpu_s']:5.1f} s errors {r['error_count']} "
+                          f"TLS full/resumed {r['full_handshakes']}/{r['resumed_handshakes']} "
                           f"accepted {r['accepted']} delivered {r['delivered']}",
                           file=sys.stderr, flush=True)
                     for e, n in r["errors"].items():
@@ -357,8 +377,11 @@ def main():
     with open(f"{args.dir}/runs.json", "w") as f:
         json.dump(runs, f, indent=1)
     print(table(runs, servers, cells))
+    # A resuming side whose clients never resumed measures nothing it claims to.
     bad = [r for r in runs if r["error_count"] or r["delivered"] != r["accepted"]
-           or not r["accepted"]]
+           or not r["accepted"]
+           or (r["server"].endswith("-resume") and r["connections"] > r["clients"]
+               and not r["resumed_handshakes"])]
     for r in bad:
         print(f"bench: {r['server']} C={r['clients']} M={r['messages_per_connection']}: "
               f"{r['error_count']} errors, accepted {r['accepted']}, delivered "

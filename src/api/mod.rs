@@ -20,7 +20,7 @@ pub use mailboxes::{
 pub use manifest::load_manifest;
 pub use platform::{DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, OPERATOR_LABELS, PodOptions};
 pub use spec::{
-    DEFAULT_QUEUE_SIZE, ExternalTrafficPolicy, IssuerKind, MailServer, MailServerSpec,
-    QueueStorage, ServiceType, TlsSource,
+    DEFAULT_QUEUE_SIZE, Ed25519DkimSpec, ExternalTrafficPolicy, IssuerKind, MailServer,
+    MailServerSpec, QueueStorage, ServiceType, TlsSource,
 };
 pub use status::{DnsRecord, Endpoints, MailServerStatus};

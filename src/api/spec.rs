@@ -186,6 +186,9 @@ fn default_replicas() -> i32 {
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "!(has(self.secretName) && has(self.issuerRef))",
     "message": "secretName and issuerRef are mutually exclusive: name an existing Secret or an issuer, not both"
+}, {
+    "rule": "!has(self.ecdsaSecretName) || has(self.secretName)",
+    "message": "ecdsaSecretName goes with secretName (with issuerRef the operator issues the ECDSA certificate)"
 }]))]
 pub struct TlsSpec {
     /// Existing `kubernetes.io/tls` Secret in this namespace holding the certificate
@@ -194,9 +197,17 @@ pub struct TlsSpec {
     #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
     pub secret_name: Option<String>,
 
-    /// cert-manager issuer: the operator creates a Certificate for the hostname.
+    /// cert-manager issuer: the operator creates a Certificate for the hostname, and
+    /// a second one with an ECDSA P-256 key served to clients that take ECDSA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer_ref: Option<IssuerRef>,
+
+    /// With `secretName`: a second `kubernetes.io/tls` Secret whose key is ECDSA, served
+    /// to clients that take ECDSA (the other Secret to the rest). Renewals are picked up
+    /// without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
+    pub ecdsa_secret_name: Option<String>,
 }
 
 /// Reference to a cert-manager Issuer or ClusterIssuer.
@@ -464,6 +475,28 @@ pub struct DkimSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
     pub secret_name: Option<String>,
+
+    /// A second signature with an Ed25519 key (RFC 8463) below the RSA one, under its
+    /// own selector; `ed25519: {}` turns it on with the defaults. Absent: RSA only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ed25519: Option<Ed25519DkimSpec>,
+}
+
+/// The Ed25519 key of `spec.dkim.ed25519`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ed25519DkimSpec {
+    /// Selector of the Ed25519 key; it must differ from `spec.dkim.selector`. Default:
+    /// `<spec.dkim.selector>-ed25519`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(DNS_NAME_PATTERN))]
+    pub selector: Option<String>,
+
+    /// Secret in this namespace holding the Ed25519 private key (`dkim.key`, PKCS#8
+    /// PEM). Without it the operator generates one into a Secret of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(OBJECT_NAME_PATTERN))]
+    pub secret_name: Option<String>,
 }
 
 fn default_dkim_selector() -> String {
@@ -475,6 +508,27 @@ impl DkimSpec {
     pub fn user_secret(&self) -> Option<&str> {
         self.secret_name.as_deref().filter(|_| self.enabled)
     }
+
+    /// The Ed25519 key, when signing is on and it is asked for.
+    pub fn ed25519(&self) -> Option<&Ed25519DkimSpec> {
+        self.ed25519.as_ref().filter(|_| self.enabled)
+    }
+
+    /// The Ed25519 key's selector, when there is one.
+    pub fn ed25519_selector(&self) -> Option<String> {
+        let ed25519 = self.ed25519()?;
+        Some(
+            ed25519
+                .selector
+                .clone()
+                .unwrap_or_else(|| mail::dkim::ed25519_selector(&self.selector)),
+        )
+    }
+
+    /// The user's Secret holding the Ed25519 key, when that key is on and one is named.
+    pub fn ed25519_user_secret(&self) -> Option<&str> {
+        self.ed25519()?.secret_name.as_deref()
+    }
 }
 
 impl Default for DkimSpec {
@@ -483,6 +537,7 @@ impl Default for DkimSpec {
             enabled: true,
             selector: default_dkim_selector(),
             secret_name: None,
+            ed25519: None,
         }
     }
 }

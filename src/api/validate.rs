@@ -183,6 +183,16 @@ impl MailServerSpec {
                 p.check("spec.tls.issuerRef.name", check_object_name(&issuer.name));
                 p.check("spec.tls.issuerRef.group", check_dns_name(&issuer.group));
             }
+            if let Some(secret) = &tls.ecdsa_secret_name {
+                p.check("spec.tls.ecdsaSecretName", check_object_name(secret));
+                if tls.secret_name.is_none() {
+                    p.push(
+                        "spec.tls.ecdsaSecretName",
+                        "goes with secretName (with issuerRef the operator issues the \
+                         ECDSA certificate itself)",
+                    );
+                }
+            }
         }
     }
 
@@ -264,6 +274,20 @@ impl MailServerSpec {
         p.check("spec.dkim.selector", check_dns_name(&self.dkim.selector));
         if let Some(secret) = &self.dkim.secret_name {
             p.check("spec.dkim.secretName", check_object_name(secret));
+        }
+        if let Some(ed25519) = &self.dkim.ed25519 {
+            if let Some(selector) = &ed25519.selector {
+                p.check("spec.dkim.ed25519.selector", check_dns_name(selector));
+                if *selector == self.dkim.selector {
+                    p.push(
+                        "spec.dkim.ed25519.selector",
+                        "is spec.dkim.selector too: each key needs its own",
+                    );
+                }
+            }
+            if let Some(secret) = &ed25519.secret_name {
+                p.check("spec.dkim.ed25519.secretName", check_object_name(secret));
+            }
         }
     }
 
@@ -392,8 +416,8 @@ impl MailServerSpec {
 mod tests {
     use super::*;
     use crate::api::spec::{
-        DNS_NAME_PATTERN, ExternalTrafficPolicy, FQDN_PATTERN, IssuerRef, OBJECT_NAME_PATTERN,
-        SECRET_KEY_PATTERN, SenderLogin, TlsSpec,
+        DNS_NAME_PATTERN, Ed25519DkimSpec, ExternalTrafficPolicy, FQDN_PATTERN, IssuerRef,
+        OBJECT_NAME_PATTERN, SECRET_KEY_PATTERN, SenderLogin, TlsSpec,
     };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -483,6 +507,7 @@ mod tests {
                             name: "letsencrypt".into(),
                             group: "cert-manager.io".into(),
                         }),
+                        ecdsa_secret_name: None,
                     })
                 },
                 "spec.tls",
@@ -493,6 +518,7 @@ mod tests {
                     s.tls = Some(TlsSpec {
                         secret_name: Some("Mail_TLS".into()),
                         issuer_ref: None,
+                        ecdsa_secret_name: None,
                     })
                 },
                 "spec.tls.secretName",
@@ -507,9 +533,32 @@ mod tests {
                             name: "".into(),
                             group: "cert-manager.io".into(),
                         }),
+                        ecdsa_secret_name: None,
                     })
                 },
                 "spec.tls.issuerRef.name",
+                "not a valid object name",
+            ),
+            (
+                |s| {
+                    s.tls = Some(TlsSpec {
+                        secret_name: None,
+                        issuer_ref: None,
+                        ecdsa_secret_name: Some("mail-tls-ecdsa".into()),
+                    })
+                },
+                "spec.tls.ecdsaSecretName",
+                "goes with secretName",
+            ),
+            (
+                |s| {
+                    s.tls = Some(TlsSpec {
+                        secret_name: Some("mail-tls".into()),
+                        issuer_ref: None,
+                        ecdsa_secret_name: Some("EC".into()),
+                    })
+                },
+                "spec.tls.ecdsaSecretName",
                 "not a valid object name",
             ),
             (
@@ -655,6 +704,36 @@ mod tests {
             (
                 |s| s.dkim.secret_name = Some("DKIM".into()),
                 "spec.dkim.secretName",
+                "not a valid object name",
+            ),
+            (
+                |s| {
+                    s.dkim.ed25519 = Some(Ed25519DkimSpec {
+                        selector: Some("posthorn".into()),
+                        secret_name: None,
+                    })
+                },
+                "spec.dkim.ed25519.selector",
+                "is spec.dkim.selector too",
+            ),
+            (
+                |s| {
+                    s.dkim.ed25519 = Some(Ed25519DkimSpec {
+                        selector: Some("ed 1".into()),
+                        secret_name: None,
+                    })
+                },
+                "spec.dkim.ed25519.selector",
+                "contains ' '",
+            ),
+            (
+                |s| {
+                    s.dkim.ed25519 = Some(Ed25519DkimSpec {
+                        selector: None,
+                        secret_name: Some("ED".into()),
+                    })
+                },
+                "spec.dkim.ed25519.secretName",
                 "not a valid object name",
             ),
             (

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::config::DkimConfig;
+use crate::config::{DkimConfig, Ed25519DkimConfig};
 use crate::crlf;
 use crate::mail::dkim::{self, KeyAlgorithm};
 use crate::plan;
@@ -47,6 +47,12 @@ enum Command {
         /// Signing domain (`d=`); default: the From header's domain.
         #[arg(long)]
         domain: Option<String>,
+        /// A second key, Ed25519: the message gets both signatures, --key's first.
+        #[arg(long)]
+        ed25519_key: Option<PathBuf>,
+        /// Selector of the Ed25519 key; default: `<selector>-ed25519`.
+        #[arg(long, requires = "ed25519_key")]
+        ed25519_selector: Option<String>,
     },
 }
 
@@ -63,7 +69,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             key,
             selector,
             domain,
-        } => sign(key, selector, domain),
+            ed25519_key,
+            ed25519_selector,
+        } => {
+            let ed25519 = ed25519_key.map(|key_file| Ed25519DkimConfig {
+                selector: ed25519_selector,
+                key_file,
+            });
+            sign(key, selector, domain, ed25519)
+        }
     }
 }
 
@@ -93,7 +107,12 @@ fn keygen(
     Ok(())
 }
 
-fn sign(key: PathBuf, selector: String, domain: Option<String>) -> anyhow::Result<()> {
+fn sign(
+    key: PathBuf,
+    selector: String,
+    domain: Option<String>,
+    ed25519: Option<Ed25519DkimConfig>,
+) -> anyhow::Result<()> {
     let mut message = Vec::new();
     std::io::stdin()
         .read_to_end(&mut message)
@@ -107,6 +126,7 @@ fn sign(key: PathBuf, selector: String, domain: Option<String>) -> anyhow::Resul
         selector,
         key_file: key,
         domains: vec![domain.clone()],
+        ed25519,
     };
     let signer = Signer::load(&config, &[])?;
     let header = signer

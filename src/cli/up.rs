@@ -97,7 +97,11 @@ async fn up(args: &Args) -> anyhow::Result<()> {
                     .and_then(|r| r.credentials_secret.as_ref()),
             )
             .map(|(dir, secret)| dir.join(secret)),
-        dkim_key: dkim_key_file(&manifest, args)?,
+        dkim_key: dkim_key_file(&manifest, args, DkimKey::Rsa)?,
+        dkim_ed25519_key: match manifest.spec.dkim.ed25519() {
+            Some(_) => dkim_key_file(&manifest, args, DkimKey::Ed25519)?,
+            None => args.state_dir.join("dkim-ed25519.key"),
+        },
         // One server, nowhere to drain to.
         handover: None,
     };
@@ -240,27 +244,48 @@ fn users_file(
     Ok((passwd, Some((user, password))))
 }
 
+/// Which of the two DKIM keys of `spec.dkim`.
+#[derive(Clone, Copy)]
+enum DkimKey {
+    Rsa,
+    Ed25519,
+}
+
 /// The DKIM Secret's key if the secrets directory has it; else a key generated once
 /// into the state directory, its DNS record logged for the zone.
-fn dkim_key_file(manifest: &MailServer, args: &Args) -> anyhow::Result<PathBuf> {
+fn dkim_key_file(manifest: &MailServer, args: &Args, which: DkimKey) -> anyhow::Result<PathBuf> {
     let dkim = &manifest.spec.dkim;
-    if let (Some(dir), Some(secret)) = (&args.secrets_dir, &dkim.secret_name) {
+    let (secret, selector, algorithm, file) = match which {
+        DkimKey::Rsa => (
+            dkim.secret_name.as_deref(),
+            dkim.selector.clone(),
+            KeyAlgorithm::Rsa,
+            "dkim.key",
+        ),
+        DkimKey::Ed25519 => (
+            dkim.ed25519_user_secret(),
+            dkim.ed25519_selector().unwrap_or_default(),
+            KeyAlgorithm::Ed25519,
+            "dkim-ed25519.key",
+        ),
+    };
+    if let (Some(dir), Some(secret)) = (&args.secrets_dir, secret) {
         let path = dir.join(secret).join(DKIM_KEY);
         if path.exists() {
             return Ok(path);
         }
         tracing::warn!(%secret, "DKIM Secret not found in the secrets directory, using a generated key");
     }
-    let path = args.state_dir.join("dkim.key");
+    let path = args.state_dir.join(file);
     if !path.exists() {
-        let key = crate::mail::dkim::generate_key(KeyAlgorithm::Rsa, 2048)?;
+        let key = crate::mail::dkim::generate_key(algorithm, 2048)?;
         crate::mail::dkim::write_private_key(&path, &key.private_pem)?;
         let domain = manifest
             .spec
             .primary_domain()
             .context("spec.domains is empty")?;
         tracing::info!(
-            record = %crate::mail::dkim::zone_line(&format!("{}.", plan::dkim_record_name(&dkim.selector, domain)), &key.dns_record),
+            record = %crate::mail::dkim::zone_line(&format!("{}.", plan::dkim_record_name(&selector, domain)), &key.dns_record),
             "generated a DKIM key; publish this record"
         );
     }

@@ -367,6 +367,33 @@ pub struct DkimConfig {
     /// Empty: every local domain.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<String>,
+    /// A second key, Ed25519 (RFC 8463): each message then carries both signatures, RSA
+    /// first. Absent: one signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ed25519: Option<Ed25519DkimConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ed25519DkimConfig {
+    /// Unset: `<dkim.selector>-ed25519`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// PEM (PKCS#8) Ed25519 private key; reloaded on change.
+    pub key_file: PathBuf,
+}
+
+impl DkimConfig {
+    /// The Ed25519 key's selector, when there is one.
+    pub fn ed25519_selector(&self) -> Option<String> {
+        let ed25519 = self.ed25519.as_ref()?;
+        Some(
+            ed25519
+                .selector
+                .clone()
+                .unwrap_or_else(|| crate::mail::dkim::ed25519_selector(&self.selector)),
+        )
+    }
 }
 
 fn default_dkim_selector() -> String {
@@ -612,9 +639,19 @@ mod tests {
             .dkim
             .unwrap();
         assert_eq!(
-            (dkim.selector.as_str(), dkim.domains),
+            (dkim.selector.as_str(), dkim.domains.clone()),
             ("s1", vec!["a.example".to_string()])
         );
+        assert_eq!(dkim.ed25519_selector(), None);
+
+        let text =
+            format!("{MINIMAL}dkim: {{selector: s1, keyFile: /k, ed25519: {{keyFile: /ed}}}}\n");
+        let dkim = serde_saphyr::from_str::<Config>(&text)
+            .unwrap()
+            .dkim
+            .unwrap();
+        assert_eq!(dkim.ed25519_selector().as_deref(), Some("s1-ed25519"));
+        assert_eq!(dkim.ed25519.unwrap().key_file, Path::new("/ed"));
     }
 
     #[test]

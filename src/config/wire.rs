@@ -27,6 +27,18 @@ impl Config {
         }
         if let Some(dkim) = &self.dkim {
             checks.push(("dkim.selector".into(), check_dns_name(&dkim.selector)));
+            if let Some(selector) = dkim.ed25519_selector() {
+                let check = check_dns_name(&selector).and_then(|()| {
+                    if selector == dkim.selector {
+                        Err(format!(
+                            "{selector:?} is dkim.selector too: each key needs its own"
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                });
+                checks.push(("dkim.ed25519.selector".into(), check));
+            }
             for (i, domain) in dkim.domains.iter().enumerate() {
                 checks.push((format!("dkim.domains[{i}]"), check_fqdn(domain)));
             }
@@ -85,6 +97,7 @@ mod tests {
             selector: selector.into(),
             key_file: "/k".into(),
             domains: domains.iter().map(|d| d.to_string()).collect(),
+            ed25519: None,
         })
     }
 
@@ -150,6 +163,26 @@ mod tests {
         );
         let err = error(|c| c.dkim = dkim("s1", &["example.com", "a b.example"]));
         assert!(err.starts_with("dkim.domains[1]: "), "{err}");
+
+        let ed25519 = |selector: Option<&str>| {
+            let mut d = dkim("s1", &[]);
+            if let Some(d) = &mut d {
+                d.ed25519 = Some(crate::config::Ed25519DkimConfig {
+                    selector: selector.map(String::from),
+                    key_file: "/ed".into(),
+                });
+            }
+            d
+        };
+        c.dkim = ed25519(None);
+        c.validate().unwrap();
+        let err = error(|c| c.dkim = ed25519(Some("s1")));
+        assert!(
+            err.starts_with(r#"dkim.ed25519.selector: "s1" is dkim.selector too"#),
+            "{err}"
+        );
+        let err = error(|c| c.dkim = ed25519(Some("s\n")));
+        assert!(err.starts_with("dkim.ed25519.selector: "), "{err}");
     }
 
     #[test]

@@ -14,6 +14,11 @@ use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 
+/// The default selector of an Ed25519 key signing next to the RSA key of `selector`.
+pub fn ed25519_selector(selector: &str) -> String {
+    format!("{selector}-ed25519")
+}
+
 /// A private key with its public half, in the form the DNS record publishes.
 pub struct KeyPair {
     key: DkimKey,

@@ -310,7 +310,9 @@ async fn reconcile_inner(server: &MailServer, context: &Context) -> Result<Actio
     let wanted = status::referenced_secrets(server)
         .into_iter()
         .chain(first.dkim_secret.clone())
-        .chain([first.tls_secret.clone()]);
+        .chain(first.dkim_ed25519_secret.clone())
+        .chain([first.tls_secret.clone()])
+        .chain(first.tls_ecdsa_secret.clone());
     let (secrets, missing) = secrets::read(&secrets_api, wanted).await?;
     let Some(mut rendered) = render_or_degrade(server, context, &secrets, &options).await? else {
         return Ok(Action::await_change());

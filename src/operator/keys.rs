@@ -26,8 +26,8 @@ pub fn self_signed_tls(hostname: &str) -> anyhow::Result<BTreeMap<String, String
 
 /// A new DKIM key: `dkim.key` (PKCS#8 PEM) and `dkim.txt` (the TXT record value).
 /// CPU-heavy (an RSA key takes up to a second): call it off the async threads.
-pub fn dkim_key() -> anyhow::Result<BTreeMap<String, String>> {
-    let key = dkim::generate_key(dkim::KeyAlgorithm::Rsa, DKIM_RSA_BITS)?;
+pub fn dkim_key(algorithm: dkim::KeyAlgorithm) -> anyhow::Result<BTreeMap<String, String>> {
+    let key = dkim::generate_key(algorithm, DKIM_RSA_BITS)?;
     Ok(BTreeMap::from([
         (DKIM_KEY.to_string(), key.private_pem),
         (DKIM_TXT_KEY.to_string(), key.dns_record),
@@ -57,13 +57,20 @@ mod tests {
 
     #[test]
     fn dkim_key_and_its_record_belong_together() {
-        let generated = dkim_key().unwrap();
-        let pem = &generated[DKIM_KEY];
-        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
-        let txt = &generated[DKIM_TXT_KEY];
-        assert!(txt.starts_with("v=DKIM1; k=rsa; p=MIIBIjAN"), "{txt}");
-        assert_eq!(&dkim::dns_record_from_pem(pem.as_bytes()).unwrap(), txt);
-        assert_ne!(dkim_key().unwrap()[DKIM_TXT_KEY], *txt, "keys are random");
+        use dkim::KeyAlgorithm::{Ed25519, Rsa};
+        for (algorithm, prefix) in [
+            (Rsa, "v=DKIM1; k=rsa; p=MIIBIjAN"),
+            (Ed25519, "v=DKIM1; k=ed25519; p="),
+        ] {
+            let generated = dkim_key(algorithm).unwrap();
+            let pem = &generated[DKIM_KEY];
+            assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
+            let txt = &generated[DKIM_TXT_KEY];
+            assert!(txt.starts_with(prefix), "{txt}");
+            assert_eq!(&dkim::dns_record_from_pem(pem.as_bytes()).unwrap(), txt);
+            let again = dkim_key(algorithm).unwrap();
+            assert_ne!(again[DKIM_TXT_KEY], *txt, "keys are random");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::keys;
 use super::render::{GeneratedSecret, Names, SecretData};
 use super::status::referenced_secrets;
 use crate::api::MailServer;
+use crate::mail::dkim::KeyAlgorithm;
 
 const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -85,7 +86,7 @@ pub fn data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
 /// Creates a generated Secret once; an existing one is never touched (its key is what
 /// DNS and clients already know). Returns what it generated, for an event.
 ///
-/// The DKIM and SRS keys have no owner: they outlive their MailServer, so that deleting
+/// The DKIM keys and the SRS key have no owner: they outlive their MailServer, so that deleting
 /// and re-creating one (a migration, a GitOps re-sync) keeps the key DNS publishes and
 /// the bounces to forwarded mail valid. The others are owned and go with it; new ones
 /// cost nothing.
@@ -105,9 +106,15 @@ pub async fn ensure_generated(
             true,
         ),
         GeneratedSecret::DkimKey { .. } => (
-            tokio::task::spawn_blocking(keys::dkim_key).await??,
+            tokio::task::spawn_blocking(|| keys::dkim_key(KeyAlgorithm::Rsa)).await??,
             "Opaque",
             "DKIM key",
+            false,
+        ),
+        GeneratedSecret::Ed25519DkimKey { .. } => (
+            keys::dkim_key(KeyAlgorithm::Ed25519)?,
+            "Opaque",
+            "Ed25519 DKIM key",
             false,
         ),
         GeneratedSecret::HandoverToken { .. } => {

@@ -125,11 +125,21 @@ pub fn referenced_secrets(server: &MailServer) -> Vec<String> {
     let spec = &server.spec;
     let mut names = vec![spec.users.secret_name.clone()];
     match spec.tls_source() {
-        TlsSource::Secret(name) => names.push(name.into()),
-        TlsSource::Issuer(_) => names.push(Names::new(server).issued_tls_secret()),
+        TlsSource::Secret(name) => {
+            names.push(name.into());
+            names.extend(spec.tls.as_ref().and_then(|t| t.ecdsa_secret_name.clone()));
+        }
+        TlsSource::Issuer(_) => {
+            let names_of = Names::new(server);
+            names.extend([
+                names_of.issued_tls_secret(),
+                names_of.issued_ecdsa_tls_secret(),
+            ]);
+        }
         TlsSource::SelfSigned => {}
     }
     names.extend(spec.dkim.user_secret().map(String::from));
+    names.extend(spec.dkim.ed25519_user_secret().map(String::from));
     names.extend(
         spec.relay
             .as_ref()
@@ -254,10 +264,11 @@ pub struct Observed<'a> {
 pub fn conditions(server: &MailServer, rendered: &Rendered, observed: &Observed) -> Vec<Cond> {
     let mut problems = input_problems(&server.spec, observed);
     let tls = tls_condition(rendered, observed.secrets);
-    if tls.reason == "SecretMissing" {
+    if tls.reason == "SecretMissing"
+        && let Some(missing) = missing_tls_secret(rendered, observed.secrets)
+    {
         problems.push(format!(
-            "TLS Secret {:?} not found or without tls.crt and tls.key",
-            rendered.tls_secret
+            "TLS Secret {missing:?} not found or without tls.crt and tls.key"
         ));
     }
     let ephemeral = server.spec.queue.storage == QueueStorage::EmptyDir;
@@ -313,30 +324,48 @@ fn input_problems(spec: &MailServerSpec, observed: &Observed) -> Vec<String> {
             "relay credentials Secret {credentials:?} not found"
         ));
     }
-    if let Some(dkim) = spec.dkim.user_secret()
-        && !observed
-            .secrets
-            .get(dkim)
-            .is_some_and(|s| s.contains_key(DKIM_KEY))
-    {
-        problems.push(format!(
-            "DKIM Secret {dkim:?} not found or without key {DKIM_KEY:?}"
-        ));
+    for dkim in [spec.dkim.user_secret(), spec.dkim.ed25519_user_secret()] {
+        if let Some(dkim) = dkim
+            && !observed
+                .secrets
+                .get(dkim)
+                .is_some_and(|s| s.contains_key(DKIM_KEY))
+        {
+            problems.push(format!(
+                "DKIM Secret {dkim:?} not found or without key {DKIM_KEY:?}"
+            ));
+        }
     }
     problems
 }
 
+/// The first of the certificate Secrets (the main one, the ECDSA one) that does not
+/// exist or lacks `tls.crt` or `tls.key`.
+fn missing_tls_secret<'a>(rendered: &'a Rendered, secrets: &SecretData) -> Option<&'a str> {
+    std::iter::once(&rendered.tls_secret)
+        .chain(&rendered.tls_ecdsa_secret)
+        .find(|name| {
+            !secrets
+                .get(*name)
+                .is_some_and(|s| s.contains_key("tls.crt") && s.contains_key("tls.key"))
+        })
+        .map(String::as_str)
+}
+
 fn tls_condition(rendered: &Rendered, secrets: &SecretData) -> Cond {
-    let present = secrets
-        .get(&rendered.tls_secret)
-        .is_some_and(|s| s.contains_key("tls.crt") && s.contains_key("tls.key"));
-    let secret = &rendered.tls_secret;
+    let missing = missing_tls_secret(rendered, secrets);
+    let present = missing.is_none();
+    let (secret, s) = match (missing, &rendered.tls_ecdsa_secret) {
+        (Some(missing), _) => (missing.to_string(), ""),
+        (None, Some(ecdsa)) => (format!("{} and {ecdsa}", rendered.tls_secret), "s"),
+        (None, None) => (rendered.tls_secret.clone(), ""),
+    };
     match &rendered.tls {
         TlsPlan::UserSecret if present => Cond::new(
             "TLSReady",
             true,
             "SecretProvided",
-            format!("certificate from Secret {secret}"),
+            format!("certificate{s} from Secret{s} {secret}"),
         ),
         TlsPlan::UserSecret => Cond::new(
             "TLSReady",
@@ -348,7 +377,7 @@ fn tls_condition(rendered: &Rendered, secrets: &SecretData) -> Cond {
             "TLSReady",
             true,
             "Issued",
-            format!("certificate issued by cert-manager into Secret {secret}"),
+            format!("certificate{s} issued by cert-manager into Secret{s} {secret}"),
         ),
         TlsPlan::CertManager => Cond::new(
             "TLSReady",
@@ -782,8 +811,20 @@ mod tests {
         let conds = conds_with(&edge, &options(), &secrets, &["submit-cert"], 3);
         assert_eq!(state(&conds, "TLSReady"), (false, "SecretMissing".into()));
         secrets.insert("submit-cert".into(), secret(&["tls.crt", "tls.key"]));
+        // The ECDSA certificate's Secret is needed too: the pods mount it.
+        let conds = conds_with(&edge, &options(), &secrets, &["submit-cert-ecdsa"], 3);
+        assert_eq!(state(&conds, "TLSReady"), (false, "SecretMissing".into()));
+        assert_eq!(
+            find(&conds, "Degraded").message,
+            "TLS Secret \"submit-cert-ecdsa\" not found or without tls.crt and tls.key"
+        );
+        secrets.insert("submit-cert-ecdsa".into(), secret(&["tls.crt", "tls.key"]));
         let conds = conds_with(&edge, &options(), &secrets, &[], 3);
         assert_eq!(state(&conds, "TLSReady"), (true, "SecretProvided".into()));
+        assert_eq!(
+            find(&conds, "TLSReady").message,
+            "certificates from Secrets submit-cert and submit-cert-ecdsa"
+        );
         assert_eq!(state(&conds, "Ready"), (true, "Available".into()));
 
         let relay = load("examples/mailserver-relay.yaml");
@@ -796,6 +837,9 @@ mod tests {
         assert_eq!(state(&conds, "TLSReady"), (false, "Issuing".into()));
         assert!(!find(&conds, "Degraded").is_true(), "issuing takes a while");
         secrets.insert("mail-tls".into(), secret(&["tls.crt", "tls.key"]));
+        let conds = conds_with(&relay, &options(), &secrets, &["mail-tls-ecdsa"], 1);
+        assert_eq!(state(&conds, "TLSReady"), (false, "Issuing".into()));
+        secrets.insert("mail-tls-ecdsa".into(), secret(&["tls.crt", "tls.key"]));
         let conds = conds_with(&relay, &options(), &secrets, &[], 1);
         assert_eq!(state(&conds, "TLSReady"), (true, "Issued".into()));
         let no_cert_manager = RenderOptions {
@@ -837,12 +881,23 @@ mod tests {
         let relay = load("examples/mailserver-relay.yaml");
         assert_eq!(
             referenced_secrets(&relay),
-            ["mail-users", "mail-tls", "relay-credentials"]
+            [
+                "mail-users",
+                "mail-tls",
+                "mail-tls-ecdsa",
+                "relay-credentials"
+            ]
         );
         let edge = load("src/operator/testdata/edge-cases.yaml");
         assert_eq!(
             referenced_secrets(&edge),
-            ["submit-users", "submit-cert", "submit-dkim"]
+            [
+                "submit-users",
+                "submit-cert",
+                "submit-cert-ecdsa",
+                "submit-dkim",
+                "submit-dkim-ed25519"
+            ]
         );
         let typical = endpoints(&load("examples/mailserver.yaml"));
         assert_eq!(typical.submission.as_deref(), Some("mail.example.com:587"));

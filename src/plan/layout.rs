@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::config::CertPair;
 use crate::tls::{CERT_FILE, KEY_FILE};
 
 /// The ConfigMap is mounted at [`CONFIG_DIR`]; each Secret gets a directory of its own
@@ -24,6 +25,11 @@ pub const SRS_SECRET_KEY: &str = "secret";
 /// TXT record value that publishes its public half.
 pub const DKIM_KEY: &str = "dkim.key";
 pub const DKIM_TXT_KEY: &str = "dkim.txt";
+/// Where the ECDSA certificate's Secret is mounted, under [`SECRETS_DIR`] (the main one:
+/// `tls`).
+pub const TLS_ECDSA_DIR: &str = "tls-ecdsa";
+/// Where the Ed25519 DKIM Secret is mounted, under [`SECRETS_DIR`] (the RSA one: `dkim`).
+pub const DKIM_ED25519_DIR: &str = "dkim-ed25519";
 /// Key of the handover token in its generated Secret.
 pub const HANDOVER_TOKEN_KEY: &str = "token";
 /// The handover token's Secret and the downward API volume of the pod's annotations.
@@ -48,6 +54,8 @@ pub struct FileLayout {
     pub relay_credentials: Option<PathBuf>,
     /// The DKIM private key (PEM).
     pub dkim_key: PathBuf,
+    /// The Ed25519 DKIM private key (PEM), used when `spec.dkim.ed25519` asks for it.
+    pub dkim_ed25519_key: PathBuf,
     /// Scale-down drain, on pods only: the shared token and the annotations file.
     pub handover: Option<HandoverFiles>,
 }
@@ -72,10 +80,19 @@ impl FileLayout {
             maildir_root: format!("{STATE_DIR}/mail").into(),
             relay_credentials: Some(format!("{SECRETS_DIR}/relay").into()),
             dkim_key: format!("{SECRETS_DIR}/dkim/{DKIM_KEY}").into(),
+            dkim_ed25519_key: format!("{SECRETS_DIR}/{DKIM_ED25519_DIR}/{DKIM_KEY}").into(),
             handover: Some(HandoverFiles {
                 token: format!("{HANDOVER_DIR}/{HANDOVER_TOKEN_KEY}").into(),
                 annotations: format!("{POD_INFO_DIR}/{ANNOTATIONS_FILE}").into(),
             }),
+        }
+    }
+
+    /// Where a pod finds the ECDSA certificate, when the render mounts one.
+    pub fn pod_ecdsa() -> CertPair {
+        CertPair {
+            cert: format!("{SECRETS_DIR}/{TLS_ECDSA_DIR}/{CERT_FILE}").into(),
+            key: format!("{SECRETS_DIR}/{TLS_ECDSA_DIR}/{KEY_FILE}").into(),
         }
     }
 }

@@ -9,8 +9,9 @@ use anyhow::Context;
 use super::FileLayout;
 use crate::api::MailServerSpec;
 use crate::config::{
-    AliasesConfig, AuthConfig, Config, DeliveryConfig, DkimConfig, HandoverConfig, Limits,
-    Listeners, ProxyProtocol, RelayConfig, ShutdownConfig, SpoolConfig, SrsConfig, TlsConfig,
+    AliasesConfig, AuthConfig, Config, DeliveryConfig, DkimConfig, Ed25519DkimConfig,
+    HandoverConfig, Limits, Listeners, ProxyProtocol, RelayConfig, ShutdownConfig, SpoolConfig,
+    SrsConfig, TlsConfig,
 };
 use crate::mail;
 
@@ -69,6 +70,13 @@ pub fn server_config(spec: &MailServerSpec, layout: &FileLayout) -> anyhow::Resu
             selector: spec.dkim.selector.clone(),
             key_file: layout.dkim_key.clone(),
             domains: Vec::new(),
+            ed25519: spec
+                .dkim
+                .ed25519_selector()
+                .map(|selector| Ed25519DkimConfig {
+                    selector: Some(selector),
+                    key_file: layout.dkim_ed25519_key.clone(),
+                }),
         }),
         // Pods take queues from peers that go away and hand theirs over when told to.
         handover: layout

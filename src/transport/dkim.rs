@@ -50,22 +50,19 @@ const SIGNED_HEADERS: &[&str] = &[
     "List-Archive",
 ];
 
-/// Signs outgoing mail for a set of domains with one selector and key.
+/// Signs outgoing mail for a set of domains with one key, or with an RSA and an Ed25519
+/// key (RFC 8463), each under its own selector.
 pub struct Signer {
-    selector: String,
     /// Lower-case signing domains (`d=`).
     domains: Vec<String>,
-    key: KeyPair,
+    /// Selector and key, in the order the signatures go on top of the message.
+    keys: Vec<(String, KeyPair)>,
 }
 
 impl Signer {
-    /// Reads the key named by `config`. `local_domains` are signed when the config lists
+    /// Reads the keys named by `config`. `local_domains` are signed when the config lists
     /// no domains of its own.
     pub fn load(config: &DkimConfig, local_domains: &[String]) -> anyhow::Result<Signer> {
-        let pem = std::fs::read(&config.key_file)
-            .with_context(|| format!("reading DKIM key {}", config.key_file.display()))?;
-        let key = KeyPair::from_pem(&pem)
-            .with_context(|| format!("loading DKIM key {}", config.key_file.display()))?;
         let domains = if config.domains.is_empty() {
             local_domains
         } else {
@@ -74,46 +71,69 @@ impl Signer {
         if domains.is_empty() {
             bail!("dkim: no domains to sign for (set dkim.domains or the local domains)");
         }
+        let mut keys = vec![(config.selector.clone(), read_key(&config.key_file)?)];
+        if let (Some(ed25519), Some(selector)) = (&config.ed25519, config.ed25519_selector()) {
+            let key = read_key(&ed25519.key_file)?;
+            if key.key().algorithm() != Algorithm::Ed25519Sha256 {
+                bail!(
+                    "dkim.ed25519.keyFile {} is not an Ed25519 key",
+                    ed25519.key_file.display()
+                );
+            }
+            keys.push((selector, key));
+        }
         Ok(Signer {
-            selector: config.selector.clone(),
             domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
-            key,
+            keys,
         })
     }
 
-    /// Loads the signer and reloads it whenever the key file changes (a rotated Secret);
-    /// a broken new key keeps the previous one. Must run inside the tokio runtime.
+    /// Loads the signer and reloads it whenever a key file changes (a rotated Secret);
+    /// a broken new key keeps the previous ones. Must run inside the tokio runtime.
     pub fn watch(
         config: &DkimConfig,
         local_domains: &[String],
         interval: Duration,
     ) -> anyhow::Result<Arc<Watched<Signer>>> {
         let (config, local_domains) = (config.clone(), local_domains.to_vec());
-        let path = config.key_file.clone();
-        reload::watch_file("DKIM key", &path, interval, move |_| {
+        let paths = std::iter::once(config.key_file.clone())
+            .chain(config.ed25519.as_ref().map(|e| e.key_file.clone()))
+            .collect();
+        reload::watch("DKIM key", paths, interval, move || {
             Signer::load(&config, &local_domains)
         })
     }
 
-    /// The `DKIM-Signature:` header field (CRLF-terminated) to prepend to `message`, or
-    /// None when `sender_domain` (the domain of the From header, for DMARC alignment) is
-    /// not one we sign for. CPU-bound (an RSA signature is about a millisecond): call it
-    /// off the async threads.
+    /// The `DKIM-Signature:` header fields (CRLF-terminated, one per key) to prepend to
+    /// `message`, or None when `sender_domain` (the domain of the From header, for DMARC
+    /// alignment) is not one we sign for. CPU-bound (an RSA signature is about a
+    /// millisecond): call it off the async threads.
     pub fn sign(&self, message: &[u8], sender_domain: &str) -> anyhow::Result<Option<Vec<u8>>> {
         let domain = sender_domain.trim_end_matches('.').to_ascii_lowercase();
         if !self.domains.contains(&domain) {
             return Ok(None);
         }
-        let signature = DkimSigner::from_key(&self.key)
-            .domain(domain)
-            .selector(&self.selector)
-            .headers(headers_to_sign(message))
-            .header_canonicalization(Canonicalization::Relaxed)
-            .body_canonicalization(Canonicalization::Relaxed)
-            .sign(message)
-            .context("DKIM signing")?;
-        Ok(Some(signature.to_header().into_bytes()))
+        let headers = headers_to_sign(message);
+        let mut out = Vec::new();
+        for (selector, key) in &self.keys {
+            let signature = DkimSigner::from_key(key)
+                .domain(&domain)
+                .selector(selector)
+                .headers(headers.iter().copied())
+                .header_canonicalization(Canonicalization::Relaxed)
+                .body_canonicalization(Canonicalization::Relaxed)
+                .sign(message)
+                .context("DKIM signing")?;
+            out.extend_from_slice(signature.to_header().as_bytes());
+        }
+        Ok(Some(out))
     }
+}
+
+fn read_key(path: &std::path::Path) -> anyhow::Result<KeyPair> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading DKIM key {}", path.display()))?;
+    KeyPair::from_pem(&pem).with_context(|| format!("loading DKIM key {}", path.display()))
 }
 
 /// The domain of the message's (first) From header address, lower-cased: what DMARC
@@ -191,6 +211,7 @@ Hello Bob.\r\n";
             selector: "posthorn".into(),
             key_file,
             domains: domains.iter().map(|d| d.to_string()).collect(),
+            ed25519: None,
         }
     }
 
@@ -202,16 +223,19 @@ Hello Bob.\r\n";
         (dir, signer)
     }
 
-    /// Serves one TXT record to mail-auth's verifier, as if from DNS.
-    struct OneRecord(Box<str>, mail_auth::Txt);
+    /// Serves TXT records to mail-auth's verifier, as if from DNS.
+    struct Records(Vec<(Box<str>, mail_auth::Txt)>);
 
-    impl mail_auth::ResolverCache<Box<str>, mail_auth::Txt> for OneRecord {
+    impl mail_auth::ResolverCache<Box<str>, mail_auth::Txt> for Records {
         fn get<Q>(&self, name: &Q) -> Option<mail_auth::Txt>
         where
             Box<str>: std::borrow::Borrow<Q>,
             Q: std::hash::Hash + Eq + ?Sized,
         {
-            (std::borrow::Borrow::<Q>::borrow(&self.0) == name).then(|| self.1.clone())
+            self.0
+                .iter()
+                .find(|(n, _)| std::borrow::Borrow::<Q>::borrow(n) == name)
+                .map(|(_, txt)| txt.clone())
         }
         fn remove<Q>(&self, _: &Q) -> Option<mail_auth::Txt>
         where
@@ -224,14 +248,24 @@ Hello Bob.\r\n";
     }
 
     /// mail-auth's verifier (a second implementation of the canonicalization) against
-    /// the record `dns_record` publishes.
+    /// the records `dns_record` publishes for each of the signer's keys; one result per
+    /// signature, in header order.
     async fn verify(signer: &Signer, signed: &[u8]) -> Vec<mail_auth::DkimResult> {
         use mail_auth::common::parse::TxtRecordParser;
-        let key = mail_auth::common::verify::DomainKey::parse(signer.key.dns_record().as_bytes())
-            .unwrap();
-        let record = OneRecord(
-            "posthorn._domainkey.example.com.".into(),
-            mail_auth::Txt::DomainKey(Arc::new(key)),
+        let record = Records(
+            signer
+                .keys
+                .iter()
+                .map(|(selector, key)| {
+                    let parsed =
+                        mail_auth::common::verify::DomainKey::parse(key.dns_record().as_bytes())
+                            .unwrap();
+                    (
+                        format!("{selector}._domainkey.example.com.").into(),
+                        mail_auth::Txt::DomainKey(Arc::new(parsed)),
+                    )
+                })
+                .collect(),
         );
         let authenticator = mail_auth::MessageAuthenticator::new_cloudflare().unwrap();
         let message = mail_auth::AuthenticatedMessage::parse(signed).unwrap();
@@ -302,16 +336,94 @@ Hello Bob.\r\n";
             Duration::from_millis(20),
         )
         .unwrap();
-        assert_eq!(watched.get().key.dns_record(), first.dns_record);
+        assert_eq!(watched.get().keys[0].1.dns_record(), first.dns_record);
         let second = generate_key(KeyAlgorithm::Ed25519, 0).unwrap();
         std::fs::write(&path, &second.private_pem).unwrap();
         for _ in 0..200 {
-            if watched.get().key.dns_record() == second.dns_record {
+            if watched.get().keys[0].1.dns_record() == second.dns_record {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the rotated key was not loaded");
+    }
+
+    /// An RSA and an Ed25519 key in `dir`, configured as `dkim` with `dkim.ed25519`.
+    fn both_keys(dir: &std::path::Path) -> DkimConfig {
+        let (rsa, ed) = (dir.join("rsa.pem"), dir.join("ed.pem"));
+        write_private_key(
+            &rsa,
+            &generate_key(KeyAlgorithm::Rsa, 2048).unwrap().private_pem,
+        )
+        .unwrap();
+        write_private_key(
+            &ed,
+            &generate_key(KeyAlgorithm::Ed25519, 0).unwrap().private_pem,
+        )
+        .unwrap();
+        DkimConfig {
+            ed25519: Some(crate::config::Ed25519DkimConfig {
+                selector: None,
+                key_file: ed,
+            }),
+            ..config(rsa, &[])
+        }
+    }
+
+    #[tokio::test]
+    async fn rsa_and_ed25519_signatures_both_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::load(&both_keys(dir.path()), &["example.com".into()]).unwrap();
+        let good = signed(&signer, MESSAGE);
+        let text = String::from_utf8(good.clone()).unwrap();
+        let rsa = text
+            .find("a=rsa-sha256; s=posthorn; d=example.com;")
+            .unwrap();
+        let ed = text
+            .find("a=ed25519-sha256; s=posthorn-ed25519; d=example.com;")
+            .unwrap();
+        assert!(rsa < ed, "RSA first: {text}");
+        assert_eq!(text.matches("DKIM-Signature:").count(), 2, "{text}");
+        let pass = mail_auth::DkimResult::Pass;
+        assert_eq!(verify(&signer, &good).await, [pass.clone(), pass]);
+
+        let tampered = text.replace("hello", "HELLO");
+        let results = verify(&signer, tampered.as_bytes()).await;
+        assert_eq!(results.len(), 2);
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, mail_auth::DkimResult::Fail(_))),
+            "{results:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_second_key_must_be_ed25519_and_is_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = both_keys(dir.path());
+        let ed = config.ed25519.as_ref().unwrap().key_file.clone();
+        let watched =
+            Signer::watch(&config, &["example.com".into()], Duration::from_millis(20)).unwrap();
+        let rotated = generate_key(KeyAlgorithm::Ed25519, 0).unwrap();
+        std::fs::remove_file(&ed).unwrap();
+        std::fs::write(&ed, &rotated.private_pem).unwrap();
+        let mut reloaded = false;
+        for _ in 0..200 {
+            if watched.get().keys[1].1.dns_record() == rotated.dns_record {
+                reloaded = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(reloaded, "the rotated Ed25519 key was not loaded");
+
+        config.ed25519.as_mut().unwrap().key_file = config.key_file.clone();
+        let err = Signer::load(&config, &["example.com".into()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("is not an Ed25519 key"), "{err}");
     }
 
     #[test]

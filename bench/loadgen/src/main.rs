@@ -64,6 +64,14 @@ struct Args {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Idle-session mode: open C sessions (full handshake, EHLO, AUTH), print one JSON
+    /// line `{"held": n, "errors": {...}}` once all are up, and keep them idle until
+    /// stdin closes. For the server's memory per idle TLS session (bench/idle.py).
+    #[arg(long)]
+    hold: bool,
+    /// Spread connections over this many source addresses 127.0.0.1, 127.0.0.2, ...
+    #[arg(long, default_value_t = 1)]
+    sources: u8,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -122,6 +130,9 @@ async fn main() -> anyhow::Result<()> {
         run_id: format!("{nanos:x}.{}", std::process::id()),
         reply_timeout: Duration::from_secs(args.reply_timeout),
     });
+    if args.hold {
+        return hold(&setup, args.clients, args.sources).await;
+    }
     let started = Instant::now();
     let budget = Arc::new(match (args.duration, args.total) {
         (_, Some(total)) => Budget::Messages(AtomicU64::new(total)),
@@ -154,6 +165,40 @@ async fn main() -> anyhow::Result<()> {
     } else {
         print!("{report}");
     }
+    Ok(())
+}
+
+/// Opens `clients` sessions (at most 256 handshakes at a time, so the server's listen
+/// backlog is not the limit), reports, and holds them until stdin closes.
+async fn hold(setup: &Arc<Setup>, clients: usize, sources: u8) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let (setup, gate) = (setup.clone(), gate.clone());
+            let last = (i % usize::from(sources.max(1))) as u8 + 1;
+            let source = std::net::IpAddr::from([127, 0, 0, last]);
+            tokio::spawn(async move {
+                let _permit = gate.acquire().await;
+                session::open(&setup, Some(source)).await
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    let mut errors = std::collections::BTreeMap::<String, u64>::new();
+    for task in tasks {
+        match task.await? {
+            Ok(conn) => held.push(conn),
+            Err(e) => *errors.entry(e).or_default() += 1,
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({"held": held.len(), "errors": errors})
+    );
+    let mut rest = Vec::new();
+    tokio::io::stdin().read_to_end(&mut rest).await?;
+    drop(held);
     Ok(())
 }
 

@@ -15,6 +15,8 @@ pub struct Totals {
     attempted: u64,
     connections: u64,
     errors: BTreeMap<String, u64>,
+    full_handshakes: u64,
+    resumed_handshakes: u64,
 }
 
 impl Totals {
@@ -23,6 +25,11 @@ impl Totals {
         self.attempted += outcome.attempted;
         self.message_latencies.extend(outcome.message_latencies);
         self.connection_times.extend(outcome.connection_time);
+        match outcome.resumed {
+            Some(true) => self.resumed_handshakes += 1,
+            Some(false) => self.full_handshakes += 1,
+            None => {}
+        }
         if let Some(error) = outcome.error {
             *self.errors.entry(error).or_default() += 1;
         }
@@ -33,6 +40,8 @@ impl Totals {
         self.connection_times.extend(other.connection_times);
         self.attempted += other.attempted;
         self.connections += other.connections;
+        self.full_handshakes += other.full_handshakes;
+        self.resumed_handshakes += other.resumed_handshakes;
         for (error, n) in other.errors {
             *self.errors.entry(error).or_default() += n;
         }
@@ -50,6 +59,8 @@ impl Totals {
             msgs_per_s: accepted as f64 / elapsed.as_secs_f64(),
             message_ms: Percentiles::of(&mut self.message_latencies),
             connection_ms: Percentiles::of(&mut self.connection_times),
+            full_handshakes: self.full_handshakes,
+            resumed_handshakes: self.resumed_handshakes,
             error_count: self.errors.values().sum(),
             errors: self.errors,
         }
@@ -71,6 +82,10 @@ pub struct Report {
     pub message_ms: Percentiles,
     /// Connect to QUIT's reply, over the connections that completed.
     pub connection_ms: Percentiles,
+    /// TLS handshakes done in full and resumed (rustls' `handshake_kind()`): whether
+    /// `--resume` got the server to resume.
+    pub full_handshakes: u64,
+    pub resumed_handshakes: u64,
     pub error_count: u64,
     /// `stage: reply` (or I/O error) that ended a connection early, with counts.
     pub errors: BTreeMap<String, u64>,
@@ -123,6 +138,11 @@ impl std::fmt::Display for Report {
             self.connection_ms.p50,
             self.connection_ms.p99
         )?;
+        writeln!(
+            f,
+            "TLS handshakes: {} full, {} resumed",
+            self.full_handshakes, self.resumed_handshakes
+        )?;
         writeln!(f, "errors: {}", self.error_count)?;
         for (error, n) in &self.errors {
             writeln!(f, "  {n} × {error}")?;
@@ -167,6 +187,11 @@ mod tests {
             attempted: 1,
             connection_time: Some(Duration::from_millis(9)),
             error: None,
+            resumed: Some(true),
+        });
+        totals.add(Outcome {
+            resumed: Some(false),
+            ..Outcome::default()
         });
         let report = totals.report(2, 1, Duration::from_secs(1));
         assert_eq!(
@@ -175,5 +200,6 @@ mod tests {
         );
         assert_eq!(report.errors["RCPT: 421 4.7.0 busy"], 2);
         assert_eq!(report.connection_ms.p50, 9.0);
+        assert_eq!((report.full_handshakes, report.resumed_handshakes), (1, 1));
     }
 }

@@ -36,6 +36,8 @@ pub struct Outcome {
     pub connection_time: Option<Duration>,
     /// `stage: first reply line` (or the I/O error) that ended the connection early.
     pub error: Option<String>,
+    /// The TLS handshake resumed a session (rather than a full one); None without TLS.
+    pub resumed: Option<bool>,
 }
 
 /// Runs one connection sending `messages` messages; `first_seq` numbers their ids.
@@ -57,28 +59,14 @@ async fn session(
     messages: u64,
     outcome: &mut Outcome,
 ) -> Result<(), String> {
-    let tcp = TcpStream::connect(&setup.addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    tcp.set_nodelay(true).map_err(|e| format!("connect: {e}"))?;
-    let mut plain = Conn::new(tcp, setup.reply_timeout);
-    plain.expect("greeting", None, 220).await?;
-    plain
-        .expect("EHLO", Some("EHLO loadgen.test\r\n"), 250)
-        .await?;
-    plain.expect("STARTTLS", Some("STARTTLS\r\n"), 220).await?;
-    // The server sent nothing after its 220 (no pipelining), so the buffer is empty.
-    let tcp = plain.io.into_inner();
-    let tls = setup
-        .tls
-        .connect(setup.server_name.clone(), tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    let mut conn = Conn::new(tls, setup.reply_timeout);
-    conn.expect("EHLO", Some("EHLO loadgen.test\r\n"), 250)
-        .await?;
-    let auth = format!("AUTH PLAIN {}\r\n", setup.auth_plain);
-    conn.expect("AUTH", Some(&auth), 235).await?;
+    let mut conn = open(setup, None).await?;
+    outcome.resumed = conn
+        .io
+        .get_ref()
+        .get_ref()
+        .1
+        .handshake_kind()
+        .map(|kind| kind == rustls::HandshakeKind::Resumed);
     for seq in first_seq..first_seq + messages {
         outcome.attempted += 1;
         let sent = Instant::now();
@@ -102,7 +90,55 @@ async fn session(
     Ok(())
 }
 
-struct Conn<S> {
+/// An authenticated session: connect (from `source`, if given), EHLO, STARTTLS, EHLO,
+/// AUTH PLAIN.
+pub async fn open(
+    setup: &Setup,
+    source: Option<std::net::IpAddr>,
+) -> Result<Conn<tokio_rustls::client::TlsStream<TcpStream>>, String> {
+    let tcp = match source {
+        None => TcpStream::connect(&setup.addr).await,
+        Some(ip) => connect_from(ip, &setup.addr).await,
+    }
+    .map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| format!("connect: {e}"))?;
+    let mut plain = Conn::new(tcp, setup.reply_timeout);
+    plain.expect("greeting", None, 220).await?;
+    plain
+        .expect("EHLO", Some("EHLO loadgen.test\r\n"), 250)
+        .await?;
+    plain.expect("STARTTLS", Some("STARTTLS\r\n"), 220).await?;
+    // The server sent nothing after its 220 (no pipelining), so the buffer is empty.
+    let tcp = plain.io.into_inner();
+    let tls = setup
+        .tls
+        .connect(setup.server_name.clone(), tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let mut conn = Conn::new(tls, setup.reply_timeout);
+    conn.expect("EHLO", Some("EHLO loadgen.test\r\n"), 250)
+        .await?;
+    let auth = format!("AUTH PLAIN {}\r\n", setup.auth_plain);
+    conn.expect("AUTH", Some(&auth), 235).await?;
+    Ok(conn)
+}
+
+/// A connection bound to `source` (another 127.0.0.x: more ephemeral ports, and the
+/// server's per-address limits see several clients).
+async fn connect_from(source: std::net::IpAddr, addr: &str) -> std::io::Result<TcpStream> {
+    let target = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other("no address"))?;
+    let socket = match target {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind((source, 0).into())?;
+    socket.connect(target).await
+}
+
+pub struct Conn<S> {
     io: BufReader<S>,
     timeout: Duration,
     line: String,

@@ -40,6 +40,10 @@ pub(super) struct Tls {
     /// Name of the Secret the pods read the certificate from.
     pub secret: String,
     pub certificate: Option<DynamicObject>,
+    /// The Secret of the second, ECDSA, certificate: the user's, or the one the second
+    /// Certificate (ECDSA P-256) writes.
+    pub ecdsa_secret: Option<String>,
+    pub ecdsa_certificate: Option<DynamicObject>,
     pub generated: Option<GeneratedSecret>,
 }
 
@@ -50,32 +54,53 @@ pub(super) fn tls(server: &MailServer, names: &Names, base: &Base, options: &Ren
             plan: TlsPlan::UserSecret,
             secret: name.to_string(),
             certificate: None,
+            ecdsa_secret: spec.tls.as_ref().and_then(|t| t.ecdsa_secret_name.clone()),
+            ecdsa_certificate: None,
             generated: None,
         },
         TlsSource::Issuer(issuer) if options.certificate_crd => {
-            let secret = names.issued_tls_secret();
             let kind = match issuer.kind {
                 IssuerKind::Issuer => "Issuer",
                 IssuerKind::ClusterIssuer => "ClusterIssuer",
             };
-            let certificate = base.dynamic(
-                &certificate_resource(),
-                names.workload(),
-                "tls",
-                json!({
-                    "spec": {
-                        "secretName": secret,
-                        "commonName": spec.hostname,
-                        "dnsNames": [spec.hostname],
-                        "issuerRef": {"name": issuer.name, "kind": kind, "group": issuer.group},
-                        "usages": ["digital signature", "key encipherment", "server auth"],
-                    }
-                }),
-            );
+            // The same certificate twice, with an RSA key (cert-manager's default, for
+            // every client) and an ECDSA P-256 key (a far cheaper handshake for the
+            // clients that take it). Only RSA key exchange needs key encipherment.
+            let certificate = |name: String, secret: &str, private_key, usages| {
+                base.dynamic(
+                    &certificate_resource(),
+                    name,
+                    "tls",
+                    json!({
+                        "spec": {
+                            "secretName": secret,
+                            "commonName": spec.hostname,
+                            "dnsNames": [spec.hostname],
+                            "issuerRef": {"name": issuer.name, "kind": kind, "group": issuer.group},
+                            "privateKey": private_key,
+                            "usages": usages,
+                        }
+                    }),
+                )
+            };
+            let secret = names.issued_tls_secret();
+            let ecdsa_secret = names.issued_ecdsa_tls_secret();
             Tls {
                 plan: TlsPlan::CertManager,
+                certificate: Some(certificate(
+                    names.workload(),
+                    &secret,
+                    json!({"algorithm": "RSA", "size": 2048}),
+                    json!(["digital signature", "key encipherment", "server auth"]),
+                )),
+                ecdsa_certificate: Some(certificate(
+                    names.ecdsa_certificate(),
+                    &ecdsa_secret,
+                    json!({"algorithm": "ECDSA", "size": 256}),
+                    json!(["digital signature", "server auth"]),
+                )),
                 secret,
-                certificate: Some(certificate),
+                ecdsa_secret: Some(ecdsa_secret),
                 generated: None,
             }
         }
@@ -93,6 +118,8 @@ pub(super) fn tls(server: &MailServer, names: &Names, base: &Base, options: &Ren
                 }),
                 secret,
                 certificate: None,
+                ecdsa_secret: None,
+                ecdsa_certificate: None,
             }
         }
     }
@@ -104,6 +131,20 @@ mod tests {
     use super::super::{GeneratedSecret, SecretData, render};
     use super::*;
 
+    fn config_of(rendered: &super::super::Rendered) -> crate::config::Config {
+        let data = rendered.config_map.data.as_ref().unwrap();
+        serde_saphyr::from_str(&data[crate::plan::CONFIG_KEY]).unwrap()
+    }
+
+    fn mounts_secret(rendered: &super::super::Rendered, secret: &str) -> bool {
+        let pod = rendered.stateful_set.spec.template.spec.as_ref();
+        pod.unwrap()
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(secret))
+    }
+
     #[test]
     fn tls_source_decides_secret_and_certificate() {
         let relay = load("examples/mailserver-relay.yaml");
@@ -112,6 +153,36 @@ mod tests {
         assert_eq!(rendered.tls_secret, "mail-tls");
         let certificate = rendered.certificate.as_ref().unwrap();
         assert_eq!(certificate.data["spec"]["secretName"], "mail-tls");
+        assert_eq!(certificate.data["spec"]["privateKey"]["algorithm"], "RSA");
+        // A second Certificate with an ECDSA P-256 key, mounted and named in the config.
+        let ecdsa = rendered.ecdsa_certificate.as_ref().unwrap();
+        assert_eq!(ecdsa.metadata.name.as_deref(), Some("mail-ecdsa"));
+        assert_eq!(ecdsa.data["spec"]["secretName"], "mail-tls-ecdsa");
+        assert_eq!(
+            ecdsa.data["spec"]["privateKey"],
+            serde_json::json!({"algorithm": "ECDSA", "size": 256})
+        );
+        assert_eq!(
+            ecdsa.data["spec"]["usages"],
+            serde_json::json!(["digital signature", "server auth"])
+        );
+        assert_eq!(
+            ecdsa.data["spec"]["issuerRef"],
+            certificate.data["spec"]["issuerRef"]
+        );
+        assert_eq!(rendered.tls_ecdsa_secret.as_deref(), Some("mail-tls-ecdsa"));
+        let kinds: Vec<_> = rendered
+            .objects()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        assert!(
+            kinds.starts_with(&["mail-config".into(), "mail".into(), "mail-ecdsa".into()]),
+            "{kinds:?}"
+        );
+        let config = config_of(&rendered);
+        assert_eq!(config.tls.ecdsa, Some(crate::plan::FileLayout::pod_ecdsa()));
+        assert!(mounts_secret(&rendered, "mail-tls-ecdsa"));
         assert_eq!(certificate.data["spec"]["dnsNames"][0], "mail.example.com");
         assert_eq!(
             certificate.data["spec"]["issuerRef"]["kind"],
@@ -136,6 +207,9 @@ mod tests {
             }
         );
         assert!(rendered.certificate.is_none());
+        assert!(rendered.ecdsa_certificate.is_none());
+        assert_eq!(config_of(&rendered).tls.ecdsa, None);
+        assert!(!mounts_secret(&rendered, "mail-tls-ecdsa"));
         assert!(
             rendered
                 .generated_secrets
@@ -153,6 +227,13 @@ mod tests {
         .unwrap();
         assert_eq!(own.tls, TlsPlan::UserSecret);
         assert_eq!(own.tls_secret, "submit-cert");
+        assert_eq!(own.tls_ecdsa_secret.as_deref(), Some("submit-cert-ecdsa"));
+        assert!(own.ecdsa_certificate.is_none());
+        assert!(mounts_secret(&own, "submit-cert-ecdsa"));
+        assert_eq!(
+            config_of(&own).tls.ecdsa,
+            Some(crate::plan::FileLayout::pod_ecdsa())
+        );
         // Only the handover token, which no spec field replaces.
         assert_eq!(
             own.generated_secrets,

@@ -12,14 +12,19 @@ use crate::config::LogFormat;
 use crate::plan::{self, ALIASES_KEY, CONFIG_KEY, FileLayout, SENDER_MAP_KEY};
 
 /// The ConfigMap and the sha256 of the server config in it (the pod template's
-/// checksum annotation). Fails when the spec cannot be turned into a server config.
+/// checksum annotation). `ecdsa`: the pods mount a second, ECDSA, certificate. Fails
+/// when the spec cannot be turned into a server config.
 pub(super) fn config_map(
     server: &MailServer,
     names: &Names,
     base: &Base,
+    ecdsa: bool,
 ) -> anyhow::Result<(ConfigMap, String)> {
     let mut config = plan::server_config(&server.spec, &FileLayout::pod())?;
     config.log.format = LogFormat::Json;
+    if ecdsa {
+        config.tls.ecdsa = Some(FileLayout::pod_ecdsa());
+    }
     if server.spec.mailboxes.dovecot().is_some() {
         config.delivery.lmtp = Some(super::mailboxes::lmtp_target(names));
     }

@@ -43,7 +43,7 @@ pub(super) fn dns_endpoint(names: &Names, base: &Base, records: &[DnsRecord]) ->
 }
 
 /// The DKIM TXT record from the DKIM Secret: its `dkim.txt` when the operator generated
-/// it, else derived from an RSA private key in `dkim.key`.
+/// it, else derived from the private key in `dkim.key`.
 pub(super) fn dkim_record(secret: Option<&BTreeMap<String, Vec<u8>>>) -> Option<String> {
     let secret = secret?;
     if let Some(txt) = secret.get(DKIM_TXT_KEY) {
@@ -54,9 +54,16 @@ pub(super) fn dkim_record(secret: Option<&BTreeMap<String, Vec<u8>>>) -> Option<
     crate::mail::dkim::dns_record_from_pem(secret.get(DKIM_KEY)?).ok()
 }
 
-/// MX, SPF and DMARC for every domain, and DKIM when its public key is known. Without
+/// The DKIM TXT values known from the keys' Secrets.
+pub(super) struct DkimRecords {
+    pub rsa: Option<String>,
+    /// The Ed25519 key's, published under `spec.dkim.ed25519`'s selector.
+    pub ed25519: Option<String>,
+}
+
+/// MX, SPF and DMARC for every domain, and DKIM when its public keys are known. Without
 /// inbound mail there is no MX: nothing listens on port 25 for the domains.
-pub(super) fn dns_records(server: &MailServer, dkim_txt: Option<&str>) -> Vec<DnsRecord> {
+pub(super) fn dns_records(server: &MailServer, dkim: &DkimRecords) -> Vec<DnsRecord> {
     let spec = &server.spec;
     let record = |name: String, record_type: &str, value: String| DnsRecord {
         name,
@@ -83,12 +90,18 @@ pub(super) fn dns_records(server: &MailServer, dkim_txt: Option<&str>) -> Vec<Dn
                 spec.dns.dmarc.clone(),
             ));
         }
-        if let Some(txt) = dkim_txt {
-            records.push(record(
-                plan::dkim_record_name(&spec.dkim.selector, domain),
-                "TXT",
-                txt.to_string(),
-            ));
+        let dkim_keys = [
+            (Some(spec.dkim.selector.clone()), &dkim.rsa),
+            (spec.dkim.ed25519_selector(), &dkim.ed25519),
+        ];
+        for (selector, txt) in dkim_keys {
+            if let (Some(selector), Some(txt)) = (selector, txt) {
+                records.push(record(
+                    plan::dkim_record_name(&selector, domain),
+                    "TXT",
+                    txt.clone(),
+                ));
+            }
         }
     }
     records
@@ -222,6 +235,104 @@ mod tests {
         let joined = strings.concat();
         assert!(joined.starts_with("v=DKIM1; k=rsa; p=MIIBIjAN"), "{dkim}");
         assert!(joined.len() > 255, "{dkim}");
+        // The Ed25519 key's record, under its own selector, derived from the user's key.
+        let ed = &r
+            .iter()
+            .find(|(n, ..)| n == "s2024e._domainkey.example.org")
+            .unwrap()
+            .2;
+        assert!(ed.starts_with("v=DKIM1; k=ed25519; p="), "{ed}");
         assert!(edge.dns_endpoint.is_none(), "externalDNS is off");
+    }
+
+    #[test]
+    fn ed25519_key_is_generated_mounted_configured_and_published() {
+        use crate::api::Ed25519DkimSpec;
+        use crate::operator::render::GeneratedSecret;
+        let mut server = load("examples/mailserver.yaml");
+        server.spec.dkim.ed25519 = Some(Ed25519DkimSpec::default());
+        let rendered = render(&server, &SecretData::new(), &options()).unwrap();
+        assert!(
+            rendered
+                .generated_secrets
+                .contains(&GeneratedSecret::Ed25519DkimKey {
+                    name: "mail-dkim-ed25519".into()
+                })
+        );
+        assert_eq!(
+            rendered.dkim_ed25519_secret.as_deref(),
+            Some("mail-dkim-ed25519")
+        );
+        let pod = serde_json::to_value(&rendered.stateful_set).unwrap();
+        let pod = &pod["spec"]["template"]["spec"];
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["secret"]["secretName"] == "mail-dkim-ed25519")
+            .unwrap();
+        assert!(
+            pod["containers"][0]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == volume["name"]
+                    && m["mountPath"] == "/run/posthorn/dkim-ed25519")
+        );
+        let config: crate::config::Config = serde_saphyr::from_str(
+            &rendered.config_map.data.as_ref().unwrap()[crate::plan::CONFIG_KEY],
+        )
+        .unwrap();
+        let ed25519 = config.dkim.unwrap().ed25519.unwrap();
+        assert_eq!(ed25519.selector.as_deref(), Some("posthorn-ed25519"));
+        assert_eq!(
+            ed25519.key_file,
+            std::path::Path::new("/run/posthorn/dkim-ed25519/dkim.key")
+        );
+        // Published once its Secret is known, next to the RSA record.
+        let secrets = SecretData::from([
+            (
+                "mail-dkim".to_string(),
+                BTreeMap::from([(DKIM_TXT_KEY.to_string(), b"v=DKIM1; k=rsa; p=AAAA".to_vec())]),
+            ),
+            (
+                "mail-dkim-ed25519".to_string(),
+                BTreeMap::from([(
+                    DKIM_TXT_KEY.to_string(),
+                    b"v=DKIM1; k=ed25519; p=BBBB".to_vec(),
+                )]),
+            ),
+        ]);
+        let rendered = render(&server, &secrets, &options()).unwrap();
+        let r = records(&rendered);
+        for (name, value) in [
+            ("posthorn._domainkey.example.com", "v=DKIM1; k=rsa; p=AAAA"),
+            (
+                "posthorn-ed25519._domainkey.example.com",
+                "v=DKIM1; k=ed25519; p=BBBB",
+            ),
+        ] {
+            assert!(
+                r.contains(&(name.into(), "TXT".into(), value.into())),
+                "{r:?}"
+            );
+        }
+        let endpoints = &rendered.dns_endpoint.as_ref().unwrap().data["spec"]["endpoints"];
+        assert!(
+            endpoints
+                .to_string()
+                .contains("posthorn-ed25519._domainkey")
+        );
+
+        // Signing off: no Ed25519 key either.
+        server.spec.dkim.enabled = false;
+        let rendered = render(&server, &SecretData::new(), &options()).unwrap();
+        assert_eq!(rendered.dkim_ed25519_secret, None);
+        assert!(
+            !rendered
+                .generated_secrets
+                .iter()
+                .any(|s| matches!(s, GeneratedSecret::Ed25519DkimKey { .. }))
+        );
     }
 }

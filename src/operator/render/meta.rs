@@ -38,11 +38,21 @@ impl Names {
     pub fn issued_tls_secret(&self) -> String {
         format!("{}-tls", self.instance)
     }
+    /// The second Certificate, with an ECDSA key, and the Secret cert-manager writes it to.
+    pub fn ecdsa_certificate(&self) -> String {
+        format!("{}-ecdsa", self.instance)
+    }
+    pub fn issued_ecdsa_tls_secret(&self) -> String {
+        format!("{}-tls-ecdsa", self.instance)
+    }
     pub fn self_signed_tls_secret(&self) -> String {
         format!("{}-tls-self-signed", self.instance)
     }
     pub fn dkim_secret(&self) -> String {
         format!("{}-dkim", self.instance)
+    }
+    pub fn dkim_ed25519_secret(&self) -> String {
+        format!("{}-dkim-ed25519", self.instance)
     }
     /// The generated SRS key, when the spec names no Secret of its own.
     pub fn srs_secret(&self) -> String {

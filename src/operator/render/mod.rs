@@ -86,6 +86,8 @@ pub enum GeneratedSecret {
     SelfSignedTls { name: String, hostname: String },
     /// Secret holding a DKIM private key ([`crate::plan::DKIM_KEY`]) and its TXT record ([`crate::plan::DKIM_TXT_KEY`]).
     DkimKey { name: String },
+    /// The same for the Ed25519 key of `spec.dkim.ed25519`.
+    Ed25519DkimKey { name: String },
     /// Secret holding the pods' shared handover token
     /// ([`crate::plan::HANDOVER_TOKEN_KEY`]).
     HandoverToken { name: String },
@@ -98,6 +100,7 @@ impl GeneratedSecret {
         match self {
             GeneratedSecret::SelfSignedTls { name, .. }
             | GeneratedSecret::DkimKey { name }
+            | GeneratedSecret::Ed25519DkimKey { name }
             | GeneratedSecret::HandoverToken { name }
             | GeneratedSecret::SrsKey { name } => name,
         }
@@ -117,13 +120,19 @@ pub struct Rendered {
     pub pdb_api: PdbApi,
     /// cert-manager Certificate, when the spec names an issuer and the CRD exists.
     pub certificate: Option<DynamicObject>,
+    /// The second Certificate, with an ECDSA key, next to `certificate`.
+    pub ecdsa_certificate: Option<DynamicObject>,
     /// ExternalDNS DNSEndpoint, when the spec asks for it and the CRD exists.
     pub dns_endpoint: Option<DynamicObject>,
     pub tls: TlsPlan,
     /// Name of the Secret the pods read the certificate from.
     pub tls_secret: String,
+    /// Name of the Secret the pods read the ECDSA certificate from, when there is one.
+    pub tls_ecdsa_secret: Option<String>,
     /// Name of the Secret the pods read the DKIM key from; none when signing is off.
     pub dkim_secret: Option<String>,
+    /// Name of the Secret the pods read the Ed25519 DKIM key from, when it is asked for.
+    pub dkim_ed25519_secret: Option<String>,
     /// Secrets the controller must create once if missing (render never fills in keys).
     pub generated_secrets: Vec<GeneratedSecret>,
     /// The DNS records the setup needs (published through the DNSEndpoint when there is
@@ -167,7 +176,7 @@ impl Rendered {
     /// Every object to apply, in an order that lets each find what it refers to.
     pub fn objects(&self) -> Vec<Object> {
         let mut objects = vec![Object::typed(&self.config_map)];
-        if let Some(certificate) = &self.certificate {
+        for certificate in self.certificate.iter().chain(&self.ecdsa_certificate) {
             objects.push(Object {
                 resource: certificate_resource(),
                 object: certificate.clone(),
@@ -213,8 +222,9 @@ pub fn render(
     let names = Names::new(server);
     let base = meta::Base::new(server);
 
-    let (config_map, checksum) = config_map::config_map(server, &names, &base)?;
     let tls = certificate::tls(server, &names, &base, options);
+    let (config_map, checksum) =
+        config_map::config_map(server, &names, &base, tls.ecdsa_secret.is_some())?;
     let mut generated_secrets: Vec<_> = tls.generated.into_iter().collect();
     let dkim = &server.spec.dkim;
     let dkim_secret = match dkim.user_secret() {
@@ -226,6 +236,14 @@ pub fn render(
             Some(name)
         }
     };
+    let dkim_ed25519_secret = dkim.ed25519().map(|ed25519| match &ed25519.secret_name {
+        Some(name) => name.clone(),
+        None => {
+            let name = names.dkim_ed25519_secret();
+            generated_secrets.push(GeneratedSecret::Ed25519DkimKey { name: name.clone() });
+            name
+        }
+    });
 
     let handover_secret = names.handover_secret();
     generated_secrets.push(GeneratedSecret::HandoverToken {
@@ -244,16 +262,24 @@ pub fn render(
     let inputs = workload::PodInputs {
         checksum: &checksum,
         tls_secret: &tls.secret,
+        tls_ecdsa_secret: tls.ecdsa_secret.as_deref(),
         dkim_secret: dkim_secret.as_deref(),
+        dkim_ed25519_secret: dkim_ed25519_secret.as_deref(),
         handover_secret: &handover_secret,
         srs_secret: &srs_secret,
     };
     let stateful_set = workload::stateful_set(server, &names, &base, options, &inputs);
 
-    let dkim_txt = dkim_secret
-        .as_ref()
-        .and_then(|name| dns::dkim_record(secrets.get(name)));
-    let dns_records = dns::dns_records(server, dkim_txt.as_deref());
+    let dkim_txt = |secret: &Option<String>| {
+        secret
+            .as_ref()
+            .and_then(|name| dns::dkim_record(secrets.get(name)))
+    };
+    let dkim_records = dns::DkimRecords {
+        rsa: dkim_txt(&dkim_secret),
+        ed25519: dkim_txt(&dkim_ed25519_secret),
+    };
+    let dns_records = dns::dns_records(server, &dkim_records);
     let dns_endpoint = (server.spec.dns.external_dns && options.dns_endpoint_crd)
         .then(|| dns::dns_endpoint(&names, &base, &dns_records));
 
@@ -267,10 +293,13 @@ pub fn render(
         pdb: disruption::pdb(server, &names, &base),
         pdb_api: options.pdb_api,
         certificate: tls.certificate,
+        ecdsa_certificate: tls.ecdsa_certificate,
         dns_endpoint,
         tls: tls.plan,
         tls_secret: tls.secret,
+        tls_ecdsa_secret: tls.ecdsa_secret,
         dkim_secret,
+        dkim_ed25519_secret,
         generated_secrets,
         dns_records,
         mailboxes,
@@ -285,6 +314,7 @@ pub fn to_yaml(rendered: &Rendered) -> anyhow::Result<String> {
         let what = match secret {
             GeneratedSecret::SelfSignedTls { .. } => "a self-signed certificate",
             GeneratedSecret::DkimKey { .. } => "a DKIM key",
+            GeneratedSecret::Ed25519DkimKey { .. } => "an Ed25519 DKIM key",
             GeneratedSecret::HandoverToken { .. } => "a handover token",
             GeneratedSecret::SrsKey { .. } => "an SRS key",
         };

@@ -26,9 +26,15 @@ pub fn options() -> RenderOptions {
 }
 
 pub fn edge_case_secrets() -> SecretData {
-    let key = std::fs::read(path("src/operator/testdata/dkim-test.key")).unwrap();
-    SecretData::from([(
-        "submit-dkim".to_string(),
-        BTreeMap::from([(DKIM_KEY.to_string(), key)]),
-    )])
+    let key = |file: &str| {
+        let pem = std::fs::read(path(&format!("src/operator/testdata/{file}"))).unwrap();
+        BTreeMap::from([(DKIM_KEY.to_string(), pem)])
+    };
+    SecretData::from([
+        ("submit-dkim".to_string(), key("dkim-test.key")),
+        (
+            "submit-dkim-ed25519".to_string(),
+            key("dkim-ed25519-test.key"),
+        ),
+    ])
 }

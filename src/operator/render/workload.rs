@@ -24,8 +24,8 @@ use super::{CONFIG_CHECKSUM_ANNOTATION, POD_BINARY, RenderOptions};
 use crate::api::{DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST, MailServer, QueueStorage};
 use crate::mail;
 use crate::plan::{
-    ANNOTATIONS_FILE, CONFIG_DIR, CONFIG_FILE, DKIM_KEY, HANDOVER_DIR, HANDOVER_TOKEN_KEY,
-    POD_INFO_DIR, SECRETS_DIR, SRS_SECRET_KEY, STATE_DIR,
+    ANNOTATIONS_FILE, CONFIG_DIR, CONFIG_FILE, DKIM_ED25519_DIR, DKIM_KEY, HANDOVER_DIR,
+    HANDOVER_TOKEN_KEY, POD_INFO_DIR, SECRETS_DIR, SRS_SECRET_KEY, STATE_DIR, TLS_ECDSA_DIR,
 };
 
 /// The pod's unprivileged user and group (the distroless "nonroot" ids).
@@ -43,7 +43,9 @@ const STARTUP_FAILURES: i32 = 60;
 pub(super) struct PodInputs<'a> {
     pub checksum: &'a str,
     pub tls_secret: &'a str,
+    pub tls_ecdsa_secret: Option<&'a str>,
     pub dkim_secret: Option<&'a str>,
+    pub dkim_ed25519_secret: Option<&'a str>,
     pub handover_secret: &'a str,
     /// The SRS key's Secret: the spec's or a generated one.
     pub srs_secret: &'a str,
@@ -198,6 +200,20 @@ fn volumes(
         mount("tls", format!("{SECRETS_DIR}/tls")),
         mount("users", format!("{SECRETS_DIR}/users")),
     ];
+    if let Some(ecdsa) = inputs.tls_ecdsa_secret {
+        volumes.push(secret_volume(
+            TLS_ECDSA_DIR,
+            ecdsa,
+            Some(vec![
+                key_to("tls.crt", "tls.crt"),
+                key_to("tls.key", "tls.key"),
+            ]),
+        ));
+        mounts.push(mount(
+            TLS_ECDSA_DIR,
+            format!("{SECRETS_DIR}/{TLS_ECDSA_DIR}"),
+        ));
+    }
     if let Some(dkim) = inputs.dkim_secret {
         volumes.push(secret_volume(
             "dkim",
@@ -205,6 +221,17 @@ fn volumes(
             Some(vec![key_to(DKIM_KEY, DKIM_KEY)]),
         ));
         mounts.push(mount("dkim", format!("{SECRETS_DIR}/dkim")));
+    }
+    if let Some(dkim) = inputs.dkim_ed25519_secret {
+        volumes.push(secret_volume(
+            DKIM_ED25519_DIR,
+            dkim,
+            Some(vec![key_to(DKIM_KEY, DKIM_KEY)]),
+        ));
+        mounts.push(mount(
+            DKIM_ED25519_DIR,
+            format!("{SECRETS_DIR}/{DKIM_ED25519_DIR}"),
+        ));
     }
     volumes.extend([
         secret_volume(

@@ -108,7 +108,7 @@ async fn measure(shared: Shared, stress: bool, tasks: usize, seconds: f64) -> an
                     shared.op(task, &message).await?;
                     ops += 1;
                     // Sessions give the worker back at every read; so do these.
-                    if ops % 16 == 0 {
+                    if ops.is_multiple_of(16) {
                         tokio::task::yield_now().await;
                     }
                 }

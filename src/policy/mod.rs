@@ -217,6 +217,8 @@ impl Policy {
 }
 
 #[cfg(test)]
+mod domain_check_tests;
+#[cfg(test)]
 mod rcpt_tests;
 
 #[cfg(test)]

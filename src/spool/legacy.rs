@@ -128,3 +128,38 @@ fn remote(peer: &str) -> Option<Remote> {
         addr: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The relay's reply is read whole: who said it, its enhanced code apart from the
+    /// text, and to which command (the rendered text alone would not tell).
+    #[test]
+    fn a_relay_s_reply_is_read_into_its_fields() {
+        let text =
+            "4.7.1 relay smtp.example:587 said: 451 4.7.1 try later (in reply to RCPT TO command)";
+        let outcome = outcome(text, Status::new(5, 0, 0));
+        assert_eq!(
+            outcome,
+            Outcome {
+                status: Status::new(4, 7, 1),
+                cause: Cause::Reply {
+                    remote: Remote {
+                        kind: RemoteKind::Relay,
+                        name: "smtp.example:587".into(),
+                        addr: None,
+                    },
+                    reply: Reply {
+                        code: 451,
+                        enhanced: Some(Status::new(4, 7, 1)),
+                        text: "try later".into(),
+                    },
+                    command: Command::RcptTo,
+                },
+                expired: false,
+            }
+        );
+        assert_eq!(outcome.to_string(), text);
+    }
+}

@@ -89,9 +89,10 @@ def main():
     p.add_argument("--loadgen", default=f"{bench.REPO}/target/release/loadgen")
     args = p.parse_args()
     sessions = [int(n) for n in args.sessions.split(",")]
-    # Both processes inherit this: N descriptors each, plus their own.
+    # Both processes inherit this limit, which is per process: N descriptors each, plus
+    # their own.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 2 * max(sessions) + 1024
+    want = max(sessions) + 1024
     if hard != resource.RLIM_INFINITY and hard < want:
         hard = want  # raising the hard limit needs root
     try:

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod queue;
 pub mod reload;
 pub mod serve;
+pub mod signals;
 pub mod smtp;
 pub mod spool;
 pub mod telemetry;

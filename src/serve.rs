@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +20,7 @@ use crate::handover::{Handover, drain};
 use crate::mail::{self, ListenerKind};
 use crate::policy::Policy;
 use crate::queue::{QueueHandle, QueueRunner, control};
+use crate::signals::Signals;
 use crate::smtp::{self, ConnectionLimits, Server};
 use crate::spool::Spool;
 use crate::telemetry::{self, Metrics};
@@ -64,11 +64,7 @@ impl Bound {
 
     /// Waits for SIGTERM or Ctrl-C, then call [`Bound::shutdown`].
     pub async fn signalled(&mut self) {
-        let Signals { term, interrupt } = &mut self.running.signals;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = interrupt.recv() => {}
-        }
+        self.running.signals.recv().await;
         tracing::info!("shutting down");
     }
 
@@ -309,21 +305,5 @@ async fn publish_spool_size(spool: Arc<Spool>, metrics: Arc<Metrics>) {
         tick.tick().await;
         let stats = spool.stats();
         metrics.set_spool(stats.messages, stats.bytes);
-    }
-}
-
-/// SIGTERM (Kubernetes) and SIGINT (Ctrl-C), caught from the start of [`start`]: one
-/// that arrives before anyone waits for it still counts, and never kills the process.
-struct Signals {
-    term: Signal,
-    interrupt: Signal,
-}
-
-impl Signals {
-    fn catch() -> anyhow::Result<Signals> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate()).context("catching SIGTERM")?,
-            interrupt: signal(SignalKind::interrupt()).context("catching SIGINT")?,
-        })
     }
 }

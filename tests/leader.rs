@@ -1,6 +1,7 @@
 //! Leader exclusivity against a real API server (`e2e/kube`): while operator A holds the
 //! Lease, operator B does not lead for 20 s (its leader metric stays 0 and the holder
-//! does not change); once A is killed, B takes over.
+//! does not change); once A is killed, B takes over; when the Lease is taken from B, B
+//! steps down to standby and still stops at once on SIGTERM.
 
 mod common;
 
@@ -107,7 +108,7 @@ fn one_leader_at_a_time_and_a_takeover_after_the_holder_dies() {
     assert_eq!(holder(&kube).as_deref(), Some("a"));
 
     // B runs beside A for 20 s, longer than a Lease lasts unrenewed (15 s).
-    let b = Operator::start(&kube, "b");
+    let mut b = Operator::start(&kube, "b");
     let until = Instant::now() + Duration::from_secs(20);
     while Instant::now() < until {
         assert_eq!(b.leader(), 0.0, "B leads while A holds the Lease");
@@ -125,4 +126,35 @@ fn one_leader_at_a_time_and_a_takeover_after_the_holder_dies() {
     });
     assert_eq!(holder(&kube).as_deref(), Some("b"));
     eprintln!("B took over {:?} after A was killed", killed.elapsed());
+
+    // Another holder (no process) renews the Lease: B steps down to standby.
+    kube.kubectl(&[
+        "patch",
+        "lease",
+        LEASE,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"holderIdentity":"c","renewTime":"2030-01-01T00:00:00.000000Z"}}"#,
+    ]);
+    wait(Duration::from_secs(30), "B to step down", || {
+        b.leader() == 0.0
+    });
+    assert_eq!(holder(&kube).as_deref(), Some("c"));
+    let status = Command::new("kill")
+        .args(["-TERM", &b.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let signalled = Instant::now();
+    let exit = loop {
+        if let Some(exit) = b.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "B, a standby after leading, ignored SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "{exit}");
 }

@@ -101,7 +101,7 @@ impl Authenticator {
         password: &[u8],
     ) -> Verdict {
         let login = self.qualify(authcid);
-        let attempt = match self.throttle.admit(client, &login) {
+        let attempt = match self.throttle.admit(client, &login).await {
             Ok(attempt) => attempt,
             Err(delay) => {
                 tracing::warn!(login, "too many failed logins; attempt refused unchecked");
@@ -364,6 +364,26 @@ mod tests {
             auth.authenticate(other, "", "alice", b"pw").await,
             Verdict::Authenticated("alice@example.com".into())
         );
+    }
+
+    /// Many sessions from one address (an application's connection pool) log in at once
+    /// with a cold cache: past the limit they wait their turn instead of being refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_parallel_burst_of_right_passwords_all_logs_in() {
+        let (_dir, auth) = authenticator(&line("alice@example.com", "pw"), 0).await;
+        let client: Option<IpAddr> = Some("192.0.2.1".parse().unwrap());
+        let burst: Vec<_> = (0..12)
+            .map(|_| {
+                let auth = auth.clone();
+                tokio::spawn(async move { auth.authenticate(client, "", "alice", b"pw").await })
+            })
+            .collect();
+        for task in burst {
+            assert_eq!(
+                task.await.unwrap(),
+                Verdict::Authenticated("alice@example.com".into())
+            );
+        }
     }
 
     /// The longest password is checked; one byte more is refused unchecked, even when it

@@ -1,10 +1,13 @@
 //! Failed-login throttling, like Dovecot's auth penalty and Postfix's anvil.
 //!
 //! Failures are counted per client network (an IPv4 address, an IPv6 /64) and per login
-//! in a sliding window. An attempt is admitted only while the failures in the window
+//! in a sliding window. An attempt is verified only while the failures in the window
 //! plus the attempts still being verified stay under the limit, so a burst of parallel
-//! sessions cannot get more passwords checked than a patient client. The delay before a
-//! failure is answered doubles with each failure from the same network, up to a cap.
+//! sessions cannot get more passwords checked than a patient client. Past that, an
+//! attempt waits for one being verified to finish (many clients behind one address,
+//! such as an application's connection pool, log in at once with a cold cache), and is
+//! refused once the failures alone reach the limit. The delay before a failure is
+//! answered doubles with each failure from the same network, up to a cap.
 //!
 //! A success clears nothing: otherwise one valid account could reset its address's
 //! count between guesses. Failures simply age out of the window. The tracked keys live
@@ -18,6 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
+use tokio::sync::Notify;
 
 use crate::config::AuthConfig;
 
@@ -88,7 +92,18 @@ pub struct Throttle {
     limits: Limits,
     salt: RandomState,
     entries: Mutex<LruCache<Key, Entry>>,
+    /// Woken whenever an attempt finishes, for the attempts waiting their turn.
+    finished: Notify,
     clock: Clock,
+}
+
+/// Why an attempt is not admitted now.
+#[derive(Debug, PartialEq)]
+pub enum Denied {
+    /// The failures in the window reach a limit: refuse, after this delay.
+    Refused(Duration),
+    /// Attempts being verified fill what the failures leave of a limit: wait for one.
+    Busy,
 }
 
 /// An admitted attempt. Dropping it without [`Attempt::succeeded`] counts as a
@@ -108,6 +123,7 @@ impl Throttle {
     fn with_clock(limits: Limits, clock: Clock) -> Throttle {
         Throttle {
             entries: Mutex::new(LruCache::new(limits.tracked_keys)),
+            finished: Notify::new(),
             limits,
             salt: RandomState::new(),
             clock,
@@ -115,8 +131,28 @@ impl Throttle {
     }
 
     /// Reserves an attempt for this client (absent: the Dovecot socket got no `rip`)
-    /// and canonical login, or returns the delay to wait before refusing it.
-    pub fn admit(&self, client: Option<IpAddr>, login: &str) -> Result<Attempt<'_>, Duration> {
+    /// and canonical login, waiting while others are being verified, or returns the
+    /// delay to wait before refusing it.
+    pub async fn admit(
+        &self,
+        client: Option<IpAddr>,
+        login: &str,
+    ) -> Result<Attempt<'_>, Duration> {
+        loop {
+            // Registered before looking, so a finish in between still wakes us.
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            match self.try_admit(client, login) {
+                Ok(attempt) => return Ok(attempt),
+                Err(Denied::Refused(delay)) => return Err(delay),
+                Err(Denied::Busy) => finished.await,
+            }
+        }
+    }
+
+    /// [`Throttle::admit`] without waiting.
+    pub fn try_admit(&self, client: Option<IpAddr>, login: &str) -> Result<Attempt<'_>, Denied> {
         let keys = [
             client.map(|ip| (Key::Network(network(ip)), self.limits.per_address)),
             Some((Key::Login(self.salt.hash_one(login)), self.limits.per_login)),
@@ -124,13 +160,18 @@ impl Throttle {
         .map(|key| key.filter(|(_, limit)| *limit > 0));
         let now = (self.clock)();
         let mut entries = self.lock();
+        let mut busy = false;
         for (key, limit) in keys.iter().flatten() {
             if let Some(entry) = entries.get_mut(key) {
                 entry.expire(now, self.limits.window);
-                if entry.failures.len() + entry.in_flight >= *limit {
-                    return Err(self.limits.max_failure_delay);
+                if entry.failures.len() >= *limit {
+                    return Err(Denied::Refused(self.limits.max_failure_delay));
                 }
+                busy |= entry.failures.len() + entry.in_flight >= *limit;
             }
+        }
+        if busy {
+            return Err(Denied::Busy);
         }
         for (key, _) in keys.iter().flatten() {
             entries.get_or_insert_mut(*key, Entry::default).in_flight += 1;
@@ -196,6 +237,8 @@ impl Attempt<'_> {
                 entries.pop(key);
             }
         }
+        drop(entries);
+        throttle.finished.notify_waiters();
         // The delay follows the client's own failures; with no address tracked, the login's.
         let failures = if self.keys[0].is_some() {
             counts[0]
@@ -255,7 +298,7 @@ mod tests {
     }
 
     fn fail(t: &Throttle, client: Option<IpAddr>, login: &str) -> Duration {
-        t.admit(client, login).expect("admitted").failed()
+        t.try_admit(client, login).expect("admitted").failed()
     }
 
     #[test]
@@ -266,15 +309,18 @@ mod tests {
         advance(&now, Duration::from_secs(300));
         fail(&t, a, "u2");
         fail(&t, a, "u3");
-        assert_eq!(t.admit(a, "u4").err(), Some(Duration::from_secs(15)));
+        assert_eq!(
+            t.try_admit(a, "u4").err(),
+            Some(Denied::Refused(Duration::from_secs(15)))
+        );
         // The first failure leaves the window: one more attempt, then throttled again.
         advance(&now, Duration::from_secs(300));
         fail(&t, a, "u4");
-        assert!(t.admit(a, "u5").is_err());
+        assert!(t.try_admit(a, "u5").is_err());
         advance(&now, Duration::from_secs(299));
-        assert!(t.admit(a, "u5").is_err());
+        assert!(t.try_admit(a, "u5").is_err());
         advance(&now, Duration::from_secs(1));
-        assert!(t.admit(a, "u5").is_ok());
+        assert!(t.try_admit(a, "u5").is_ok());
     }
 
     #[test]
@@ -282,14 +328,14 @@ mod tests {
         let (t, _) = throttle(limits(2, 0, 100));
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
         for _ in 0..5 {
-            t.admit(a, "alice").unwrap().succeeded();
+            t.try_admit(a, "alice").unwrap().succeeded();
         }
         fail(&t, a, "alice");
         fail(&t, a, "alice");
-        assert!(t.admit(a, "alice").is_err());
-        t.admit(b, "alice").unwrap().succeeded();
+        assert!(t.try_admit(a, "alice").is_err());
+        t.try_admit(b, "alice").unwrap().succeeded();
         fail(&t, b, "bob");
-        assert!(t.admit(b, "bob").is_ok());
+        assert!(t.try_admit(b, "bob").is_ok());
     }
 
     #[test]
@@ -298,33 +344,67 @@ mod tests {
         for i in 1..=3 {
             fail(&t, ip(&format!("198.51.100.{i}")), "alice@example.com");
         }
-        assert!(t.admit(ip("203.0.113.9"), "alice@example.com").is_err());
-        assert!(t.admit(ip("203.0.113.9"), "bob@example.com").is_ok());
+        assert!(t.try_admit(ip("203.0.113.9"), "alice@example.com").is_err());
+        assert!(t.try_admit(ip("203.0.113.9"), "bob@example.com").is_ok());
         // The Dovecot socket without `rip`: the login limit still holds.
-        assert!(t.admit(None, "alice@example.com").is_err());
+        assert!(t.try_admit(None, "alice@example.com").is_err());
     }
 
     #[test]
     fn attempts_in_flight_count_against_the_limit() {
         let (t, _) = throttle(limits(3, 0, 100));
         let a = ip("192.0.2.1");
-        let in_flight: Vec<_> = (0..3).map(|_| t.admit(a, "x").unwrap()).collect();
-        assert!(t.admit(a, "x").is_err(), "a fourth parallel attempt");
+        let busy = |t: &Throttle| matches!(t.try_admit(a, "x"), Err(Denied::Busy));
+        let in_flight: Vec<_> = (0..3).map(|_| t.try_admit(a, "x").unwrap()).collect();
+        assert!(busy(&t), "a fourth parallel attempt waits");
         // Successes free their slot; a dropped attempt counts as a failure.
         let mut in_flight = in_flight.into_iter();
         in_flight.next().unwrap().succeeded();
         drop(in_flight.next());
         let third = in_flight.next().unwrap();
-        let fourth = t.admit(a, "x").unwrap();
-        assert!(t.admit(a, "x").is_err());
+        let fourth = t.try_admit(a, "x").unwrap();
+        assert!(busy(&t));
         third.succeeded();
         fourth.succeeded();
-        let fifth = t.admit(a, "x").unwrap();
-        let sixth = t.admit(a, "x").unwrap();
-        assert!(t.admit(a, "x").is_err());
+        let fifth = t.try_admit(a, "x").unwrap();
+        let sixth = t.try_admit(a, "x").unwrap();
+        assert!(busy(&t));
         fifth.failed();
         sixth.failed();
-        assert!(t.admit(a, "x").is_err());
+        // The failures alone reach the limit: refused, not waiting.
+        assert_eq!(
+            t.try_admit(a, "x").err(),
+            Some(Denied::Refused(Duration::from_secs(15)))
+        );
+    }
+
+    /// A waiting attempt is admitted when one being verified succeeds, and refused when
+    /// the failure of one fills the limit.
+    #[tokio::test]
+    async fn a_waiting_attempt_follows_the_one_it_waits_for() {
+        let (t, _) = throttle(limits(2, 0, 100));
+        let t = Arc::new(t);
+        let a = ip("192.0.2.1");
+        let first = t.try_admit(a, "x").unwrap();
+        fail(&t, a, "x");
+        let waiting = tokio::spawn({
+            let t = t.clone();
+            async move { t.admit(a, "x").await.map(Attempt::succeeded) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        first.succeeded();
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+
+        let second = t.try_admit(a, "x").unwrap();
+        let waiting = tokio::spawn({
+            let t = t.clone();
+            async move { t.admit(a, "x").await.map(Attempt::succeeded) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        second.failed();
+        assert_eq!(waiting.await.unwrap(), Err(Duration::from_secs(15)));
     }
 
     #[test]
@@ -342,12 +422,12 @@ mod tests {
         let (t, _) = throttle(limits(2, 0, 100));
         fail(&t, ip("2001:db8:1:2::1"), "x");
         fail(&t, ip("2001:db8:1:2:ffff::9"), "x");
-        assert!(t.admit(ip("2001:db8:1:2::77"), "x").is_err());
-        assert!(t.admit(ip("2001:db8:1:3::1"), "x").is_ok());
+        assert!(t.try_admit(ip("2001:db8:1:2::77"), "x").is_err());
+        assert!(t.try_admit(ip("2001:db8:1:3::1"), "x").is_ok());
         // An IPv4-mapped address is the IPv4 address.
         fail(&t, ip("192.0.2.7"), "x");
         fail(&t, ip("::ffff:192.0.2.7"), "x");
-        assert!(t.admit(ip("192.0.2.7"), "x").is_err());
+        assert!(t.try_admit(ip("192.0.2.7"), "x").is_err());
     }
 
     #[test]
@@ -355,15 +435,15 @@ mod tests {
         let (t, _) = throttle(limits(1, 0, 3));
         let first = ip("192.0.2.1");
         fail(&t, first, "x");
-        assert!(t.admit(first, "x").is_err());
+        assert!(t.try_admit(first, "x").is_err());
         for i in 2..=10 {
             fail(&t, ip(&format!("192.0.2.{i}")), "x");
             assert!(t.tracked_keys() <= 3);
         }
         assert_eq!(t.tracked_keys(), 3);
         // The oldest was evicted; the most recent are still throttled.
-        assert!(t.admit(ip("192.0.2.10"), "x").is_err());
-        assert!(t.admit(first, "x").is_ok());
+        assert!(t.try_admit(ip("192.0.2.10"), "x").is_err());
+        assert!(t.try_admit(first, "x").is_ok());
     }
 
     /// A client that hangs up while its password is checked gains nothing: the dropped
@@ -372,17 +452,17 @@ mod tests {
     fn a_dropped_attempt_is_a_failure() {
         let (t, now) = throttle(limits(2, 0, 100));
         let a = ip("192.0.2.1");
-        drop(t.admit(a, "x").unwrap());
+        drop(t.try_admit(a, "x").unwrap());
         assert_eq!(fail(&t, a, "x"), Duration::from_secs(4));
-        assert!(t.admit(a, "x").is_err());
+        assert!(t.try_admit(a, "x").is_err());
         advance(&now, WINDOW);
-        assert!(t.admit(a, "x").is_ok());
+        assert!(t.try_admit(a, "x").is_ok());
     }
 
     #[test]
     fn successes_leave_no_keys_behind() {
         let (t, _) = throttle(limits(5, 5, 100));
-        t.admit(ip("192.0.2.1"), "alice").unwrap().succeeded();
+        t.try_admit(ip("192.0.2.1"), "alice").unwrap().succeeded();
         assert_eq!(t.tracked_keys(), 0);
         fail(&t, ip("192.0.2.1"), "alice");
         assert_eq!(t.tracked_keys(), 2);

@@ -17,6 +17,7 @@ use kube::runtime::utils::Backoff;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use super::apply::{self, FIELD_MANAGER};
 use super::dns_status::DnsEndpointSeen;
@@ -147,17 +148,18 @@ async fn has_resource(client: &Client, group_version: &str, plural: &str) -> Res
     }
 }
 
-/// Runs the controller until the watch streams end (or the process is asked to stop):
-/// over every namespace when `namespaces` is empty, else one controller per namespace,
-/// each watching only its own (a namespace-scoped install grants no more than that).
-pub async fn run(context: Arc<Context>, namespaces: Vec<String>) {
+/// Runs the controller until the watch streams end or `stop` is cancelled (then the
+/// reconciles under way finish first): over every namespace when `namespaces` is empty,
+/// else one controller per namespace, each watching only its own (a namespace-scoped
+/// install grants no more than that).
+pub async fn run(context: Arc<Context>, namespaces: Vec<String>, stop: CancellationToken) {
     if namespaces.is_empty() {
-        return watch(context, None).await;
+        return watch(context, None, stop).await;
     }
     futures::future::join_all(
         namespaces
             .into_iter()
-            .map(|namespace| watch(context.clone(), Some(namespace))),
+            .map(|namespace| watch(context.clone(), Some(namespace), stop.clone())),
     )
     .await;
 }
@@ -174,7 +176,7 @@ where
     }
 }
 
-async fn watch(context: Arc<Context>, namespace: Option<String>) {
+async fn watch(context: Arc<Context>, namespace: Option<String>, stop: CancellationToken) {
     let client = context.client.clone();
     let ns = namespace.as_deref();
     let config = watcher::Config::default;
@@ -212,7 +214,7 @@ async fn watch(context: Arc<Context>, namespace: Option<String>) {
             config(),
             move |secret| secrets::concerned(&secret.metadata, store.state().iter().map(|s| &**s)),
         )
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             match result {

@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
+use tokio_util::sync::CancellationToken;
+
+use crate::signals::Signals;
 
 /// The image the operator runs from, used for the mail server pods unless a
 /// MailServer names another.
@@ -81,21 +84,33 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
         command.image,
         metrics.clone(),
     ));
+    // Caught from the start: a standby replica, even one that led before, stops on
+    // SIGTERM at once; a leading one lets its reconciles under way finish first.
+    let mut signals = Signals::catch()?;
     loop {
         tracing::info!(identity = %command.identity, lease = %command.lease_name, "waiting for the leader Lease");
         loop {
-            match election.try_acquire_or_renew().await {
+            let acquired = tokio::select! {
+                acquired = election.try_acquire_or_renew() => acquired,
+                () = signals.recv() => return Ok(()),
+            };
+            match acquired {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election"),
             }
-            tokio::time::sleep(leader::RENEW_INTERVAL).await;
+            tokio::select! {
+                () = tokio::time::sleep(leader::RENEW_INTERVAL) => {}
+                () = signals.recv() => return Ok(()),
+            }
         }
         tracing::info!(identity = %command.identity, "leading: starting the controller");
         metrics.set_leader(true);
+        let stop = CancellationToken::new();
         let mut controller = tokio::spawn(controller::run(
             context.clone(),
             command.watch_namespaces.clone(),
+            stop.clone(),
         ));
         let stepped_down = loop {
             tokio::select! {
@@ -103,7 +118,11 @@ pub async fn run(command: OperatorCommand) -> anyhow::Result<()> {
                     result.context("controller task")?;
                     return Ok(());
                 }
-                _ = tokio::time::sleep(leader::RENEW_INTERVAL) => {}
+                () = signals.recv() => {
+                    stop.cancel();
+                    return controller.await.context("controller task");
+                }
+                () = tokio::time::sleep(leader::RENEW_INTERVAL) => {}
             }
             if let Err(e) = election.keep_leading().await {
                 break e;

@@ -4,16 +4,15 @@
 //! name and tag are Cargo.toml's everywhere they appear; and the image that
 //! `image/build.sh` builds with buildah (no engine: FROM scratch, no RUN).
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use common::chart::{repo, run};
 use regex::Regex;
 use serde_json::Value;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn read(path: &str) -> String {
     fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -164,20 +163,6 @@ fn blob(layout: &Path, descriptor: &Value) -> Vec<u8> {
     );
     assert_eq!(digest(&bytes), name);
     bytes
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// `bytes` decompressed by gzip.

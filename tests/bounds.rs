@@ -112,11 +112,13 @@ fn metrics_after_a_scripted_session_are_exact() {
     c.cmd_expect("QUIT", 221);
     s.wait_for_mail("bob", "counted");
 
-    // Closing and delivery are counted after the client sees them: poll until settled.
+    // Closing and delivery are counted after the client sees them (the deliveries family
+    // appears with its first count): poll until settled.
     let settled = |f: &Families| {
         f.values("posthorn_connections_active")
             .values()
             .all(|v| *v == 0.0)
+            && f.has("posthorn_deliveries")
             && f.values("posthorn_deliveries").values().sum::<f64>() >= 1.0
     };
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -52,6 +52,11 @@ impl Families {
         Families(families)
     }
 
+    /// Whether `family` is exposed (a labelled family appears with its first sample).
+    pub fn has(&self, family: &str) -> bool {
+        self.0.contains_key(family)
+    }
+
     /// The samples of `family`; panics if the family is not exposed at all.
     pub fn family(&self, family: &str) -> &[Sample] {
         self.0

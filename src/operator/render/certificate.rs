@@ -127,7 +127,7 @@ pub(super) fn tls(server: &MailServer, names: &Names, base: &Base, options: &Ren
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{load, options};
+    use super::super::testing::{load, options, render_example};
     use super::super::{GeneratedSecret, SecretData, render};
     use super::*;
 
@@ -219,12 +219,7 @@ mod tests {
                 })
         );
 
-        let own = render(
-            &load("src/operator/testdata/edge-cases.yaml"),
-            &SecretData::new(),
-            &options(),
-        )
-        .unwrap();
+        let own = render_example("src/operator/testdata/edge-cases.yaml");
         assert_eq!(own.tls, TlsPlan::UserSecret);
         assert_eq!(own.tls_secret, "submit-cert");
         assert_eq!(own.tls_ecdsa_secret.as_deref(), Some("submit-cert-ecdsa"));

@@ -428,18 +428,13 @@ fn dovecot_conf(server: &MailServer, dovecot: &DovecotSpec) -> anyhow::Result<St
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{load, options};
+    use super::super::testing::{load, options, render_example};
     use super::super::{SecretData, render};
     use super::*;
     use crate::plan::CONFIG_KEY as SERVER_CONFIG_KEY;
 
     fn rendered() -> super::super::Rendered {
-        render(
-            &load("examples/mailserver-mailboxes.yaml"),
-            &SecretData::new(),
-            &options(),
-        )
-        .unwrap()
+        render_example("examples/mailserver-mailboxes.yaml")
     }
 
     #[test]
@@ -470,12 +465,7 @@ mod tests {
         );
 
         // Without mailboxes, nothing of it, and the built-in Maildir.
-        let plain = render(
-            &load("examples/mailserver.yaml"),
-            &SecretData::new(),
-            &options(),
-        )
-        .unwrap();
+        let plain = render_example("examples/mailserver.yaml");
         assert!(plain.mailboxes.is_none());
         let config = &plain.config_map.data.as_ref().unwrap()[SERVER_CONFIG_KEY];
         assert!(config.contains("lmtp: null"), "{config}");

@@ -332,7 +332,7 @@ pub fn to_yaml(rendered: &Rendered) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{edge_case_secrets, load, options, path};
+    use super::testing::{edge_case_secrets, load, options, path, render_example};
     use super::*;
 
     /// Compares with `src/operator/testdata/<name>.golden.yaml`; `UPDATE_GOLDEN=1`
@@ -363,45 +363,25 @@ mod tests {
 
     #[test]
     fn golden_typical() {
-        let rendered = render(
-            &load("examples/mailserver.yaml"),
-            &SecretData::new(),
-            &options(),
-        )
-        .unwrap();
+        let rendered = render_example("examples/mailserver.yaml");
         golden("typical", &rendered);
     }
 
     #[test]
     fn golden_relay_with_issuer() {
-        let rendered = render(
-            &load("examples/mailserver-relay.yaml"),
-            &SecretData::new(),
-            &options(),
-        )
-        .unwrap();
+        let rendered = render_example("examples/mailserver-relay.yaml");
         golden("relay", &rendered);
     }
 
     #[test]
     fn golden_mailboxes() {
-        let rendered = render(
-            &load("examples/mailserver-mailboxes.yaml"),
-            &SecretData::new(),
-            &options(),
-        )
-        .unwrap();
+        let rendered = render_example("examples/mailserver-mailboxes.yaml");
         golden("mailboxes", &rendered);
     }
 
     #[test]
     fn golden_platform_knobs() {
-        let rendered = render(
-            &load("examples/mailserver-platform.yaml"),
-            &SecretData::new(),
-            &options(),
-        )
-        .unwrap();
+        let rendered = render_example("examples/mailserver-platform.yaml");
         golden("platform", &rendered);
     }
 
@@ -551,12 +531,7 @@ mod tests {
                 "PodDisruptionBudget"
             ]
         );
-        let plain = render(
-            &load("examples/mailserver.yaml"),
-            &SecretData::new(),
-            &options(),
-        )
-        .unwrap();
+        let plain = render_example("examples/mailserver.yaml");
         assert!(
             plain
                 .objects()

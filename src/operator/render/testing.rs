@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{PdbApi, RenderOptions, SecretData};
+use super::{PdbApi, RenderOptions, Rendered, SecretData, render};
 use crate::api::MailServer;
 use crate::plan::DKIM_KEY;
 
@@ -13,6 +13,11 @@ pub fn path(relative: &str) -> PathBuf {
 
 pub fn load(relative: &str) -> MailServer {
     crate::api::load_manifest(&path(relative)).unwrap()
+}
+
+/// An example manifest rendered with no Secrets and the test options.
+pub fn render_example(relative: &str) -> Rendered {
+    render(&load(relative), &SecretData::new(), &options()).unwrap()
 }
 
 pub fn options() -> RenderOptions {

@@ -381,7 +381,7 @@ pub(super) fn restricted_container() -> SecurityContext {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{load, options};
+    use super::super::testing::{load, options, render_example};
     use super::super::{SecretData, render};
     use super::*;
     use crate::config::Config;
@@ -389,12 +389,7 @@ mod tests {
 
     #[test]
     fn pod_is_locked_down_and_reads_the_rendered_config() {
-        let rendered = render(
-            &load("examples/mailserver.yaml"),
-            &SecretData::new(),
-            &options(),
-        )
-        .unwrap();
+        let rendered = render_example("examples/mailserver.yaml");
         let pod = rendered.stateful_set.spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.automount_service_account_token, Some(false));
         let pod_security = pod.security_context.as_ref().unwrap();
@@ -471,12 +466,7 @@ mod tests {
 
     #[test]
     fn every_pod_gets_a_claim_of_its_own_that_outlives_it() {
-        let rendered = render(
-            &load("examples/mailserver.yaml"),
-            &SecretData::new(),
-            &options(),
-        )
-        .unwrap();
+        let rendered = render_example("examples/mailserver.yaml");
         let set = &rendered.stateful_set.spec;
         assert_eq!(set.service_name.as_deref(), Some("mail-peers"));
         assert_eq!(rendered.peers.metadata.name.as_deref(), Some("mail-peers"));

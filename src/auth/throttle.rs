@@ -378,6 +378,20 @@ mod tests {
         );
     }
 
+    /// An attempt from `a` that must wait its turn; the task logs in once admitted.
+    async fn wait_turn(
+        t: &Arc<Throttle>,
+        a: Option<IpAddr>,
+    ) -> tokio::task::JoinHandle<Result<(), Duration>> {
+        let waiting = tokio::spawn({
+            let t = t.clone();
+            async move { t.admit(a, "x").await.map(Attempt::succeeded) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        waiting
+    }
+
     /// A waiting attempt is admitted when one being verified succeeds, and refused when
     /// the failure of one fills the limit.
     #[tokio::test]
@@ -387,22 +401,12 @@ mod tests {
         let a = ip("192.0.2.1");
         let first = t.try_admit(a, "x").unwrap();
         fail(&t, a, "x");
-        let waiting = tokio::spawn({
-            let t = t.clone();
-            async move { t.admit(a, "x").await.map(Attempt::succeeded) }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
+        let waiting = wait_turn(&t, a).await;
         first.succeeded();
         assert_eq!(waiting.await.unwrap(), Ok(()));
 
         let second = t.try_admit(a, "x").unwrap();
-        let waiting = tokio::spawn({
-            let t = t.clone();
-            async move { t.admit(a, "x").await.map(Attempt::succeeded) }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
+        let waiting = wait_turn(&t, a).await;
         second.failed();
         assert_eq!(waiting.await.unwrap(), Err(Duration::from_secs(15)));
     }

@@ -3,7 +3,7 @@
 //! them on demand.
 //!
 //! - `250 ... queued` is sent only after the queue file and its queue subdirectory are
-//!   synced;
+//!   synced, and a new spool's directories are synced into their parents;
 //! - a Maildir delivery syncs the file, links it into `new/` and syncs `new/`;
 //! - a failed write or sync gets Postfix's `451 4.3.0` (`452 4.3.1` when the disk is full),
 //!   nothing of that message is kept or delivered, and the next message goes through.
@@ -103,6 +103,18 @@ fn queued_reply_follows_the_syncs_of_the_file_and_its_directory() {
          {dir_synced}); calls:\n{calls:#?}"
     );
     s.wait_for_mail("alice", "durable-reply");
+}
+
+#[test]
+fn a_new_spool_s_directories_are_synced_into_their_parents() {
+    let faults = Faults::build();
+    let s = start(&faults);
+    let spool = canonical(&s.path("spool"));
+    let calls = faults.calls();
+    // tmp/, queue/ and corrupt/ are entries of the spool; queue/0 to queue/f of queue/.
+    for dir in [spool.clone(), format!("{spool}/queue")] {
+        find(&calls, 0, &format!("sync of {dir}"), |c| is_sync(c, &dir));
+    }
 }
 
 #[test]

@@ -107,6 +107,8 @@ async fn submission_needs_a_login_that_owns_the_sender() {
     for (login, sender) in [
         ("alice@example.com", "alice@example.com"),
         ("alice@example.com", "info@example.com"),
+        // Her own address with an extension, which the map does not list.
+        ("alice@example.com", "alice+news@example.com"),
         ("alice@example.com", ""),
     ] {
         assert_eq!(

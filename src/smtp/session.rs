@@ -30,10 +30,13 @@ use crate::auth::{Verdict, sasl};
 use crate::policy::RcptContext;
 use crate::spool::{self, Envelope, QueueId, Spool, TlsInfo};
 
-/// What one read takes: 4 KiB, like Postfix's stream buffers. Each session holds one for
-/// its whole life, so it is most of an idle session's memory; the bytes are parsed as
-/// they come, so a larger buffer only saves read calls on large plaintext messages.
+/// What one read takes while message content streams in: 4 KiB, like Postfix's stream
+/// buffers. The bytes are parsed as they come, so a larger buffer only saves read calls
+/// on large plaintext messages.
 const READ_BUFFER: usize = 4 * 1024;
+/// What one read takes between commands. Idle sessions wait here, so this is what each
+/// of them holds; a longer command line continues in `partial`.
+const COMMAND_READ_BUFFER: usize = 512;
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4 allows 512; extensions need more).
 const MAX_COMMAND_LINE: usize = 4096;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -160,7 +163,7 @@ where
         errors: 0,
         state: State::Command,
         partial: Vec::new(),
-        out: Vec::with_capacity(1024),
+        out: Vec::new(),
         slot: Some(slot),
     };
     let result = session.converse(io).await;
@@ -194,8 +197,17 @@ impl Session {
         let (min_rate, stress_timeout) = (limits.min_data_rate, limits.stress_idle_timeout);
         let mut stress = self.server.limits.stress();
         let mut deadline = Deadline::start(Instant::now(), self.timeout());
-        let mut buf = vec![0u8; READ_BUFFER];
+        let mut buf = Vec::new();
         loop {
+            let size = if self.receiving_content() {
+                READ_BUFFER
+            } else {
+                COMMAND_READ_BUFFER
+            };
+            if buf.len() != size {
+                buf.resize(size, 0);
+                buf.shrink_to_fit();
+            }
             let n = tokio::select! {
                 read = stream.read(&mut buf) => read?,
                 () = tokio::time::sleep_until(deadline.at()) => {
@@ -219,15 +231,17 @@ impl Session {
                 }
                 return Ok(());
             }
-            let action = self.ingest(&mut buf[..n].iter()).await;
+            // Boxed: what the commands await (a recipient's DNS lookups, the spool commit)
+            // is several times the size of the rest of the session, and inline it would
+            // be part of every idle session's task.
+            let action = Box::pin(self.ingest(&mut buf[..n].iter())).await;
             if action == Action::Close {
                 self.slot = None;
             }
             let replied = !self.out.is_empty();
+            // Taken, not reused: an idle session keeps no reply buffer.
             let out = std::mem::take(&mut self.out);
             self.write(&mut stream, &out).await?;
-            self.out = out;
-            self.out.clear();
             match action {
                 Action::Continue => {}
                 Action::Close => {

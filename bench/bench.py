@@ -16,6 +16,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -238,6 +239,15 @@ def one_run(args, server, clients, messages):
 
     sampler = threading.Thread(target=sample)
     sampler.start()
+    # A profiler attached to the server for the run and the drain (--attach): stopped
+    # with SIGINT, on which perf writes its data.
+    attached = None
+    if args.attach:
+        out = f"{args.dir}/{tree.name}.c{clients}.m{messages}.{time.time_ns()}"
+        cmd = args.attach.format(pids=",".join(map(str, sorted(tree.pids()))), out=out)
+        attached = subprocess.Popen(cmd, shell=True, start_new_session=True,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)  # perf needs a moment before it records
     limit = ["--total", str(args.total)] if args.total else ["--duration", f"{args.duration}s"]
     # The load generator is the only child waited for meanwhile: its own CPU.
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -256,6 +266,9 @@ def one_run(args, server, clients, messages):
     time.sleep(0.5)  # anything beyond the accepted count would show up now
     sampling.set()
     sampler.join()
+    if attached:
+        os.killpg(attached.pid, signal.SIGINT)
+        attached.wait()
     delivered = sink.count() - before_sink
     cpu = tree.cpu_seconds() - before_cpu
     report.update(server=tree.name, delivered=delivered, cpu_s=cpu, peak_pss=max(peak),
@@ -326,6 +339,10 @@ def main():
     p.add_argument("--loadgen", default=f"{REPO}/target/release/loadgen")
     p.add_argument("--resume", action="store_true", help="clients resume TLS sessions")
     p.add_argument("--drain-timeout", type=float, default=120)
+    p.add_argument("--attach", metavar="CMD",
+                   help="shell command run for each run's duration and drain, stopped with "
+                        "SIGINT; {pids} is the server's processes, {out} a per-run file "
+                        "prefix, e.g. 'perf sched record -o {out}.sched -p {pids}'")
     args = p.parse_args()
     cells = [(int(c), int(m)) for c in args.clients.split(",") for m in args.messages.split(",")]
     servers = args.servers.split(",")

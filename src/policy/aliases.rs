@@ -281,6 +281,33 @@ boss@example.com     boss@example.com, alice@example.com
             expand(&t, "boss@example.com").unwrap(),
             ["boss@example.com", "alice@example.com"]
         );
+        // A target with an extension of its own keeps it.
+        let t = AliasTable::parse("list@example.com bob+lists@example.com, carol@example.org\n")
+            .unwrap();
+        assert_eq!(
+            expand(&t, "list+x@example.com").unwrap(),
+            ["bob+lists@example.com", "carol+x@example.org"]
+        );
+    }
+
+    #[test]
+    fn expansion_holds_at_most_max_addresses() {
+        let entry = |n: usize| {
+            let targets: Vec<String> = (0..n).map(|i| format!("u{i}@x.example")).collect();
+            format!("all@x.example {}\n", targets.join(", "))
+        };
+        let t = AliasTable::parse(&entry(MAX_ADDRESSES)).unwrap();
+        let how = Lookup {
+            delimiter: Some('+'),
+            is_user: &|_| false,
+        };
+        let all = t.expand("all@x.example", &how).unwrap().unwrap();
+        assert_eq!(all.len(), MAX_ADDRESSES);
+        let err = AliasTable::parse(&entry(MAX_ADDRESSES + 1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 1: aliases expand to more than 1000 addresses"
+        );
     }
 
     #[test]

@@ -70,11 +70,15 @@ fn queued_reply_follows_the_syncs_of_the_file_and_its_directory() {
         .unwrap_or_else(|| panic!("not queued: {reply}"));
 
     let spool = canonical(&s.path("spool"));
-    let tmp = format!("{spool}/tmp/{id}");
     let calls = faults.calls();
+    // Written in a hashed subdirectory of tmp/, tmp/<h>/.
     let written = find(&calls, 0, "write of the queue file", |c| {
-        c.op == "write" && c.path == tmp && c.result == "0"
+        c.op == "write"
+            && c.path.starts_with(&format!("{spool}/tmp/"))
+            && c.path.ends_with(&format!("/{id}"))
+            && c.result == "0"
     });
+    let tmp = calls[written].path.clone();
     let synced = find(&calls, written, "sync of the queue file", |c| {
         is_sync(c, &tmp)
     });
@@ -90,6 +94,13 @@ fn queued_reply_follows_the_syncs_of_the_file_and_its_directory() {
     assert_eq!(
         Path::new(&subdir).parent().unwrap(),
         Path::new(&spool).join("queue")
+    );
+    assert_eq!(
+        Path::new(&tmp).parent().unwrap(),
+        Path::new(&spool)
+            .join("tmp")
+            .join(Path::new(&subdir).file_name().unwrap()),
+        "tmp/<h>/ and queue/<h>/ differ"
     );
     let dir_synced = find(&calls, linked, "sync of queue/<h>/", |c| {
         is_sync(c, &subdir)

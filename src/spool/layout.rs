@@ -1,7 +1,9 @@
 //! Where queue files live: `queue/<h>/<id>`, `h` one of 16 subdirectories chosen by a
 //! hash of the id, like Postfix's `hash_queue_depth = 1`. Creating and removing names
 //! churns a directory; spread over 16 the lookups stay short when the queue backs up,
-//! and each subdirectory's fsync covers only its own names (see `committer`).
+//! and each subdirectory's fsync covers only its own names (see `committer`). A file is
+//! written in `tmp/<h>/` first: every create and unlink takes its directory's lock, and
+//! with one `tmp/` concurrent commits queued on it (bench/RESULTS.md, "Contention").
 //!
 //! Releases before the subdirectories kept every file in `queue/` itself:
 //! [`migrate_flat`] moves such files into place when the spool is opened, and
@@ -27,8 +29,9 @@ pub fn bucket(id: &QueueId) -> usize {
     (hash % BUCKETS.len() as u32) as usize
 }
 
-pub fn queue_path(queue: &Path, id: &QueueId) -> PathBuf {
-    queue.join(BUCKETS[bucket(id)]).join(id.as_str())
+/// `dir/<h>/<id>`: the place of `id` in `queue/`, and of its file in the making in `tmp/`.
+pub fn hashed_path(dir: &Path, id: &QueueId) -> PathBuf {
+    dir.join(BUCKETS[bucket(id)]).join(id.as_str())
 }
 
 pub fn sidecar_path(queue_file: &Path) -> PathBuf {

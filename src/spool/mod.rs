@@ -1,9 +1,9 @@
 //! The durable queue on disk, Postfix style: one plain file per message under `queue/`,
 //! holding the envelope and the message so that one fsync covers both.
 //!
-//! A message is written to `tmp/`, fsynced, linked into its hashed subdirectory of
-//! `queue/` (see `layout`), and that directory is fsynced (batched over concurrent
-//! commits, see `committer`); only then does
+//! A message is written to its hashed subdirectory of `tmp/`, fsynced, linked into the
+//! same subdirectory of `queue/` (see `layout`), and that directory is fsynced (batched
+//! over concurrent commits, see `committer`); only then does
 //! [`Spool::commit`] return and the session answer `250`. A crash leaves either a whole
 //! queue file or debris in `tmp/`, which [`Spool::open`] removes. Per-recipient outcomes
 //! are appended to a sidecar `<id>.status` next to the queue file, fsynced after each update, so a
@@ -110,7 +110,7 @@ impl Spool {
         let id = envelope.id;
         let prefix = format::encode_prefix(envelope, message.len())?;
         let len = (prefix.len() + message.len()) as u64;
-        let tmp = self.tmp.join(id.as_str());
+        let tmp = layout::hashed_path(&self.tmp, &id);
         let to = self.queue_path(&id);
         let committer = self.committer.clone();
         let _permit = self.writers.acquire().await?;
@@ -215,7 +215,7 @@ impl Spool {
     }
 
     fn queue_path(&self, id: &QueueId) -> PathBuf {
-        layout::queue_path(&self.queue, id)
+        layout::hashed_path(&self.queue, id)
     }
 
     fn sidecar_path(&self, id: &QueueId) -> PathBuf {
@@ -261,7 +261,7 @@ pub fn inspect(dir: &Path) -> anyhow::Result<Vec<QueueEntry>> {
 pub fn inspect_message(dir: &Path, id: &QueueId) -> anyhow::Result<QueuedMessage> {
     let queue = dir.join("queue");
     // A spool of an older release, not yet opened by this one, is still flat.
-    let path = [layout::queue_path(&queue, id), queue.join(id.as_str())]
+    let path = [layout::hashed_path(&queue, id), queue.join(id.as_str())]
         .into_iter()
         .find(|path| path.exists())
         .with_context(|| format!("no queued message {id}"))?;
@@ -364,6 +364,11 @@ fn prepare(root: &Path) -> anyhow::Result<(Counters, Vec<File>)> {
     if created {
         File::open(root)?.sync_all()?;
     }
+    // Nothing in tmp/ outlives a crash, so its subdirectories need no sync.
+    let tmp_buckets = layout::BUCKETS.map(|b| tmp.join(b));
+    for dir in &tmp_buckets {
+        create_dir(&builder, dir)?;
+    }
     let buckets: Vec<PathBuf> = layout::BUCKETS.iter().map(|b| queue.join(b)).collect();
     created = false;
     for dir in &buckets {
@@ -378,13 +383,20 @@ fn prepare(root: &Path) -> anyhow::Result<(Counters, Vec<File>)> {
         .map(File::open)
         .collect::<io::Result<Vec<File>>>()?;
 
+    // Debris in tmp/<h>/, or in tmp/ itself from a release before the subdirectories.
     let mut debris = 0;
-    for entry in fs::read_dir(&tmp)? {
-        let path = entry?.path();
-        match fs::remove_file(&path) {
-            Ok(()) => debris += 1,
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "cannot remove spool debris")
+    for dir in std::iter::once(&tmp).chain(&tmp_buckets) {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if dir == &tmp && tmp_buckets.contains(&entry.path()) {
+                continue;
+            }
+            let path = entry.path();
+            match fs::remove_file(&path) {
+                Ok(()) => debris += 1,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot remove spool debris")
+                }
             }
         }
     }
@@ -433,7 +445,7 @@ fn prepare(root: &Path) -> anyhow::Result<(Counters, Vec<File>)> {
             .context("not a queue file name")
             .and_then(|id| {
                 ensure!(
-                    path == layout::queue_path(&queue, &id),
+                    path == layout::hashed_path(&queue, &id),
                     "not in its subdirectory"
                 );
                 let envelope = read_envelope(&path)?;

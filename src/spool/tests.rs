@@ -38,7 +38,7 @@ fn message(n: usize) -> Bytes {
 
 /// Where the queue file of `id` lives in spool `root`.
 fn queue_file(root: &Path, id: &QueueId) -> PathBuf {
-    layout::queue_path(&root.join("queue"), id)
+    layout::hashed_path(&root.join("queue"), id)
 }
 
 /// Every file in the queue subdirectories of spool `root`, sorted.
@@ -49,6 +49,21 @@ fn queue_files(root: &Path) -> Vec<PathBuf> {
         .map(|e| e.unwrap().path())
         .collect();
     v.sort();
+    v
+}
+
+/// Every file under `tmp/` of spool `root`, its subdirectories included.
+fn tmp_files(root: &Path) -> Vec<PathBuf> {
+    let tmp = root.join("tmp");
+    let mut v = Vec::new();
+    for dir in std::iter::once(tmp.clone()).chain(layout::BUCKETS.map(|b| tmp.join(b))) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                v.push(path);
+            }
+        }
+    }
     v
 }
 
@@ -66,7 +81,7 @@ async fn a_spool_in_use_is_refused_untouched_until_its_holder_closes_it() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).await.unwrap();
     // What a commit of the holder has in flight: a second opener must not clean it up.
-    let in_flight = dir.path().join("tmp").join(Spool::new_id().as_str());
+    let in_flight = layout::hashed_path(&dir.path().join("tmp"), &Spool::new_id());
     fs::write(&in_flight, b"half a message").unwrap();
 
     let error = Spool::open(dir.path())
@@ -119,7 +134,7 @@ async fn commit_then_reopen_sees_exact_bytes_and_envelope() {
     assert_eq!(loaded.envelope, env);
     assert_eq!(loaded.message, msg);
     assert_eq!(spool.load_envelope(&env.id).await.unwrap(), env);
-    assert!(names(&dir.path().join("tmp")).is_empty());
+    assert_eq!(tmp_files(dir.path()), Vec::<PathBuf>::new());
     for sub in ["tmp", "queue", "corrupt"] {
         let mode = fs::metadata(dir.path().join(sub)).unwrap().permissions();
         assert_eq!(
@@ -140,16 +155,19 @@ async fn open_removes_tmp_debris_and_orphan_sidecars() {
         .await
         .unwrap();
     drop(spool);
-    fs::write(
-        dir.path().join("tmp").join(Spool::new_id().as_str()),
-        b"POSTHORN-QUEUE 1 12",
-    )
-    .unwrap();
+    // In a subdirectory, and in tmp/ itself as releases before the subdirectories left it.
+    let tmp = dir.path().join("tmp");
+    for debris in [
+        layout::hashed_path(&tmp, &Spool::new_id()),
+        tmp.join(Spool::new_id().as_str()),
+    ] {
+        fs::write(debris, b"POSTHORN-QUEUE 1 12").unwrap();
+    }
     let orphan = layout::sidecar_path(&queue_file(dir.path(), &Spool::new_id()));
     fs::write(&orphan, b"\n{}\n").unwrap();
 
     let spool = Spool::open(dir.path()).await.unwrap();
-    assert!(names(&dir.path().join("tmp")).is_empty());
+    assert_eq!(tmp_files(dir.path()), Vec::<PathBuf>::new());
     let kept_file = queue_file(dir.path(), &kept.id);
     let mut expected = vec![kept_file.clone(), layout::sidecar_path(&kept_file)];
     expected.sort();
@@ -238,7 +256,7 @@ async fn concurrent_commits_are_all_durable_with_distinct_ids() {
 async fn failed_write_returns_err_and_queues_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).await.unwrap();
-    fs::remove_dir(dir.path().join("tmp")).unwrap();
+    fs::remove_dir_all(dir.path().join("tmp")).unwrap();
     let env = envelope(&["bob@example.com"]);
     assert!(spool.commit(&env, message(1)).await.is_err());
     assert!(queue_files(dir.path()).is_empty());
@@ -272,7 +290,7 @@ async fn commit_never_replaces_a_queued_message() {
     spool.commit(&env, message(1)).await.unwrap();
     assert!(spool.commit(&env, message(2)).await.is_err());
     assert_eq!(spool.load(&env.id).await.unwrap().message, message(1));
-    assert!(names(&dir.path().join("tmp")).is_empty());
+    assert_eq!(tmp_files(dir.path()), Vec::<PathBuf>::new());
     assert_eq!(spool.stats().messages, 1);
 }
 

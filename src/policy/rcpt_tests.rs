@@ -16,7 +16,17 @@ struct Fixture {
 /// Local domains example.com and Example.ORG with users bob and alice; alice may also
 /// send as info@example.com.
 fn fixture(postmaster: Option<&str>) -> Fixture {
+    fixture_with_aliases(postmaster, None)
+}
+
+/// As [`fixture`], with an alias file of `aliases` when given.
+fn fixture_with_aliases(postmaster: Option<&str>, aliases: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
+    let aliases = aliases.map_or(String::new(), |text| {
+        let file = dir.path().join("aliases");
+        std::fs::write(&file, text).unwrap();
+        format!("aliases: {{file: {}}}\n", file.display())
+    });
     let passwd = dir.path().join("passwd");
     let hash = hash_password(Scheme::Sha256Crypt, "pw").unwrap();
     std::fs::write(
@@ -31,6 +41,7 @@ fn fixture(postmaster: Option<&str>) -> Fixture {
         "hostname: mail.example.com\n\
          domains: [example.com, Example.ORG]\n\
          {postmaster}\
+         {aliases}\
          senderLoginMap: {}\n\
          tls: {{cert: /tls/tls.crt, key: /tls/tls.key}}\n\
          auth: {{passwdFile: {}}}\n\
@@ -171,4 +182,29 @@ async fn postmaster_goes_to_the_configured_address_or_the_first_domain() {
         f.policy.reserved_target("postmaster"),
         Some("hostmaster@example.org")
     );
+}
+
+#[tokio::test]
+async fn resolve_takes_an_alias_entry_before_the_reserved_target() {
+    let f = fixture_with_aliases(
+        Some("admin@example.net"),
+        Some(
+            "info@example.com alice@example.com, bob@example.com\nabuse@example.com bob@example.com\n",
+        ),
+    );
+    let resolve = |rcpt| f.policy.resolve(rcpt, &f.auth).map_err(|r| r.reply);
+    for (rcpt, to) in [
+        (
+            "info@example.com",
+            Some(vec!["alice@example.com", "bob@example.com"]),
+        ),
+        ("bob@example.com", None),
+        ("nobody@elsewhere.net", None),
+        // abuse@ has an entry of its own; postmaster@ goes to the configured address.
+        ("abuse@example.com", Some(vec!["bob@example.com"])),
+        ("postmaster@example.com", Some(vec!["admin@example.net"])),
+    ] {
+        let to = to.map(|to| to.into_iter().map(String::from).collect::<Vec<_>>());
+        assert_eq!(resolve(rcpt), Ok(to), "{rcpt}");
+    }
 }

@@ -208,3 +208,21 @@ async fn resolve_takes_an_alias_entry_before_the_reserved_target() {
         assert_eq!(resolve(rcpt), Ok(to), "{rcpt}");
     }
 }
+
+#[tokio::test]
+async fn a_login_may_send_as_the_aliases_naming_it() {
+    let f = fixture_with_aliases(None, Some("sales@example.com alice@example.com\n"));
+    let submit = |login, sender| f.rcpt(ListenerKind::Submission, login, sender, "bob@example.com");
+    assert_eq!(
+        submit(Some("alice@example.com"), "sales@example.com").await,
+        None
+    );
+    assert_eq!(
+        submit(Some("bob@example.com"), "sales@example.com")
+            .await
+            .as_deref(),
+        Some(
+            "553 5.7.1 <sales@example.com>: Sender address rejected: not owned by user bob@example.com"
+        )
+    );
+}

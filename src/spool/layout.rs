@@ -3,7 +3,7 @@
 //! churns a directory; spread over 16 the lookups stay short when the queue backs up,
 //! and each subdirectory's fsync covers only its own names (see `committer`). A file is
 //! written in `tmp/<h>/` first: every create and unlink takes its directory's lock, and
-//! with one `tmp/` concurrent commits queued on it (bench/RESULTS.md, "Contention").
+//! with one `tmp/` concurrent commits queued on it (bench/RESULTS.md, "Kernel locks").
 //!
 //! Releases before the subdirectories kept every file in `queue/` itself:
 //! [`migrate_flat`] moves such files into place when the spool is opened, and

@@ -5,6 +5,7 @@
 //! - `250 ... queued` is sent only after the queue file and its queue subdirectory are
 //!   synced, and a new spool's directories are synced into their parents;
 //! - a Maildir delivery syncs the file, links it into `new/` and syncs `new/`;
+//! - a deferred message's status file is synced, and then its directory;
 //! - a failed write or sync gets Postfix's `451 4.3.0` (`452 4.3.1` when the disk is full),
 //!   nothing of that message is kept or delivered, and the next message goes through.
 
@@ -165,6 +166,43 @@ fn maildir_delivery_syncs_the_file_then_links_and_syncs_new() {
     });
     find(&calls, linked, "sync of new/ after the link", |c| {
         is_sync(c, &new)
+    });
+}
+
+#[test]
+fn a_deferred_message_s_status_file_is_synced_with_its_directory() {
+    let faults = Faults::build();
+    let s = start(&faults);
+    // The Maildir's syncs fail, so the delivery is deferred and its outcome recorded.
+    faults.inject("fdatasync,fsync", "/mail/", "EIO");
+    let mut c = inbound_client(&s);
+    let reply = submit(&mut c, "deferred-status");
+    let id = reply
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("not queued: {reply}"));
+    let queue = format!("{}/queue/", canonical(&s.path("spool")));
+    let is_status =
+        |c: &Call| c.path.starts_with(&queue) && c.path.ends_with(&format!("/{id}.status"));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let calls = loop {
+        let calls = faults.calls();
+        if calls.iter().any(|c| is_status(c) && is_sync(c, &c.path)) || Instant::now() > deadline {
+            break calls;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let synced = find(&calls, 0, "sync of the status file", |c| {
+        is_status(c) && is_sync(c, &c.path)
+    });
+    // A new name: durable only once its directory, queue/<h>/, is synced.
+    let subdir = Path::new(&calls[synced].path)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    find(&calls, synced, "sync of queue/<h>/ after it", |c| {
+        is_sync(c, &subdir)
     });
 }
 

@@ -418,6 +418,11 @@ mod tests {
                 "{ARGON2ID}$argon2id$v=19$m=65536",
                 HashError::Malformed("Argon2"),
             ),
+            // A salt and parameters but no hash.
+            (
+                "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2FsdHNhbHRzYWx0c2FsdA",
+                HashError::Malformed("Argon2"),
+            ),
         ];
         for (stored, expected) in cases {
             assert_eq!(

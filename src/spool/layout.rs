@@ -106,4 +106,35 @@ mod tests {
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }
+
+    #[test]
+    fn queued_needs_the_queue_and_readable_subdirectories() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = dir.path().join("queue");
+        assert_eq!(queued(&queue).unwrap_err().kind(), io::ErrorKind::NotFound);
+        // A flat spool of an older release has no subdirectories.
+        fs::create_dir(&queue).unwrap();
+        assert!(queued(&queue).unwrap().is_empty());
+        fs::write(queue.join("3"), b"").unwrap();
+        assert_eq!(
+            queued(&queue).unwrap_err().kind(),
+            io::ErrorKind::NotADirectory
+        );
+    }
+
+    #[test]
+    fn migrate_flat_counts_what_it_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = dir.path().join("queue");
+        for bucket in BUCKETS {
+            fs::create_dir_all(queue.join(bucket)).unwrap();
+        }
+        let id = QueueId::generate();
+        fs::write(queue.join(id.as_str()), b"x").unwrap();
+        fs::write(queue.join(format!("{id}{SIDECAR_SUFFIX}")), b"x").unwrap();
+        fs::write(queue.join("not-a-queue-file"), b"x").unwrap();
+        assert_eq!(migrate_flat(&queue).unwrap(), 2);
+        assert!(hashed_path(&queue, &id).exists());
+        assert_eq!(migrate_flat(&queue).unwrap(), 0);
+    }
 }

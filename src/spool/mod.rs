@@ -383,12 +383,13 @@ fn prepare(root: &Path) -> anyhow::Result<(Counters, Vec<File>)> {
         .map(File::open)
         .collect::<io::Result<Vec<File>>>()?;
 
-    // Debris in tmp/<h>/, or in tmp/ itself from a release before the subdirectories.
+    // Debris: the files in tmp/<h>/, and in tmp/ itself from a release before the
+    // subdirectories.
     let mut debris = 0;
     for dir in std::iter::once(&tmp).chain(&tmp_buckets) {
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
-            if dir == &tmp && tmp_buckets.contains(&entry.path()) {
+            if !entry.file_type()?.is_file() {
                 continue;
             }
             let path = entry.path();

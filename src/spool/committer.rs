@@ -169,7 +169,12 @@ mod tests {
                 std::thread::spawn(move || dir.sync())
             })
             .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while Arc::strong_count(&batch) < 1 + 1 + 8 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the waiters did not join the open batch"
+            );
             std::thread::yield_now();
         }
         assert!(batch.result.get().is_none(), "synced while a sync ran");

@@ -110,11 +110,7 @@ delivery: {delivery}
     /// SIGTERM, and the exit status once it stopped.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        run_ok(
-            Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string()),
-        );
+        common::terminate(&child);
         child.wait().unwrap()
     }
 

@@ -140,21 +140,8 @@ fn one_leader_at_a_time_and_a_takeover_after_the_holder_dies() {
         b.leader() == 0.0
     });
     assert_eq!(holder(&kube).as_deref(), Some("c"));
-    let status = Command::new("kill")
-        .args(["-TERM", &b.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let signalled = Instant::now();
-    let exit = loop {
-        if let Some(exit) = b.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(10),
-            "B, a standby after leading, ignored SIGTERM"
-        );
-        thread::sleep(Duration::from_millis(100));
-    };
+    common::terminate(&b.child);
+    let exit = common::wait_exit(&mut b.child, Duration::from_secs(10))
+        .expect("B, a standby after leading, ignored SIGTERM");
     assert!(exit.success(), "{exit}");
 }

@@ -99,7 +99,7 @@ pub struct Throttle {
 
 /// Why an attempt is not admitted now.
 #[derive(Debug, PartialEq)]
-pub enum Denied {
+enum Denied {
     /// The failures in the window reach a limit: refuse, after this delay.
     Refused(Duration),
     /// Attempts being verified fill what the failures leave of a limit: wait for one.
@@ -152,7 +152,7 @@ impl Throttle {
     }
 
     /// [`Throttle::admit`] without waiting.
-    pub fn try_admit(&self, client: Option<IpAddr>, login: &str) -> Result<Attempt<'_>, Denied> {
+    fn try_admit(&self, client: Option<IpAddr>, login: &str) -> Result<Attempt<'_>, Denied> {
         let keys = [
             client.map(|ip| (Key::Network(network(ip)), self.limits.per_address)),
             Some((Key::Login(self.salt.hash_one(login)), self.limits.per_login)),

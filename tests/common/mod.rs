@@ -233,26 +233,12 @@ impl Server {
 
     /// Sends SIGTERM, as the kubelet does to stop a pod.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -TERM failed");
+        terminate(&self.child);
     }
 
     /// The exit status once the process has ended, `None` if it still runs after `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, limit)
     }
 
     /// Starts `posthorn serve` again on the same config and spool, once the last one has
@@ -781,4 +767,28 @@ pub fn marker(name: &str) -> String {
         .unwrap()
         .subsec_nanos();
     format!("posthorn-test-{name}-{}-{nanos}", std::process::id())
+}
+
+/// Sends SIGTERM to `child`, as the kubelet does to stop a pod.
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// `child`'s exit status once it has ended, `None` if it still runs after `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }

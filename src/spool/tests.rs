@@ -41,27 +41,30 @@ fn queue_file(root: &Path, id: &QueueId) -> PathBuf {
     layout::hashed_path(&root.join("queue"), id)
 }
 
-/// Every file in the queue subdirectories of spool `root`, sorted.
-fn queue_files(root: &Path) -> Vec<PathBuf> {
+/// Every file in the hashed subdirectories of `dir` (`queue/` or `tmp/`), sorted.
+fn bucket_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = layout::BUCKETS
         .iter()
-        .flat_map(|b| fs::read_dir(root.join("queue").join(b)).unwrap())
+        .flat_map(|b| fs::read_dir(dir.join(b)).unwrap())
         .map(|e| e.unwrap().path())
         .collect();
     v.sort();
     v
 }
 
-/// Every file under `tmp/` of spool `root`, its subdirectories included.
+/// Every file in the queue subdirectories of spool `root`, sorted.
+fn queue_files(root: &Path) -> Vec<PathBuf> {
+    bucket_files(&root.join("queue"))
+}
+
+/// Every file under `tmp/` of spool `root`: in its subdirectories and in itself.
 fn tmp_files(root: &Path) -> Vec<PathBuf> {
     let tmp = root.join("tmp");
-    let mut v = Vec::new();
-    for dir in std::iter::once(tmp.clone()).chain(layout::BUCKETS.map(|b| tmp.join(b))) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                v.push(path);
-            }
+    let mut v = bucket_files(&tmp);
+    for entry in fs::read_dir(&tmp).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            v.push(path);
         }
     }
     v

@@ -56,6 +56,19 @@ fn find(calls: &[Call], from: usize, what: &str, matches: impl Fn(&Call) -> bool
         .unwrap_or_else(|| panic!("no {what} at or after call {from}; calls:\n{calls:#?}"))
 }
 
+/// The calls recorded so far, once one of them is `awaited` (or after 10 s, for `find`
+/// to report what is missing).
+fn calls_once(faults: &Faults, awaited: impl Fn(&Call) -> bool) -> Vec<Call> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let calls = faults.calls();
+        if calls.iter().any(&awaited) || Instant::now() > deadline {
+            return calls;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn is_sync(c: &Call, path: &str) -> bool {
     (c.op == "fsync" || c.op == "fdatasync") && c.path == path && c.result == "0"
 }
@@ -147,14 +160,7 @@ fn maildir_delivery_syncs_the_file_then_links_and_syncs_new() {
     let tmp = format!("{}/tmp/{name}", new.trim_end_matches("/new"));
 
     // The file shows in new/ at the link; the directory sync comes just after.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let calls = loop {
-        let calls = faults.calls();
-        if calls.iter().any(|c| is_sync(c, &new)) || Instant::now() > deadline {
-            break calls;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let calls = calls_once(&faults, |c| is_sync(c, &new));
     let written = find(&calls, 0, "write into tmp/", |c| {
         c.op == "write" && c.path == tmp && c.result == "0"
     });
@@ -184,14 +190,7 @@ fn a_deferred_message_s_status_file_is_synced_with_its_directory() {
     let is_status =
         |c: &Call| c.path.starts_with(&queue) && c.path.ends_with(&format!("/{id}.status"));
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let calls = loop {
-        let calls = faults.calls();
-        if calls.iter().any(|c| is_status(c) && is_sync(c, &c.path)) || Instant::now() > deadline {
-            break calls;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let calls = calls_once(&faults, |c| is_status(c) && is_sync(c, &c.path));
     let synced = find(&calls, 0, "sync of the status file", |c| {
         is_status(c) && is_sync(c, &c.path)
     });
